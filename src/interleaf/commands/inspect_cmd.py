@@ -1,0 +1,76 @@
+"""`interleaf inspect PATH`: summary, samples, HTML page or JSON of any shard or directory of shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from interleaf import render, storage
+from interleaf.errors import UsageError
+from interleaf.inspect import sample_documents, sample_rows, summarize
+from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarize a shard or directory of shards (documents, images, tokens)",
+                       description="Summarize any interleaf shard or directory of shards; the kind is read "
+                                   "from the shard's metadata.")
+    p.add_argument("path", help="a shard file, a directory of part-*.arrow shards, or a glob (local or gs://)")
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="also show N rows readably")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page with the summary and "
+                                                   "sample rows (images inline when an image store is found)")
+    p.add_argument("--images", metavar="DIR", help="image store for --html (default: DIR/images beside a run's "
+                                                    "documents)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sample < 0:
+        raise UsageError(f"--sample must be 0 or more, found {args.sample}")
+    if args.images and not storage.exists(args.images):
+        raise UsageError(f"--images {args.images}: no such image store")
+    summary = summarize(args.path)
+    n = args.sample or (5 if args.html else 0)
+
+    texts, documents, image_rows, token_rows = [], None, None, None
+    if n:
+        if summary.kind == KIND_DOCUMENTS:
+            documents = sample_documents(args.path, n)
+            texts = [render.document_text(d) for d in documents]
+        else:
+            shards, table = sample_rows(args.path, n, with_image_bytes=bool(args.html))
+            rows = table.to_pylist()
+            if summary.kind == KIND_IMAGES:
+                image_rows = rows
+                texts = [render.image_row_text(r) for r in rows]
+            elif summary.kind == KIND_TOKENS:
+                token_rows = texts = [render.token_row_text(r["doc_id"], r["tokens"], shards.token_info)
+                                      for r in rows]
+
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        print(render.summary_text(summary, args.path))
+    if args.sample:
+        print()
+        print("\n\n".join(texts))
+
+    if args.html:
+        images = {}
+        if documents is not None:
+            store = args.images or render.find_image_store(args.path)
+            if store:
+                wanted = {k for d in documents for node in d.image_nodes
+                          for k in (node.image_sha256, node.image_url) if k}
+                images = render.load_images(store, wanted)
+        page = render.html_page(args.path, summary, documents=documents, image_rows=image_rows,
+                                token_rows=token_rows, images=images)
+        directory = os.path.dirname(args.html)
+        if directory:
+            storage.makedirs(directory)
+        storage.write_bytes(args.html, page.encode("utf-8"))
+        if not args.json:
+            print(f"\nwrote {args.html}")
+    return 0
