@@ -1,0 +1,166 @@
+"""What every interleaf Beam stage shares: the runner, funnel counters, and shard read/write transforms.
+
+Funnel convention. Each stage counts what enters and leaves it with Beam Metrics counters in the namespace
+`interleaf.<stage>`, named `<unit>.in`, `<unit>.out` and `<unit>.dropped.<reason>`, where unit is
+`documents`, `nodes` or `images`. The run reads them back into the manifest's funnel (see `funnel_from`),
+where for every unit in = out + sum(dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from interleaf import storage
+from interleaf.shards import list_shards, read_shard, shard_name, write_shard
+
+log = logging.getLogger(__name__)
+
+NAMESPACE_PREFIX = "interleaf."
+
+
+# ---------------------------------------------------------------- runner
+
+
+def pipeline_options(pipeline_args: list[str] | None = None, **overrides) -> PipelineOptions:
+    """Beam's options from the arguments interleaf did not consume, handed over untouched."""
+    return PipelineOptions(pipeline_args or [], **overrides)
+
+
+def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline on the runner the options name; with none named, Beam's local FnApiRunner directly.
+
+    The DirectRunner (Beam's default) first tries to download the Prism runner binary from the internet
+    before falling back (measured here); the FnApiRunner is what it falls back to, so we start there.
+    `--direct_num_workers N --direct_running_mode multi_processing` still apply to it.
+    """
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner", "FnApiRunner"):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return beam.Pipeline(options=options)
+
+
+# ---------------------------------------------------------------- funnel counters
+
+
+class Funnel:
+    """Counters of one stage: `Funnel("ingest").inc("documents", "in")`, `.drop("nodes", "too_short", 3)`."""
+
+    def __init__(self, stage: str):
+        self.namespace = NAMESPACE_PREFIX + stage
+        self._counters: dict[str, object] = {}
+
+    def _counter(self, name: str):
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = Metrics.counter(self.namespace, name)
+        return c
+
+    def inc(self, unit: str, what: str, n: int = 1) -> None:
+        if n:
+            self._counter(f"{unit}.{what}").inc(n)
+
+    def drop(self, unit: str, reason: str, n: int = 1) -> None:
+        if n:
+            self._counter(f"{unit}.dropped.{reason}").inc(n)
+
+
+def funnel_from(result) -> dict:
+    """The funnel of a finished pipeline: {stage: {unit: {"in", "out", "dropped": {reason: n}}}}."""
+    funnel: dict = defaultdict(lambda: defaultdict(lambda: {"in": 0, "out": 0, "dropped": {}}))
+    for c in result.metrics().query(MetricsFilter())["counters"]:
+        ns = c.key.metric.namespace
+        if not ns.startswith(NAMESPACE_PREFIX):
+            continue
+        stage = ns[len(NAMESPACE_PREFIX):]
+        value = c.committed if c.committed is not None else c.attempted
+        unit, _, what = c.key.metric.name.partition(".")
+        entry = funnel[stage][unit]
+        if what.startswith("dropped."):
+            reason = what[len("dropped."):]
+            entry["dropped"][reason] = entry["dropped"].get(reason, 0) + value
+        elif what in ("in", "out"):
+            entry[what] += value
+        else:  # informational counters such as images.archived
+            entry.setdefault("info", {})[what] = entry.get("info", {}).get(what, 0) + value
+    return {s: {u: {**e, "dropped": dict(sorted(e["dropped"].items()))} for u, e in units.items()}
+            for s, units in funnel.items()}
+
+
+def unreconciled(funnel: dict) -> list[str]:
+    """Stage/unit pairs whose counts do not reconcile (in != out + dropped); [] when all do."""
+    bad = []
+    for stage, units in funnel.items():
+        for unit, e in units.items():
+            if e["in"] != e["out"] + sum(e["dropped"].values()):
+                bad.append(f"{stage}/{unit}: in {e['in']} != out {e['out']} + dropped "
+                           f"{sum(e['dropped'].values())}")
+    return bad
+
+
+# ---------------------------------------------------------------- shards
+
+
+def stable_shard(key: str, num_shards: int) -> int:
+    """Shard index of a key, the same on every worker and every run (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % num_shards
+
+
+class WriteShards(beam.PTransform):
+    """Write records as `num_shards` Arrow shards under `directory`, deterministically.
+
+    Records are spread by a stable hash of `key_fn(record)` and sorted by that key inside each shard, so the
+    same input gives byte-identical shards whatever the runner, worker count or bundle boundaries. Every
+    shard index is written, empty ones included, so a reader sees a complete part-i-of-N set.
+    Output: (path, rows) per shard.
+    """
+
+    def __init__(self, directory: str, to_table: Callable[[list], pa.Table], key_fn: Callable[[object], str],
+                 num_shards: int = 1):
+        super().__init__()
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be at least 1, found {num_shards}")
+        self.directory, self.to_table, self.key_fn, self.num_shards = directory, to_table, key_fn, num_shards
+
+    def expand(self, records):
+        n, key_fn = self.num_shards, self.key_fn
+        # (shard index, record)
+        keyed = records | "KeyByShard" >> beam.Map(lambda r: (stable_shard(key_fn(r), n), r))
+        # (shard index, None) for every index, so empty shards are written too
+        every = records.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
+        return ((keyed, every) | "Flatten" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.Map(self._write))
+
+    def _write(self, item) -> tuple[str, int]:
+        index, records = item
+        rows = sorted((r for r in records if r is not None), key=self.key_fn)
+        storage.makedirs(self.directory)
+        path = storage.join(self.directory, shard_name(index, self.num_shards))
+        write_shard(path, self.to_table(rows))
+        return path, len(rows)
+
+
+class ReadShards(beam.PTransform):
+    """Rows of the shards at `path` (a directory, file or glob), converted by `from_table`, shard by shard."""
+
+    def __init__(self, path: str, schema: pa.Schema, from_table: Callable[[pa.Table], Iterable]):
+        super().__init__()
+        self.path, self.schema, self.from_table = path, schema, from_table
+
+    def expand(self, pbegin):
+        schema, from_table = self.schema, self.from_table
+        # shard paths, one per element, spread over workers
+        return (pbegin
+                | "ListShards" >> beam.Create(list_shards(self.path))
+                | "Spread" >> beam.Reshuffle()
+                | "ReadShard" >> beam.FlatMap(lambda p: from_table(read_shard(p, schema))))
