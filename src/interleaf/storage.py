@@ -71,6 +71,13 @@ def match(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def remove(path: str) -> None:
+    if is_local(path):
+        os.remove(_local(path))
+    else:
+        _filesystems().delete([path])
+
+
 def open_read(path: str) -> BinaryIO:
     if is_local(path):
         return open(_local(path), "rb")

@@ -1,0 +1,212 @@
+"""WARC records to HTML pages and archived images, with every other record counted by reason.
+
+Reads with FastWARC (chosen by measurement, bench/ingest_bench.py and docs/ingest.md: about 3x warcio's
+record rate here, and it recovers the fixture with a malformed Content-Length where warcio stops after
+three records). The HTTP payload is read raw so that a truncated record can be told apart (fewer bytes than
+the record declares), then its transfer and content encodings (chunked; gzip, deflate, br, zstd) are
+undone here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+PAGE = "page"
+IMAGE = "image"
+
+
+@dataclass
+class WarcItem:
+    """An HTML page or an image response (or a revisit of one) read from a WARC."""
+
+    kind: str  # PAGE or IMAGE
+    url: str  # WARC-Target-URI
+    date: datetime | None  # WARC-Date
+    source_file: str
+    offset: int  # byte offset of the record in the (compressed) file
+    payload_digest: str | None  # WARC-Payload-Digest, e.g. "sha1:BASE32" (computed when absent)
+    content_type: str | None  # the HTTP Content-Type header, parameters included
+    body: bytes | None  # decoded HTTP payload; None for a revisit
+    revisit: bool = False  # a revisit record: resolve `payload_digest` against an original
+
+
+@dataclass
+class Skipped:
+    """A record that yields neither a page nor an image, and why."""
+
+    reason: str
+
+
+def _content_type(rec) -> str | None:
+    return rec.http_headers.get("Content-Type") if rec.http_headers is not None else None
+
+
+def _mime(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _dechunk(data: bytes) -> bytes:
+    """Undo HTTP/1.1 chunked transfer encoding; raises ValueError on malformed chunks."""
+    out, pos = bytearray(), 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            raise ValueError("chunk size line not terminated")
+        size = int(data[pos:end].split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        start = end + 2
+        if start + size > len(data):
+            raise ValueError("chunk runs past the end of the payload")
+        out += data[start:start + size]
+        pos = start + size + 2
+
+
+def _decode_content(data: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(data)
+        except zlib.error:  # raw deflate without the zlib header, as some servers send
+            return zlib.decompress(data, -zlib.MAX_WBITS)
+    if encoding == "br":
+        import brotli
+        return brotli.decompress(data)
+    if encoding == "zstd":
+        import zstandard
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    if encoding in ("", "identity", "none"):
+        return data
+    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def decode_payload(raw: bytes, transfer_encoding: str | None, content_encoding: str | None) -> bytes:
+    """The entity body from the bytes on the wire. Archivers such as wget store bodies already decoded
+    while keeping the headers, so a body that fails to decode but is plainly not compressed is returned as
+    is. Raises ValueError when it can be neither decoded nor used."""
+    data = raw
+    if transfer_encoding and "chunked" in transfer_encoding.lower():
+        try:
+            data = _dechunk(data)
+        except ValueError:
+            pass  # stored de-chunked by the archiver
+    for enc in reversed([e for e in (content_encoding or "").split(",") if e.strip()]):
+        try:
+            data = _decode_content(data, enc)
+        except (zlib.error, ValueError, OSError, Exception) as e:  # brotli/zstd raise their own error types
+            if data[:1] in (b"<", b"\xef", b" ", b"\n", b"\r", b"\t"):
+                return data  # already plain text
+            raise ValueError(f"cannot undo Content-Encoding {enc.strip()}: {e}") from None
+    return data
+
+
+def _sha1_digest(data: bytes) -> str:
+    return "sha1:" + base64.b32encode(hashlib.sha1(data).digest()).decode()
+
+
+def _date(rec) -> datetime | None:
+    d = rec.record_date
+    if d is None:
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def classify(status: int | None, content_type: str | None, body_start: bytes) -> str | None:
+    """PAGE, IMAGE, or None for a response that is neither (the caller counts why)."""
+    mime = _mime(content_type)
+    if mime in HTML_TYPES:
+        return PAGE
+    if mime.startswith("image/"):
+        return IMAGE
+    if not mime:  # no Content-Type: sniff, as browsers do
+        head = body_start.lstrip()[:15].lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            return PAGE
+    return None
+
+
+def iter_warc(stream: BinaryIO, source_file: str) -> Iterator[WarcItem | Skipped]:
+    """Every record of a WARC (or WARC.gz) stream as a WarcItem or a Skipped with its reason.
+
+    Never raises for bad input: a record cut short is skipped as "truncated", a payload that cannot be
+    decoded as "decode_error", and a file whose framing breaks ends with one "malformed" skip.
+    """
+    it = ArchiveIterator(stream, parse_http=True, record_types=WarcRecordType.any_type, auto_decode="none",
+                         fsspec_args=False)
+    try:
+        for rec in it:
+            yield _item(rec, source_file)
+    except (OSError, ValueError) as e:
+        log.warning("%s: WARC framing broken, rest of the file skipped: %s", source_file, e)
+        yield Skipped("malformed")
+
+
+# WarcRecordType values are not hashable: a list of (type, reason) pairs
+_SKIP_TYPES = [
+    (WarcRecordType.request, "request"),
+    (WarcRecordType.metadata, "metadata"),
+    (WarcRecordType.resource, "resource"),
+    (WarcRecordType.warcinfo, "warcinfo"),
+    (WarcRecordType.conversion, "conversion"),
+    (WarcRecordType.continuation, "continuation"),
+]
+
+
+def _item(rec, source_file: str) -> WarcItem | Skipped:
+    rtype = rec.record_type
+    for skip_type, reason in _SKIP_TYPES:
+        if rtype == skip_type:
+            return Skipped(reason)
+    if rtype not in (WarcRecordType.response, WarcRecordType.revisit):
+        return Skipped("unknown_record_type")
+    url = rec.headers.get("WARC-Target-URI")
+    if not url:
+        return Skipped("no_target_uri")
+    url = url.strip().strip("<>")  # WARC 1.0 files sometimes wrap the URI in angle brackets
+    if rec.http_headers is None:
+        return Skipped("not_http")
+    status = rec.http_headers.status_code
+    content_type = _content_type(rec)
+    digest = rec.headers.get("WARC-Payload-Digest")
+
+    if rtype == WarcRecordType.revisit:
+        kind = classify(status, content_type, b"")
+        if status != 200:
+            return Skipped(f"http_{status // 100}xx" if status else "not_http")
+        if kind is None:
+            return Skipped("not_html_or_image")
+        if not digest:
+            return Skipped("revisit_without_digest")
+        return WarcItem(kind=kind, url=url, date=_date(rec), source_file=source_file, offset=rec.stream_pos,
+                        payload_digest=digest, content_type=content_type, body=None, revisit=True)
+
+    if status != 200:
+        return Skipped(f"http_{status // 100}xx" if status else "not_http")
+    raw = rec.reader.read()
+    if len(raw) < rec.content_length:
+        return Skipped("truncated")
+    kind = classify(status, content_type, raw[:64])
+    if kind is None:
+        return Skipped("not_html_or_image")
+    try:
+        body = decode_payload(raw, rec.http_headers.get("Transfer-Encoding"),
+                              rec.http_headers.get("Content-Encoding"))
+    except ValueError as e:
+        log.debug("%s %s: %s", source_file, url, e)
+        return Skipped("decode_error")
+    return WarcItem(kind=kind, url=url, date=_date(rec), source_file=source_file, offset=rec.stream_pos,
+                    payload_digest=digest or _sha1_digest(raw), content_type=content_type, body=body)
