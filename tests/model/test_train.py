@@ -1,0 +1,113 @@
+import json
+import os
+import random
+
+import pytest
+import torch
+
+from interleaf.model.train import TrainConfig, latest_checkpoint, load_checkpoint, lr_factor, read_loss_log, train
+from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset
+
+SMALL = dict(dim=32, n_layers=2, n_heads=2)
+
+
+def _config(**kw):
+    base = dict(preset="debug", model_overrides=SMALL, seq_len=64, batch_size=4, steps=6, lr=3e-3,
+                warmup_steps=2, caption_dropout=0.2, pack_window=32, log_every=1, checkpoint_every=100,
+                z_loss=1e-4)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def shards(tmp_path, corpus):
+    rng = random.Random(0)
+    return corpus.write(tmp_path / "tok", [corpus.captioned(rng) for _ in range(120)], shards=2)
+
+
+def test_loss_falls_on_a_small_corpus(tmp_path, shards):
+    records = train(_config(steps=40, lr=1e-2, warmup_steps=5, batch_size=8), shards, str(tmp_path / "run"))
+    first, last = records[0], records[-1]
+    # image codes follow from the caption's first token: both modalities must be learned well below chance
+    assert last["loss"] < 0.5 * first["loss"], (first, last)
+    assert last["image_loss"] < 0.5 * first["image_loss"] and last["text_loss"] < first["text_loss"]
+    assert first["text_tokens"] > 0 and first["image_tokens"] > 0
+    assert read_loss_log(str(tmp_path / "run"))[-1]["step"] == 40
+
+
+def test_resume_is_exact(tmp_path, shards):
+    straight = train(_config(), shards, str(tmp_path / "a"))
+    half = train(_config(), shards, str(tmp_path / "b"), stop_after=3)
+    assert [r["step"] for r in half] == [1, 2, 3]
+    rest = train(_config(), shards, str(tmp_path / "b"))  # finds checkpoints/LATEST and resumes
+    assert [r["step"] for r in rest] == [4, 5, 6]
+    assert [r["loss"] for r in straight] == [r["loss"] for r in half + rest]
+    assert [r["lr"] for r in straight] == [r["lr"] for r in half + rest]
+    assert [r["loss"] for r in read_loss_log(str(tmp_path / "b"))] == [r["loss"] for r in straight]
+    a, _ = load_checkpoint(str(tmp_path / "a"))
+    b, meta = load_checkpoint(str(tmp_path / "b"))
+    assert meta["step"] == 6
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_checkpoint_holds_everything_to_resume(tmp_path, shards):
+    out = str(tmp_path / "run")
+    train(_config(steps=2), shards, out)
+    path = latest_checkpoint(out)
+    assert os.path.basename(path) == "step-000002"
+    state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+    assert {"step", "optimizer", "scheduler", "rng", "data"} <= set(state)
+    assert {"python", "numpy", "torch"} <= set(state["rng"])
+    assert state["data"]["cursor"]["row"] > 0 or state["data"]["cursor"]["window"] > 0
+    meta = json.load(open(os.path.join(path, "meta.json")))
+    assert meta["vocabulary"]["image_grid"] == [4, 4] and meta["model"]["dim"] == 32
+
+
+def test_resume_refuses_other_shards(tmp_path, shards, corpus):
+    out = str(tmp_path / "run")
+    train(_config(steps=1), shards, out)
+    from interleaf.model.data import write_token_shards
+    from interleaf.schemas.tokens import TokenShardInfo
+    other = TokenShardInfo(vocabulary=corpus.vocab, tokenizers={"text": "x" * 64})
+    write_token_shards(str(tmp_path / "other"), [("a", corpus.captioned(random.Random(1)))], other)
+    with pytest.raises(ValueError, match="another vocabulary or tokenizers"):
+        train(_config(steps=2), str(tmp_path / "other"), out)
+
+
+def test_schedule_warms_up_then_decays():
+    c = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, c) == pytest.approx(0.1) and lr_factor(9, c) == pytest.approx(1.0)
+    assert lr_factor(10, c) == pytest.approx(1.0) and lr_factor(100, c) == pytest.approx(0.1)
+    assert lr_factor(55, c) == pytest.approx(0.55)
+
+
+def test_presets_span_a_few_million_to_about_100m_parameters():
+    counts = {name: count_params(model_preset(name, vocab_size=16_384)) for name in PRESETS}
+    assert 1e6 < counts["tiny"] < 15e6
+    assert 80e6 < counts["base"] < 130e6
+    assert counts["debug"] < counts["tiny"] < counts["small"] < counts["base"]
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    model = Transformer(model_preset("debug", vocab_size=50, **SMALL)).eval()
+    x = torch.randint(0, 50, (2, 24))
+    with torch.no_grad():
+        full = model(x)
+        cache = model.new_cache(2, 32)
+        parts = [model(x[:, :10], cache=cache)] + [model(x[:, t:t + 1], cache=cache) for t in range(10, 24)]
+    assert torch.allclose(full, torch.cat(parts, 1), atol=1e-5)
+
+
+def test_document_mask_isolates_packed_documents():
+    """Logits of a document are the same alone or packed after another document."""
+    torch.manual_seed(0)
+    model = Transformer(model_preset("debug", vocab_size=50, **SMALL)).eval()
+    a, b = torch.randint(0, 50, (1, 7)), torch.randint(0, 50, (1, 9))
+    packed = torch.cat([a, b], 1)
+    doc = torch.tensor([[0] * 7 + [1] * 9])
+    pos = torch.tensor([list(range(7)) + list(range(9))])
+    with torch.no_grad():
+        together = model(packed, positions=pos, doc_ids=doc)
+        alone = model(b)
+    assert torch.allclose(together[:, 7:], alone, atol=1e-5)
