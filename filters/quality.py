@@ -1,6 +1,6 @@
 """Text and document quality rules: keep or drop, with a stable reason code.
 
-Two levels, as OBELICS filtered (Laurençon et al. 2023, section 3.3 and appendix A.2):
+Two levels, as OBELICS filtered (Laurençon et al. 2023, "Filtering multimodal web documents"):
 - node level (`filter_nodes`): a text node that is too short, repeats an earlier text node of the same
   document, or consists of boilerplate lines (cookie notices, copyright lines, "click here") is marked
   dropped with a reason; the document keeps it, so the run can count and audit it.
@@ -53,14 +53,16 @@ class QualityConfig:
     # is a word (a 4-character Chinese node passes min_node_words).
     min_node_chars: int | None = None
     # A text node equal (case and whitespace aside) to an earlier kept text node of the same document is
-    # dropped: menus and teasers repeated on a page. OBELICS removed repeated paragraphs (paragraph
-    # deduplication, appendix A.2); Gopher drops a page at 30 % duplicate paragraphs (table A1).
+    # dropped: menus and teasers repeated on a page. OBELICS removed paragraphs repeated across the pages of
+    # a domain ("Paragraph deduplication"; that cross-document part belongs to the dedup stage); Gopher drops
+    # a page at 30 % duplicate paragraphs (table A1).
     drop_repeated_nodes: bool = True
     # A text node whose every line is boilerplate (ts.is_boilerplate_line: C4's cookie / terms of use /
     # JavaScript lines, RefinedWeb-style "click here", "read more", copyright lines) is dropped.
     drop_boilerplate_nodes: bool = True
     # Longest line (in words) that can count as boilerplate: cookie banners run to 20-40 words; RefinedWeb
-    # bounded its pattern lines at 10 words (Penedo et al. 2023, G.2). Longer lines are prose.
+    # applied its pattern lines to short lines of up to 10 words (Penedo et al. 2023, line-wise
+    # corrections). Longer lines are prose.
     boilerplate_max_words: int = 30
 
     # ---- document level: image counts (on kept image nodes)

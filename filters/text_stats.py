@@ -178,9 +178,10 @@ def alpha_word_share(text: str) -> float:
     """Gopher: at least 80 % of words contain an alphabetic character (letters of any script count).
 
     Measured over raw tokens, so that runs of symbols, numbers and separators ("| 12:30 | -- |") weigh in.
+    An empty text has no word without a letter: 1.0 (only the word-count rule judges emptiness).
     """
     toks = _analyse(text).tokens
-    return sum(_ALPHA.search(t) is not None for t in toks) / len(toks) if toks else 0.0
+    return sum(_ALPHA.search(t) is not None for t in toks) / len(toks) if toks else 1.0
 
 
 def stop_word_count(text: str, stop_words: frozenset[str] = GOPHER_STOP_WORDS) -> int:
@@ -286,10 +287,11 @@ _BOILERPLATE_ANYWHERE = re.compile(
     r"|\ball rights reserved\b|\blorem ipsum\b",
     re.IGNORECASE)
 # At the start of a line: navigation and sharing widgets. RefinedWeb's line-wise corrections (Penedo et al.
-# 2023, appendix G.2) remove short lines that start with such patterns ("sign-in", "read more...", "items in
+# 2023) remove short lines that start with such patterns ("sign-in", "read more...", "items in
 # cart"); OBELICS removed the same lines through its per-domain line deduplication (Laurençon et al. 2023).
 _BOILERPLATE_START = re.compile(
-    r"^\W*(?:©|\(c\)\s*\d|copyright\b|click here\b|read more\b|continue reading\b|skip to (?:main )?content\b"
+    r"^\W*(?:©|\(c\)\s*\d|copyright\s*(?:©|\(c\)|\d{4})|click here\b|read more\b|continue reading\b"
+    r"|skip to (?:main )?content\b"
     r"|(?:sign|log) ?(?:in|up|out)\b|share (?:this|on)\b|subscribe\b|follow us\b|powered by\b|back to top\b)",
     re.IGNORECASE)
 

@@ -73,6 +73,10 @@ def test_image_count_bounds():
     assert document_verdict(doc, DEFAULT) == "too_few_images"
     # max_images=None turns the upper bound off
     assert _verdict(text, QualityConfig(max_images=None), images=200) is None
+    # an image-only document passes once the count rules on words are off; the share rules do not fail on
+    # empty text
+    assert document_verdict(_doc(images=3), QualityConfig(min_words=None, min_stop_words=None)) is None
+    assert document_verdict(_doc(images=3), DEFAULT) == "too_few_words"
 
 
 # ---------------------------------------------------------------- Gopher quality rules
@@ -310,6 +314,7 @@ def test_repeated_nodes():
     "Click here to download the full report",
     "Skip to main content",
     "Read more »",
+    "Login",
     "Sign in\nPrivacy Policy\nTerms of Use",  # every line boilerplate
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
 ])
@@ -322,6 +327,8 @@ def test_boilerplate_nodes(text):
     "We read more books this year than in the last five years together.",  # pattern only at line start
     "A paragraph of real content that stands on its own.\nAll rights reserved.",  # not every line
     "Share prices rose by four percent on Monday",  # "share this" / "share on" only
+    "Copyright law in the European Union changed in 2019.",  # a copyright line needs © or a year next to it
+    "Signing the treaty took three more years.",
 ])
 def test_not_boilerplate_nodes(text):
     assert filter_nodes(_doc(text), DEFAULT).text_nodes[0].kept
