@@ -165,6 +165,9 @@ def filter_nodes(doc: Document, config: QualityConfig) -> Document:
     """A copy of `doc` whose failing text nodes are marked dropped with a reason from NODE_REASONS.
 
     Image nodes and nodes dropped before are left as they are; a node repeats only a node that is kept.
+    A node is judged whole, never split: an OBELICS row can hold several paragraphs in one text node, and
+    the funnel counts nodes, so a node with one cookie line among prose lines is kept (boilerplate means
+    every line is boilerplate) and the document-level line rules see the rest.
     """
     seen: set[str] = set()
     nodes = []
