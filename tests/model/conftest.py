@@ -10,20 +10,20 @@ import pytest
 import torch
 
 from interleaf.model.data import write_token_shards
-from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
-
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<boi>", "<eoi>", "<grid:4x4>", "<sep>")
+from interleaf.schemas.tokens import TokenShardInfo
+from interleaf.tokenizers.codec import build_vocabulary
+from interleaf.tokenizers.layout import grid_token_name
 
 
 class Corpus:
+    """The codec's vocabulary layout with a toy text side: <pad> <bos> <eos> <boi> <eoi> <sep> <grid:RxC>, then
+    `codes` image codes, then `text` text tokens."""
+
     def __init__(self, grid=(4, 4), codes=16, text=24):
-        specials = SPECIALS if grid == (4, 4) else tuple(s if not s.startswith("<grid") else
-                                                         f"<grid:{grid[0]}x{grid[1]}>" for s in SPECIALS)
-        self.vocab = Vocabulary.build(image_codebook_size=codes, text_vocab_size=text, image_grid=grid,
-                                      special_tokens=specials)
+        self.vocab = build_vocabulary(text_vocab_size=text, image_codebook_size=codes, image_grid=grid)
         self.info = TokenShardInfo(vocabulary=self.vocab, tokenizers={"text": "t" * 64, "image": "i" * 64})
         self.sp = self.vocab.special_tokens
-        self.grid_token = self.sp[[s for s in specials if s.startswith("<grid")][0]]
+        self.grid_token = self.sp[grid_token_name(grid)]
 
     def text(self, ids):
         return [self.vocab.text_offset + i for i in ids]
