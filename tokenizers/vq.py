@@ -43,12 +43,12 @@ _FOREIGN_KEYS = ("quantize.codebook_used",)
 class VQConfig:
     image_size: int = 32  # H = W of the images the model encodes (others are resized by image_to_tensor)
     in_channels: int = 3  # RGB
-    channels: int = 32  # width of the first level; level i has channels * channel_mult[i]
+    channels: int = 16  # width of the first level; level i has channels * channel_mult[i]
     channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per resolution; downsampling is 2^(len - 1)
     num_res_blocks: int = 1  # ResNet blocks per level (LlamaGen: 2)
     attention: bool = True  # self-attention at the lowest resolution and in the middle (LlamaGen: yes)
-    z_channels: int = 64  # encoder output channels before the 1x1 projection to the codebook dimension
-    norm_groups: int = 8  # GroupNorm groups (LlamaGen: 32, with 128 channels)
+    z_channels: int = 32  # encoder output channels before the 1x1 projection to the codebook dimension
+    norm_groups: int = 4  # GroupNorm groups (LlamaGen: 32, with 128 channels)
     dropout: float = 0.0  # in ResNet blocks
     codebook_size: int = 256  # K, number of codes
     codebook_embed_dim: int = 8  # D, code vector dimension (LlamaGen: 8)
@@ -78,11 +78,12 @@ class VQConfig:
 
 
 def vq_preset(name: str) -> VQConfig:
-    """"tiny": 32x32 images, 8x8 codes of 256, ~0.4M parameters, trains on two CPU cores in minutes.
+    """"tiny": 32x32 images, 8x8 codes of 256, 0.27M parameters; 600 steps on one loaded CPU core take
+    2.5 minutes and reach 27 dB PSNR on held-out shape scenes (tests/tokenizers/test_vq.py).
     "base": LlamaGen's VQ-16 architecture (256x256, downsampling 16, 16x16 codes) with 8,192 codes; a GPU's."""
     if name == "tiny":
-        return VQConfig(image_size=32, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention=True,
-                        z_channels=64, norm_groups=8, codebook_size=256, codebook_embed_dim=8)
+        return VQConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention=True,
+                        z_channels=32, norm_groups=4, codebook_size=256, codebook_embed_dim=8)
     if name == "base":
         return VQConfig(image_size=256, channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
                         attention=True, z_channels=256, norm_groups=32, codebook_size=8192,
@@ -430,7 +431,11 @@ def load_vq(path: str, device: str | torch.device = "cpu", *, config: VQConfig |
     model = VQModel(config)
     if "quantize.usage" not in state:  # an external checkpoint has no usage statistics: keep the defaults
         state = {**state, "quantize.usage": model.quantize.usage, "quantize.steps": model.quantize.steps}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:300])
+        raise ValueError(f"{path}: weights do not fit the config {config}: {first}") from None
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the config {config}: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
@@ -554,6 +559,7 @@ def train_vq(model: VQModel, images: Tensor, *, config: VQTrainConfig, held_out:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])  # dead-code restarts draw from the global generator
         step = int(ckpt["step"])
         log.info("resumed VQ training from %s at step %d", checkpoint, step)
 
@@ -561,7 +567,8 @@ def train_vq(model: VQModel, images: Tensor, *, config: VQTrainConfig, held_out:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         model.sha256 = _atomic_torch_save({
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": _config_json(model.config),
-            "model": state, "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step}, checkpoint)
+            "model": state, "optimizer": opt.state_dict(), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "step": step}, checkpoint)
 
     model.train()
     restarted0 = model.quantize.restarted
@@ -586,7 +593,7 @@ def train_vq(model: VQModel, images: Tensor, *, config: VQTrainConfig, held_out:
         opt.step()
         step += 1
         for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + v.item()
         n_sum += 1
         if step % config.log_every == 0 or step == config.steps:
             last = {k: v / n_sum for k, v in sums.items()}
