@@ -1,0 +1,194 @@
+"""Text deduplication logic, engine-free: normalisation, word shingles, MinHash signatures, LSH band keys.
+
+The Beam stage (interleaf.pipelines.dedup) wires these together; everything here is a pure function of its
+arguments, so every worker computes the same keys and signatures for the same text.
+
+- Exact duplicates share `text_hash(text)`: the hash of the normalised text (case, punctuation and
+  whitespace differences do not count as differences).
+- Near duplicates: datasketch MinHash over word n-gram shingles estimates the Jaccard similarity of two
+  shingle sets; LSH splits the signature into `b` bands of `r` rows, and two documents whose signatures agree
+  on a whole band become a candidate pair. `b` and `r` come from datasketch's own optimal-parameter search
+  (`datasketch.lsh._optimal_param`), which minimises a weighted sum of the false-positive and
+  false-negative probability areas around the threshold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import numpy as np
+from datasketch import MinHash
+from datasketch.lsh import _false_negative_probability, _false_positive_probability, _optimal_param
+
+# Anything that is neither a word character nor whitespace is punctuation for dedup purposes.
+_PUNCT = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+# datasketch 2.0's default permutation scheme; its hash values are uint32 (4 bytes each).
+SCHEME = "affine32"
+SIGNATURE_DTYPE = np.uint32
+
+
+@dataclass(kw_only=True, frozen=True)
+class MinHashConfig:
+    """How documents are shingled, sketched and banded."""
+
+    # Words per shingle. 5-grams as datatrove's MinhashConfig (n_grams=5): long enough that unrelated
+    # documents share almost none, short enough that a one-word edit changes at most 5 shingles.
+    ngram: int = 5
+    # Hash functions per signature. datasketch's default (MinHash(num_perm=128)); the Jaccard estimate's
+    # standard error is sqrt(J(1-J)/num_perm), 0.035 at J=0.8.
+    num_perm: int = 128
+    # Jaccard similarity at or above which two documents are near duplicates. 0.8 as SlimPajama's
+    # MinHashLSH dedup (Soboleva et al. 2023); datasketch's MinHashLSH default is 0.9.
+    threshold: float = 0.8
+    # Seed of the permutations. datasketch's default (MinHash(seed=1)); every worker must use the same one.
+    seed: int = 1
+    # Weights of datasketch's optimal-parameter search (its defaults are 0.5/0.5). Candidates are verified
+    # against the threshold afterwards (pipelines.dedup), which removes LSH false positives, so the band
+    # choice favours recall: with 128 permutations 0.1/0.9 gives b=14, r=9, finding a pair at J=0.9 with
+    # probability 0.999 (0.93 with 0.5/0.5).
+    false_positive_weight: float = 0.1
+    false_negative_weight: float = 0.9
+
+    def __post_init__(self):
+        if self.ngram < 1:
+            raise ValueError(f"MinHashConfig.ngram must be at least 1, found {self.ngram}")
+        if self.num_perm < 2:
+            raise ValueError(f"MinHashConfig.num_perm must be at least 2, found {self.num_perm}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"MinHashConfig.threshold must lie strictly between 0 and 1, found {self.threshold}")
+        weights = self.false_positive_weight + self.false_negative_weight
+        if min(self.false_positive_weight, self.false_negative_weight) < 0 or abs(weights - 1.0) > 1e-9:
+            raise ValueError("MinHashConfig false_positive_weight and false_negative_weight must be non-negative "
+                             f"and sum to 1 (as datasketch requires), found {self.false_positive_weight} and "
+                             f"{self.false_negative_weight}")
+
+    @property
+    def bands(self) -> tuple[int, int]:
+        """(b, r): bands and rows per band from datasketch's optimal-parameter computation."""
+        return lsh_params(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
+
+
+# ---------------------------------------------------------------- text
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFKC, case-folded, punctuation removed, whitespace collapsed to single spaces."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+
+
+def text_hash(text: str, *, normalized: bool = False) -> str:
+    """Key of exact duplicates: 32 hex characters of sha256 of the normalised text (pass normalized=True
+    when `text` already is)."""
+    norm = text if normalized else normalize_text(text)
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()[:32]
+
+
+def word_shingles(text: str, n: int, *, normalized: bool = False) -> set[bytes]:
+    """The set of word n-grams of the normalised text (UTF-8). A text shorter than n words is one shingle;
+    an empty text has none."""
+    norm = text if normalized else normalize_text(text)
+    words = norm.split(" ") if norm else []
+    if not words:
+        return set()
+    if len(words) <= n:
+        return {" ".join(words).encode("utf-8")}
+    return {" ".join(words[i:i + n]).encode("utf-8") for i in range(len(words) - n + 1)}
+
+
+def url_domain(url: str) -> str:
+    """The host of a URL, lower-cased, without a leading "www." (the unit of per-domain paragraph dedup)."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:  # malformed, e.g. an unclosed IPv6 bracket: no domain to share paragraphs with
+        return ""
+    return host[4:] if host.startswith("www.") else host
+
+
+def jaccard(a: set, b: set) -> float:
+    """Exact Jaccard similarity of two sets (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+# ---------------------------------------------------------------- MinHash signatures
+
+
+class MinHasher:
+    """datasketch MinHash signatures with the permutations built once (building them per document costs
+    more than hashing a short one). The signatures equal `MinHash(num_perm, seed)` + `update_batch`."""
+
+    def __init__(self, num_perm: int = 128, seed: int = 1):
+        self.num_perm, self.seed = num_perm, seed
+        self._permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+
+    def minhash(self, shingles: set[bytes]) -> MinHash:
+        m = MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self._permutations, scheme=SCHEME)
+        # sorted: the result does not depend on order, but a fixed order keeps runs byte-comparable
+        m.update_batch(sorted(shingles))
+        return m
+
+    def signature(self, shingles: set[bytes]) -> np.ndarray:
+        """(num_perm,) uint32 hash values."""
+        return self.minhash(shingles).hashvalues
+
+
+def signature_to_bytes(signature: np.ndarray) -> bytes:
+    return np.ascontiguousarray(signature, dtype=SIGNATURE_DTYPE).tobytes()
+
+
+def signature_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=SIGNATURE_DTYPE)
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """MinHash estimate of the Jaccard similarity: the fraction of positions where the signatures agree."""
+    if a.shape != b.shape:
+        raise ValueError(f"signatures of different lengths ({a.shape[0]} and {b.shape[0]}): they were made "
+                         "with different num_perm and cannot be compared")
+    return float(np.count_nonzero(a == b)) / a.shape[0]
+
+
+# ---------------------------------------------------------------- LSH bands
+
+
+@lru_cache(maxsize=32)
+def lsh_params(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+               false_negative_weight: float = 0.5) -> tuple[int, int]:
+    """(b, r) minimising the weighted false positive and negative areas, as datasketch's MinHashLSH does."""
+    return _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
+
+
+def lsh_error_areas(threshold: float, b: int, r: int) -> tuple[float, float]:
+    """datasketch's false-positive and false-negative probability areas for (b, r) at `threshold`."""
+    return _false_positive_probability(threshold, b, r), _false_negative_probability(threshold, b, r)
+
+
+def candidate_probability(similarity: float, b: int, r: int) -> float:
+    """Probability that two documents of Jaccard `similarity` share at least one of b bands of r rows."""
+    return 1.0 - (1.0 - similarity ** r) ** b
+
+
+def band_keys(signature: np.ndarray, b: int, r: int) -> list[bytes]:
+    """One key per band: 2 bytes of band index and 16 bytes of blake2b of the band's hash values. Equal keys
+    mean equal bands (a false match needs a 128-bit collision)."""
+    if b * r > signature.shape[0]:
+        raise ValueError(f"{b} bands of {r} rows need {b * r} hash values, the signature has {signature.shape[0]}")
+    sig = np.ascontiguousarray(signature, dtype=SIGNATURE_DTYPE)
+    return [i.to_bytes(2, "big") + hashlib.blake2b(sig[i * r:(i + 1) * r].tobytes(), digest_size=16).digest()
+            for i in range(b)]
+
+
+def first_common_band(a: np.ndarray, b: np.ndarray, bands: int, rows: int) -> int | None:
+    """Index of the first band on which two signatures agree entirely, None when none does. A pair that
+    collides in several bands is reported once, from this band."""
+    eq = (a[:bands * rows] == b[:bands * rows]).reshape(bands, rows).all(axis=1)
+    hits = np.flatnonzero(eq)
+    return int(hits[0]) if hits.size else None
