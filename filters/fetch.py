@@ -1,0 +1,304 @@
+"""Fetch one image URL into an ImageRecord: consent, guard, caps, format and size checks, then img2dataset's
+Resizer. Every URL ends in exactly one status of schemas.image.FETCH_STATUSES.
+
+Order of work for one URL, cheapest refusal first:
+  scheme -> opt-out list (URL, domain) -> robots.txt of the host (fetched once, cached) -> guarded GET
+  (each redirect hop re-checked: opt-out, robots.txt, address) -> X-Robots-Tag of the response, before the
+  body is read -> body capped in bytes and time -> magic bytes of an allowed format -> dimensions read from
+  the header by Pillow, nothing decoded -> size and aspect rules -> opt-out by sha256 -> Resizer.
+
+img2dataset pieces used: `resizer.Resizer` for decoding, resizing and encoding (image size, resize mode and
+encode format as configured; the original size comes back with it). Two measured pitfalls are designed
+around: the Resizer redirects the whole process's stdout/stderr on every call and is not thread-safe, so
+every call goes through one lock per process; and OpenCV decodes a 20000x20000 PNG completely before the
+Resizer's own area check (+760 MB), so no image reaches it unless its header declares at most
+`max_pixels`. img2dataset's `download_image` is not used: see fetch_http for what it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import io
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError
+
+from interleaf import __version__
+from interleaf.filters.consent import (DEFAULT_DISALLOWED_DIRECTIVES, RobotsCache, RobotsUnavailable,
+                                       x_robots_refusal)
+from interleaf.filters.fetch_http import FetchError, HttpLimits, Watchdog, open_url
+from interleaf.filters.optout import OPTED_OUT, OptOutList
+from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
+
+log = logging.getLogger(__name__)
+
+# Failures worth trying again in a later run; the others are permanent and a rerun skips them.
+# http_4xx counts only for 429 (Too Many Requests), read from the error message ("HTTP 429 ...").
+TRANSIENT_STATUSES = frozenset({"dns", "connect", "timeout", "http_5xx", "error"})
+
+# Magic bytes of the formats the Resizer (OpenCV) decodes and the store accepts.
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+)
+_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchConfig:
+    """How one URL is fetched and checked. Defaults and their sources are in the comments."""
+
+    user_agent_token: str = "interleaf"  # the token robots.txt and X-Robots-Tag address us by
+    user_agent: str = f"Mozilla/5.0 (compatible; interleaf/{__version__})"  # the User-Agent header sent
+    allow_private_hosts: bool = False  # fetch from private/loopback/link-local addresses (tests, intranets)
+    allowed_networks: tuple[str, ...] = ()  # CIDR blocks let through while the guard stays on for the rest
+    respect_robots_txt: bool = True  # RFC 9309; off only for hosts you own
+    disallowed_header_directives: tuple[str, ...] = DEFAULT_DISALLOWED_DIRECTIVES  # img2dataset's + "none"
+    optout: OptOutList = field(default_factory=OptOutList)  # URLs, domains and sha256 never kept
+    connect_timeout_s: float = 5.0  # per hop; half of img2dataset's `timeout`
+    read_timeout_s: float = 10.0  # per socket read: img2dataset's default `timeout`
+    total_timeout_s: float = 30.0  # whole request incl. redirects and body: bounds a slow drip
+    max_redirects: int = 5  # RFC 9309 2.3.1.2 asks crawlers to follow at least five (for robots.txt)
+    max_bytes: int = 25 * 2**20  # response cap; a 20,000 px-a-side JPEG photo is typically 10-40 MB
+    robots_max_bytes: int = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB; more is ignored
+    retries: int = 2  # further attempts after 429/5xx/connection reset within a run (img2dataset: 0)
+    backoff_s: float = 1.0  # first backoff when no Retry-After; doubles per attempt
+    max_retry_after_s: float = 60.0  # a longer Retry-After is not waited for: the URL fails, transient
+    allowed_formats: tuple[str, ...] = ("jpeg", "png", "gif", "webp")  # what OpenCV decodes and we store
+    min_side: int = 150  # px; OBELICS (Laurençon et al. 2023, sec. 3.5): sides below 150 px removed
+    max_side: int = 20_000  # px; OBELICS: sides above 20,000 px removed
+    max_aspect_ratio: float = 2.0  # OBELICS: aspect ratio above 2 (or below 1/2) removed
+    max_pixels: int = Image.MAX_IMAGE_PIXELS  # header-declared area above this is never decoded: Pillow's
+    # decompression-bomb threshold (89,478,485 px, about 256 MiB as 24-bit RGB)
+    image_size: int = 256  # px, img2dataset's default `image_size`
+    resize_mode: str = "keep_ratio"  # img2dataset ResizeMode: no, keep_ratio, center_crop, border,
+    # keep_ratio_largest; keep_ratio (smaller side to image_size) keeps the whole image for later crops
+    resize_only_if_bigger: bool = True  # never upscale: an upscaled image adds bytes, not information
+    encode_format: str = "jpg"  # img2dataset encode_format: jpg, png or webp
+    encode_quality: int = 95  # img2dataset's default (png: compression 0-9)
+
+    def validate(self) -> None:
+        problems = []
+        if self.min_side < 1 or self.max_side < self.min_side:
+            problems.append(f"need 1 <= min_side <= max_side, found {self.min_side} and {self.max_side}")
+        if self.max_aspect_ratio < 1:
+            problems.append(f"max_aspect_ratio must be at least 1, found {self.max_aspect_ratio}")
+        for name in ("connect_timeout_s", "read_timeout_s", "total_timeout_s", "max_bytes", "max_pixels"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, found {getattr(self, name)}")
+        for network in self.allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as e:
+                problems.append(f"allowed_networks: {e}")
+        if self.retries < 0 or self.max_redirects < 0:
+            problems.append("retries and max_redirects must be 0 or more")
+        unknown = set(self.allowed_formats) - set(_PIL_FORMATS)
+        if unknown:
+            problems.append(f"allowed_formats: unknown {sorted(unknown)}; known: {sorted(_PIL_FORMATS)}")
+        if self.encode_format not in ("jpg", "png", "webp"):
+            problems.append(f"encode_format must be jpg, png or webp (img2dataset), found {self.encode_format!r}")
+        if self.resize_mode not in ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest"):
+            problems.append(f"resize_mode {self.resize_mode!r} is not an img2dataset ResizeMode")
+        if problems:
+            raise ValueError("invalid FetchConfig: " + "; ".join(problems))
+
+
+@dataclass
+class FetchOutcome:
+    """The record of one attempt, and when the attempt may be repeated (None: final)."""
+
+    record: ImageRecord
+    retry_after: float | None = None
+    requests: int = 0  # HTTP requests made for the image (robots.txt excluded)
+
+
+def is_transient(record: ImageRecord) -> bool:
+    """Whether a later run should try this failed URL again."""
+    if record.status in TRANSIENT_STATUSES:
+        return True
+    return record.status == "http_4xx" and (record.error or "").startswith("HTTP 429")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format the bytes start with (magic numbers), whatever the Content-Type said."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int]:
+    """(width, height) declared in the header. Pillow's open() reads the header only; nothing is decoded.
+    Raises FetchError decode_error (unreadable header) or too_large (Pillow's own bomb limit, 2x ours)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:
+            return im.size
+    except Image.DecompressionBombError as e:
+        raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
+
+
+def size_refusal(width: int, height: int, config: FetchConfig) -> FetchError | None:
+    """The size rule a (width, height) breaks, checked before any decoding, or None."""
+    if width * height > config.max_pixels or max(width, height) > config.max_side:
+        return FetchError("too_large", f"{width}x{height} is above the limits ({config.max_side} px a side, "
+                                       f"{config.max_pixels} px in all); not decoded")
+    if min(width, height) < config.min_side:
+        return FetchError("too_small", f"{width}x{height}: a side is below {config.min_side} px")
+    if max(width, height) / min(width, height) > config.max_aspect_ratio:
+        return FetchError("bad_aspect", f"{width}x{height}: aspect ratio above {config.max_aspect_ratio}")
+    return None
+
+
+class LockedResizer:
+    """img2dataset's Resizer behind one lock per process (see the module docstring for why)."""
+
+    _lock = threading.Lock()  # per process: the Resizer swaps the process's file descriptors 1 and 2
+
+    def __init__(self, config: FetchConfig):
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import
+        from img2dataset.resizer import Resizer  # heavy (albumentations, OpenCV): imported when first needed
+
+        self._resizer = Resizer(image_size=config.image_size, resize_mode=config.resize_mode,
+                                resize_only_if_bigger=config.resize_only_if_bigger,
+                                encode_format=config.encode_format, encode_quality=config.encode_quality)
+        self.format = self._resizer.what_ext  # "jpeg", "png" or "webp"
+
+    def __call__(self, data: bytes) -> tuple[bytes, int, int, int, int]:
+        """(bytes, width, height, original_width, original_height); FetchError decode_error on failure."""
+        with self._lock:
+            out, width, height, ow, oh, err = self._resizer(io.BytesIO(data))
+        if err is not None or out is None:
+            raise FetchError("decode_error", f"img2dataset Resizer: {err or 'no output'}")
+        return out, width, height, ow, oh
+
+
+class Fetcher:
+    """Fetches single URLs; thread-safe, one per worker process. Holds the robots.txt cache, the deadline
+    watchdog and the locked Resizer."""
+
+    def __init__(self, config: FetchConfig):
+        config.validate()
+        self.config = config
+        self.watchdog = Watchdog()
+        self.resizer = LockedResizer(config)
+        self.robots = RobotsCache(self._fetch_robots, config.user_agent_token)
+        self._limits = HttpLimits(connect_timeout_s=config.connect_timeout_s,
+                                  read_timeout_s=config.read_timeout_s,
+                                  total_timeout_s=config.total_timeout_s, max_redirects=config.max_redirects,
+                                  max_bytes=config.max_bytes)
+        self._headers = {"User-Agent": config.user_agent, "Accept": "image/*",
+                         "Accept-Encoding": "identity"}
+
+    def close(self) -> None:
+        self.watchdog.close()
+
+    # ------------------------------------------------------------ consent
+
+    def _fetch_robots(self, robots_url: str) -> tuple[int, str]:
+        """(HTTP code, text) of a robots.txt; RobotsUnavailable when the server cannot be reached."""
+        try:
+            response = open_url(robots_url, limits=self._limits, headers={**self._headers, "Accept": "text/plain"},
+                                allow_private=self.config.allow_private_hosts, watchdog=self.watchdog,
+                                allowed_networks=self.config.allowed_networks)
+        except FetchError as e:
+            if e.code is not None:
+                return e.code, ""
+            if e.status == "too_many_redirects":
+                return 404, ""  # RFC 9309 2.3.1.2: beyond five redirects, treat as unavailable (4xx)
+            raise RobotsUnavailable(e.status, f"robots.txt {robots_url}: {e}") from None
+        try:
+            body = response.read_body(self.config.robots_max_bytes, self.config.read_timeout_s, self.watchdog)
+        except FetchError as e:
+            if e.status != "too_large":
+                raise RobotsUnavailable(e.status, f"robots.txt {robots_url}: {e}") from None
+            body = b""  # rare: a robots.txt above the cap; treated as empty rather than guessed at
+            log.warning("%s is larger than %d bytes; ignored", robots_url, self.config.robots_max_bytes)
+        finally:
+            response.close(self.watchdog)
+        return response.code, body.decode("utf-8", errors="replace")
+
+    def _before_hop(self, url: str) -> None:
+        """Consent checks that need no request to the image itself: opt-out list, then robots.txt."""
+        entry = self.config.optout.match_url(url)
+        if entry is not None:
+            raise FetchError(OPTED_OUT, f"opted out by {entry}")
+        if not self.config.respect_robots_txt or not url.lower().startswith(("http://", "https://")):
+            return
+        try:
+            robots = self.robots.get(url)
+        except RobotsUnavailable as e:
+            raise FetchError(e.status, str(e)) from None
+        if not robots.allowed(url):
+            raise FetchError("robots_txt", f"robots.txt disallows {url} for {self.config.user_agent_token}")
+
+    # ------------------------------------------------------------ one URL
+
+    def fetch(self, url: str, attempt: int = 0) -> FetchOutcome:
+        """One attempt at `url`. The outcome's retry_after is set when the caller should try again later
+        (attempt < config.retries and the failure is one worth retrying)."""
+        started = time.monotonic()
+        outcome = FetchOutcome(record=ImageRecord(sha256=None, urls=[url], source="fetch"))
+        try:
+            self._fetch_into(url, outcome)
+        except FetchError as e:
+            outcome.record.status, outcome.record.error = e.status, str(e)
+            outcome.record.data = outcome.record.sha256 = None
+            if e.retry_after is not None and attempt < self.config.retries:
+                wait = max(e.retry_after, self.config.backoff_s * 2 ** attempt)
+                if wait <= self.config.max_retry_after_s:
+                    outcome.retry_after = wait
+        assert outcome.record.status in FETCH_STATUSES, outcome.record.status
+        log.debug("%s %s in %.2fs%s", outcome.record.status, url, time.monotonic() - started,
+                  f" ({outcome.record.error})" if outcome.record.error else "")
+        return outcome
+
+    def _fetch_into(self, url: str, outcome: FetchOutcome) -> None:
+        config, record = self.config, outcome.record
+        outcome.requests += 1
+        response = open_url(url, limits=self._limits, headers=self._headers,
+                            allow_private=config.allow_private_hosts, watchdog=self.watchdog,
+                            allowed_networks=config.allowed_networks, before_hop=self._before_hop)
+        try:
+            refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [], config.user_agent_token,
+                                       config.disallowed_header_directives)
+            if refusal is not None:  # decided on the headers: the body is never read
+                raise FetchError("x_robots_tag", refusal)
+            data = response.read_body(config.max_bytes, config.read_timeout_s, self.watchdog)
+        finally:
+            response.close(self.watchdog)
+        record.original_bytes = len(data)
+        fmt = sniff_format(data)
+        if fmt is None or fmt not in config.allowed_formats:
+            declared = response.headers.get("Content-Type", "no Content-Type")
+            found = fmt or f"{data[:16]!r}"
+            raise FetchError("not_image", f"{len(data)} bytes served as {declared} are not an allowed image "
+                                          f"({', '.join(config.allowed_formats)}); they start with {found}")
+        width, height = header_size(data, fmt)
+        record.original_width, record.original_height = width, height
+        refused = size_refusal(width, height, config)
+        if refused is not None:
+            raise refused
+        entry = config.optout.match_bytes(data)
+        if entry is not None:
+            raise FetchError(OPTED_OUT, f"opted out by {entry} (bytes as served)")
+        stored, w, h, ow, oh = self.resizer(data)
+        sha = hashlib.sha256(stored).hexdigest()
+        entry = config.optout.match_sha256(sha)
+        if entry is not None:
+            raise FetchError(OPTED_OUT, f"opted out by {entry} (bytes as stored)")
+        record.sha256, record.data, record.format = sha, stored, self.resizer.format
+        record.width, record.height = w, h
+        record.original_width, record.original_height = ow, oh
+        record.status, record.error = STATUS_OK, None
