@@ -207,3 +207,21 @@ def test_reader_refuses_shards_of_two_tokenizer_sets(world, tmp_path):
     shutil.copy(tmp_path / "b" / "part-00000-of-00001.arrow", mixed / "part-00001-of-00002.arrow")
     with pytest.raises(ShardError, match="different tokenizers"):
         open_shards(str(mixed))
+
+
+def test_preview_decodes_a_shard_sample_with_the_files_its_metadata_names(world, tmp_path):
+    from interleaf.tokenizers.preview import decoded_row_html, decoded_row_text, load_preview
+    _write_inputs(world, tmp_path)
+    _stage(world, tmp_path, tmp_path / "tokens", world["config"])
+    shards = open_shards(str(tmp_path / "tokens"))
+    row = next(r for r in shards.read().to_pylist() if r["doc_id"] == "two-images")
+    preview = load_preview(shards.token_info)  # finds the files through the metadata, checks their sha256
+    assert preview.codec is not None and preview.vq is not None and preview.notes == []
+    text = decoded_row_text(row["tokens"], preview.codec)
+    assert "一段文字" in text and text.count("[image 8x8 codes:") == 3
+    page = decoded_row_html(row["tokens"], preview.codec, preview.vq)
+    assert page.count("data:image/png;base64,") == 3
+    other = tmp_path / "other.json"
+    TextTokenizer.train(["something else entirely"] * 3, vocab_size=300).save(str(other))
+    wrong = load_preview(shards.token_info, text=str(other), image=str(tmp_path / "nope.pt"))
+    assert wrong.codec is None and wrong.vq is None and len(wrong.notes) == 2
