@@ -1,0 +1,573 @@
+"""HTML to ordered text and image nodes, with the boilerplate left out and counted by reason.
+
+One walk over the DOM of <body> (selectolax's Lexbor parser: the fastest of the parsers we measured, see
+docs/extraction.md) in document order. Text is gathered into paragraphs that end at block elements; an
+<img> that passes the image rules becomes an image node in place, between the paragraphs around it.
+
+Candidate nodes, and how they are counted so that `candidates = len(nodes) + sum(dropped.values())`:
+- every paragraph of text and every <img> (including those inside <noscript>) met in <body>;
+- every <script>, <style>, <template>, embedded object (iframe, video ...) and inline graphic (svg,
+  canvas, math) counts as one candidate, and so does a <noscript> with text but no image; each is dropped
+  under its own kind, wherever it is: their content is never reader-visible text.
+A paragraph or image inside a boilerplate subtree (nav, footer, form, ad ...) is dropped with the reason of
+the outermost such subtree. The <head> is not walked: it gives the title and language only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from interleaf.filters.charset import decode_html
+from interleaf.schemas.document import Node
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+__all__ = ["ExtractConfig", "Extraction", "decode_html", "extract"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ExtractConfig:
+    """What extract() keeps. Sizes are the width/height the page declares, in CSS pixels."""
+
+    # An image whose every declared side is at most this is an icon. Favicons and UI icons are drawn at
+    # 16, 24 or 32 px (Material Design's icon grid is 24 px); 32 keeps Wikipedia's 30x40 Commons logo and
+    # Medium's 48x48 author avatars, which Readability's expected output keeps. Real pixel sizes are
+    # checked after the fetch (OBELICS dropped images under 150 px on a side, Laurençon et al. 2023, 2.4).
+    icon_max_side: int = 32
+    # Every declared side at most this: a tracking pixel (the 1x1 GIF of web beacons, 0x0 variants).
+    # One side at most this and the other larger: a spacer or rule image of the table-layout era.
+    pixel_max_side: int = 2
+    # srcset: the candidate with the largest width up to this many pixels (2x of a 1024 px layout column);
+    # the multi-megapixel originals above it cost bandwidth the image stage resizes away anyway.
+    max_srcset_width: int = 2048
+    # srcset with density descriptors only: the largest density up to this (retina 2x).
+    max_srcset_density: float = 2.0
+    # Take the srcset pick over a plain src (see image_source for why src is the default).
+    prefer_srcset: bool = False
+    # data: URIs are kept only when True. They are mostly lazy-loading placeholders (1x1 GIF, blank SVG)
+    # and the image store is keyed by fetched bytes, so by default they are dropped as "data_uri".
+    keep_data_uris: bool = False
+    # Comment threads (class/id comment, disqus, respond) are user content, not the page's: Readability
+    # treats them as unlikely candidates too. False keeps them.
+    drop_comments: bool = True
+    # An image URL met more often than this on one page is decoration (list bullets, rating stars, per-item
+    # social icons: 15 stars on archive.org, 30 icons on the Semantic Scholar team page): every occurrence
+    # is dropped as "repeated". 3 keeps what Readability keeps: the same base-URL test image 3 times, Medium's
+    # section separator 3 times. None keeps them all.
+    max_repeats: int | None = 3
+    # Declared sizes above this are garbage: JPEG, GIF and PNG encoders in practice stop at 65535 px.
+    max_declared_side: int = 65535
+
+
+@dataclass
+class Extraction:
+    nodes: list[Node]  # ordered text (paragraphs) and image nodes, all status "kept"
+    dropped: dict[str, int]  # candidate nodes left out, by reason
+    title: str | None
+    language: str | None  # ISO 639-1 when the page declares a language we can map
+    # for audit: the dropped <img> candidates that had a URL, as image nodes with status "dropped" and the
+    # reason (also counted in `dropped`), in page order
+    dropped_images: list[Node] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> int:
+        """Nodes in: kept plus dropped."""
+        return len(self.nodes) + sum(self.dropped.values())
+
+
+# ---------------------------------------------------------------- what the walk recognises
+
+# Tags whose end starts a new paragraph (HTML's block-level and table elements).
+BLOCK_TAGS = frozenset([
+    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details", "dialog",
+    "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
+    "h5", "h6", "header", "hgroup", "hr", "legend", "li", "main", "menu", "nav", "noscript", "ol", "option",
+    "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+])
+# Never reader-visible text: skipped whole, one candidate each, under this reason.
+SKIP_TAGS = {"script": "script", "style": "style", "template": "template", "iframe": "embed",
+             "object": "embed", "embed": "embed", "video": "embed", "audio": "embed", "map": "embed",
+             "canvas": "graphics", "svg": "graphics", "math": "graphics", "title": "metadata"}
+# Elements that are boilerplate by their tag (HTML5 sectioning and form controls).
+TAG_REASON = {"nav": "nav", "footer": "footer", "aside": "aside", "form": "form", "button": "form",
+              "select": "form", "input": "form", "textarea": "form", "label": "form", "dialog": "popup"}
+ROLE_REASON = {"navigation": "nav", "menubar": "nav", "menu": "nav", "banner": "header",
+               "contentinfo": "footer", "complementary": "aside", "search": "form", "dialog": "popup",
+               "alertdialog": "popup"}
+# class/id words (split on non-alphanumerics, so "site-footer" matches and "shadow" never matches "ad").
+CLASS_REASON = {
+    **dict.fromkeys(["nav", "navbar", "navigation", "topnav", "subnav", "menu", "menubar", "breadcrumb",
+                     "breadcrumbs", "pagination", "pager", "navbox", "skiplink", "skip", "toc"], "nav"),
+    **dict.fromkeys(["header", "masthead", "topbar"], "header"),
+    **dict.fromkeys(["footer", "colophon", "copyright"], "footer"),
+    # not "widget": page builders (Elementor) put it on every content block
+    **dict.fromkeys(["sidebar", "related"], "aside"),
+    **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
+    **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
+    **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
+                     "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
+    **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
+}
+# Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
+# okMaybeItsACandidate without "main" and "column", which name menus and sidebars as often ("main-nav").
+CONTENT_WORDS = frozenset(["article", "body", "content"])
+NEVER_DROP_BY_CLASS = frozenset(("html", "body", "main", "article"))
+# A <header> inside these introduces it (title, byline) and is content (HTML: "nearest sectioning content").
+SECTIONS = frozenset(("article", "main", "section"))
+# ASP.NET Web Forms wraps every page in one <form runat="server">: a form with this much text, or with one
+# of those ids, is a layout wrapper, not a search box or a comment form (WordPress's is ~300 characters).
+FORM_WRAPPER_CHARS = 1000
+FORM_WRAPPER_IDS = frozenset(("aspnetform", "form1"))
+_WORDS = re.compile(r"[^a-z0-9]+")
+_CAMEL = re.compile(r"([a-z])([A-Z])")
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+_SPACE = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
+
+# Lazy loaders put the real image in these attributes and a placeholder in src (lazysizes, WordPress
+# a3-lazy-load, jQuery lazyload "data-original", OBELICS's own list in obelics/utils/simplification_utils.py).
+LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
+                  "data-full-src", "data-lazyload", "data-echo", "data-img-src", "data-src-fg", "src2")
+# Web beacons by host or path, from EasyPrivacy's most common entries.
+TRACKER = re.compile(r"//([^/]*\.)?(doubleclick\.net|google-analytics\.com|googletagmanager\.com"
+                     r"|facebook\.com/tr|scorecardresearch\.com|quantserve\.com|pixel\.wp\.com|stats\.wp\.com"
+                     r"|bat\.bing\.com|analytics\.twitter\.com|t\.co/i/adsct)"
+                     r"|/(pixel|beacon|tracking?)(\.gif|\.png|\.php|/|\?)", re.IGNORECASE)
+AD_HOST = re.compile(r"//([^/]*\.)?(googlesyndication\.com|adservice\.google\.|amazon-adsystem\.com"
+                     r"|taboola\.com|outbrain\.com|adnxs\.com|criteo\.(com|net))/", re.IGNORECASE)
+SPACER_NAME = re.compile(r"/(spacer|blank|transparent|trans|clear|clearpixel|shim|spc|space|empty|dot|pix"
+                         r"|1x1|s)\.(gif|png)(\?|$)", re.IGNORECASE)
+ICON_URL = re.compile(r"\.ico(\?|$)|/favicon|/emoji/|/smilies/", re.IGNORECASE)
+ICON_CLASSES = frozenset(["icon", "icons", "emoji", "favicon", "smiley"])
+# src values that scripts and templates leave behind; an src that resolves to the page itself is one too
+_NOT_A_URL = frozenset(("null", "undefined", "none", "false", "#", "about:blank"))
+_DIMENSION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(px)?\s*;?\s*$", re.IGNORECASE)
+_STYLE_SIDE = re.compile(r"(?<![-\w])(width|height)\s*:\s*(\d+(?:\.\d*)?)px", re.IGNORECASE)
+
+
+def parse_dimension(value: str | None, *, limit: int = 65535) -> int | None:
+    """A declared width/height as an int: "100", "100px", "100.5" -> 100; "50%", "auto", garbage -> None."""
+    if not value:
+        return None
+    m = _DIMENSION.match(value)
+    if not m:
+        return None
+    n = int(float(m.group(1)))
+    return n if n <= limit else None
+
+
+def parse_srcset(value: str) -> list[tuple[str, int | None, float | None]]:
+    """(url, width, density) candidates of a srcset, after the WHATWG parsing algorithm: URLs may contain
+    commas (image CDNs put transformations there), a candidate ends at a comma after its descriptors."""
+    out, pos, n = [], 0, len(value)
+    while pos < n:
+        while pos < n and (value[pos].isspace() or value[pos] == ","):
+            pos += 1
+        start = pos
+        while pos < n and not value[pos].isspace():
+            pos += 1
+        url, descriptors = value[start:pos], ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            start, depth = pos, 0
+            while pos < n and not (value[pos] == "," and depth == 0):
+                depth += {"(": 1, ")": -1}.get(value[pos], 0)
+                pos += 1
+            descriptors = value[start:pos]
+        if not url:
+            continue
+        width, density = None, None
+        for d in descriptors.split():
+            try:
+                if d[-1:] in "wW":
+                    width = int(d[:-1])
+                elif d[-1:] in "xX":
+                    density = float(d[:-1])
+            except ValueError:
+                pass  # an invalid descriptor: the candidate still counts, without it
+        out.append((url, width, density))
+    return out
+
+
+def pick_srcset(candidates: list[tuple[str, int | None, float | None]], config: ExtractConfig) -> str | None:
+    """The largest width up to config.max_srcset_width (else the smallest width); with densities only, the
+    largest density up to config.max_srcset_density (else the smallest). data: candidates never count."""
+    candidates = [c for c in candidates if not c[0].lower().startswith("data:")]
+    if not candidates:
+        return None
+    if any(w is not None for _, w, _ in candidates):
+        widths = [(w, u) for u, w, _ in candidates if w is not None]
+        fitting = [c for c in widths if c[0] <= config.max_srcset_width]
+        return max(fitting)[1] if fitting else min(widths)[1]
+    densities = [(d if d is not None else 1.0, u) for u, _, d in candidates]
+    fitting = [c for c in densities if c[0] <= config.max_srcset_density]
+    return max(fitting)[1] if fitting else min(densities)[1]
+
+
+def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None = None) -> str | None:
+    """The URL an <img> shows once its lazy loader has run. In order: a lazy srcset (data-srcset), a lazy
+    single URL (data-src ...), src, srcset, a <picture><source> srcset; a data: URI only when nothing else.
+
+    src beats a plain srcset (config.prefer_srcset reverses that): it is the page's default rendition, big
+    enough for the image filters, and the URL other extractions (OBELICS, MMC4, Readability) record, so
+    images match across datasets. A lazy loader's data-* attributes beat src, which then holds a placeholder.
+    """
+    def pick(value: str | None) -> str | None:
+        return pick_srcset(parse_srcset(value), config) if value else None
+
+    lazy = pick(attrs.get("data-srcset")) or pick(attrs.get("data-lazy-srcset"))
+    if lazy:
+        return lazy
+    singles = [(attrs.get(name) or "").strip() for name in (*LAZY_SRC_ATTRS, "src")]
+    real = [v for v in singles if v and not v.lower().startswith("data:")]
+    srcset = pick(attrs.get("srcset"))
+    if srcset and (config.prefer_srcset or not real):
+        return srcset
+    if real:
+        return real[0]
+    return pick(fallback_srcset) or next((v for v in singles if v), None)
+
+
+def normalise_language(value: str | None) -> str | None:
+    """An ISO 639-1 code from a language tag ("en-US", "en_us", "EN", "eng", "english"), or None."""
+    if not value:
+        return None
+    tag = value.strip().lower().replace("_", "-").split(",")[0].split("-")[0].strip()
+    tag = _LEGACY_639.get(tag, tag)
+    if len(tag) == 2 and tag.isalpha():
+        return tag
+    return _TO_639_1.get(tag)
+
+
+# ISO 639-2/3 codes and English names of the languages most common on the web (W3Techs content languages),
+# plus the 639-1 codes that were withdrawn (iw, in, ji) but still appear in old pages.
+_LEGACY_639 = {"iw": "he", "in": "id", "ji": "yi"}
+_TO_639_1 = {name: code for code, names in {
+    "en": "eng english", "de": "deu ger german deutsch", "fr": "fra fre french francais",
+    "es": "spa spanish", "it": "ita italian", "pt": "por portuguese", "nl": "nld dut dutch",
+    "ru": "rus russian", "ja": "jpn japanese", "zh": "zho chi chinese", "ko": "kor korean",
+    "ar": "ara arabic", "pl": "pol polish", "tr": "tur turkish", "fa": "fas per persian",
+    "vi": "vie vietnamese", "id": "ind indonesian", "sv": "swe swedish", "cs": "ces cze czech",
+    "uk": "ukr ukrainian", "el": "ell gre greek", "hu": "hun hungarian", "ro": "ron rum romanian",
+    "da": "dan danish", "fi": "fin finnish", "no": "nor norwegian", "he": "heb hebrew", "hi": "hin hindi",
+    "th": "tha thai",
+}.items() for name in names.split()}
+
+
+# ---------------------------------------------------------------- the walk
+
+
+def _words(attrs: dict) -> list[str]:
+    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"]."""
+    value = _CAMEL.sub(r"\1 \2", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
+    return sorted(set(_WORDS.split(value.lower())))  # sorted: the same reason on every run
+
+
+def _boilerplate(node: LexborNode, tag: str, attrs: dict, in_section: bool,
+                 config: ExtractConfig) -> str | None:
+    """The reason an element's whole subtree is boilerplate, or None."""
+    if tag == "form" and ((attrs.get("id") or "").lower() in FORM_WRAPPER_IDS
+                          or len(node.text() or "") > FORM_WRAPPER_CHARS):
+        return None
+    if tag in TAG_REASON:
+        return TAG_REASON[tag]
+    if tag == "header" and not in_section:
+        return "header"
+    # not on <html>/<body>: anti-flicker snippets hide the whole page until a script shows it
+    if tag not in ("html", "body") and (
+            "hidden" in attrs or (attrs.get("aria-hidden") or "").lower() == "true"
+            or (attrs.get("style") and _HIDDEN_STYLE.search(attrs["style"]))):
+        return "hidden"
+    role = (attrs.get("role") or "").strip().lower()
+    if role in ROLE_REASON:
+        return ROLE_REASON[role]
+    if tag == "ins" and "adsbygoogle" in (attrs.get("class") or ""):
+        return "ad"
+    if tag in NEVER_DROP_BY_CLASS or not (attrs.get("class") or attrs.get("id")):
+        return None
+    words = _words(attrs)
+    if CONTENT_WORDS.intersection(words):
+        return None
+    for word in words:
+        reason = CLASS_REASON.get(word)
+        if reason == "comments" and not config.drop_comments or reason == "header" and in_section:
+            continue
+        if reason:
+            # a wrapper named "page-with-sidebar" may hold the article itself
+            if node.css_first("article, main, [role=main]") is not None:
+                return None
+            return reason
+    return None
+
+
+class _Walk:
+    """State of one extraction: nodes so far, the paragraph being gathered, drop counts."""
+
+    def __init__(self, base_url: str, config: ExtractConfig):
+        self.base_url, self.config = base_url, config
+        self.nodes: list[Node] = []
+        self.dropped: Counter[str] = Counter()
+        self.dropped_images: list[Node] = []
+        self.parts: list[str] = []  # text of the current paragraph
+        self.reason: str | None = None  # why the current subtree is dropped (outermost wins)
+        self.pre = 0  # depth inside <pre>: keep whitespace
+        self.in_section = 0  # depth inside article, main, section
+        self.last_image: tuple[LexborNode, int] | None = None  # last kept <img> and its index in nodes
+        self.picture_source: str | None = None
+
+    # -- text
+    def text(self, value: str) -> None:
+        if self.pre:
+            self.parts.append(value)
+        elif self.parts or not value.isspace():  # whitespace before a paragraph's first word is nothing
+            self.parts.append(value.replace("\n", " "))
+
+    def line_break(self) -> None:  # <br>: a new line in the paragraph; two in a row end it (see flush)
+        if self.parts:
+            self.parts.append("\n")
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        raw, self.parts = "".join(self.parts), []
+        paragraphs = [raw.strip("\n")] if self.pre else _BLANK_LINES.split(raw)
+        for p in paragraphs:
+            p = p if self.pre else "\n".join(_SPACE.sub(" ", line).strip() for line in p.split("\n")).strip()
+            if not p.strip():
+                continue
+            if self.reason:
+                self.dropped[self.reason] += 1
+            else:
+                self.nodes.append(Node.text_node(p))
+                self.last_image = None
+
+    # -- images
+    def image(self, node: LexborNode, attrs: dict, in_noscript: bool = False) -> None:
+        reason, url, width, height = self._judge(attrs)
+        alt = " ".join((attrs.get("alt") or "").split()) or None
+        if in_noscript and reason is None and self.last_image is not None and self._is_placeholder_of(node):
+            # <img placeholder><noscript><img real></noscript>: the noscript one is the image (Readability's
+            # _unwrapNoscriptImages). The placeholder already kept is dropped in its favour.
+            placeholder = self.nodes.pop(self.last_image[1])
+            self._drop_image(placeholder, "lazy_placeholder")
+        if reason:
+            self.dropped[reason] += 1
+            if url:
+                self.dropped_images.append(Node.image_node(url, alt_text=alt, width=width, height=height)
+                                           .dropped(reason))
+            return
+        self.flush()
+        self.nodes.append(Node.image_node(url, alt_text=alt, width=width, height=height))
+        self.last_image = (node, len(self.nodes) - 1)
+
+    def drop_repeated(self, max_repeats: int) -> None:
+        counts = Counter(n.image_url for n in self.nodes if n.is_image)
+        if not counts or max(counts.values()) <= max_repeats:
+            return
+        kept = []
+        for n in self.nodes:
+            if n.is_image and counts[n.image_url] > max_repeats:
+                self._drop_image(n, "repeated")
+            else:
+                kept.append(n)
+        self.nodes = kept
+
+    def _drop_image(self, image: Node, reason: str) -> None:
+        self.dropped[reason] += 1
+        self.dropped_images.append(image.dropped(reason))
+
+    def _is_placeholder_of(self, noscript_img: LexborNode) -> bool:
+        """Whether the last kept image sits right before the <noscript> holding this one (as the element
+        before it, or inside a wrapper that is), with no text in between."""
+        placeholder = self.last_image[0]
+        noscript = noscript_img.parent
+        while noscript is not None and noscript.tag != "noscript":
+            noscript = noscript.parent
+        prev = noscript.prev if noscript is not None else None
+        # skip blank text, comments and <img> elements with no source at all (Medium's canvas targets)
+        while prev is not None and (
+                (prev.tag in ("-text", "-comment") and not (prev.text_content or "").strip())
+                or (prev.tag == "img" and prev.mem_id != placeholder.mem_id
+                    and image_source(prev.attributes, self.config) is None)):
+            prev = prev.prev
+        node = placeholder
+        for _ in range(6):  # the placeholder itself, or a wrapper of it a few levels up
+            if node is None or prev is None:
+                return False
+            if node.mem_id == prev.mem_id:
+                return True
+            node = node.parent
+        return False
+
+    def _judge(self, attrs: dict) -> tuple[str | None, str | None, int | None, int | None]:
+        """(drop reason or None, resolved URL, declared width, declared height) of an <img>."""
+        c = self.config
+        width = parse_dimension(attrs.get("width"), limit=c.max_declared_side)
+        height = parse_dimension(attrs.get("height"), limit=c.max_declared_side)
+        if (width is None or height is None) and attrs.get("style"):
+            for side, value in _STYLE_SIDE.findall(attrs["style"]):
+                if side.lower() == "width" and width is None:
+                    width = parse_dimension(value, limit=c.max_declared_side)
+                elif side.lower() == "height" and height is None:
+                    height = parse_dimension(value, limit=c.max_declared_side)
+        src = image_source(attrs, c, self.picture_source)
+        is_data = bool(src) and src.lower().startswith("data:")
+        url = src if is_data else resolve_url(self.base_url, src) if src else None
+        if self.reason:
+            return self.reason, (None if is_data else url), width, height
+        if not src:
+            return "no_src", None, width, height
+        if is_data:
+            return ((None, src) if c.keep_data_uris else ("data_uri", None)) + (width, height)
+        if url is None or src.lower() in _NOT_A_URL or url.split("#")[0] == self.base_url.split("#")[0]:
+            return "bad_url", url, width, height
+        sides = [s for s in (width, height) if s is not None]
+        if TRACKER.search(url) or (sides and max(sides) <= c.pixel_max_side):
+            return "tracking_pixel", url, width, height
+        if AD_HOST.search(url):
+            return "ad", url, width, height
+        if SPACER_NAME.search(url) or (sides and min(sides) <= c.pixel_max_side):
+            return "spacer", url, width, height
+        if ICON_URL.search(url) or (sides and max(sides) <= c.icon_max_side) or (
+                attrs.get("class") and ICON_CLASSES.intersection(_words(attrs))):
+            return "icon", url, width, height
+        return None, url, width, height
+
+
+def resolve_url(base_url: str, src: str) -> str | None:
+    """An absolute http(s) URL for an src (relative, root-relative, protocol-relative), or None."""
+    # WHATWG URL parsing drops ASCII tabs and newlines anywhere and strips surrounding spaces.
+    src = src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
+    try:
+        url = urljoin(base_url, src)
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def _base_url(tree: LexborHTMLParser, url: str) -> str:
+    base = tree.css_first("base[href]")
+    href = (base.attributes.get("href") or "").strip() if base is not None else ""
+    if href:
+        resolved = resolve_url(url, href)
+        if resolved:
+            return resolved
+    return url
+
+
+def _title(tree: LexborHTMLParser) -> str | None:
+    node = tree.css_first("title")
+    title = " ".join(node.text().split()) if node is not None else ""
+    if not title:
+        meta = tree.css_first('meta[property="og:title"]')
+        title = " ".join((meta.attributes.get("content") or "").split()) if meta is not None else ""
+    return title or None
+
+
+def _language(tree: LexborHTMLParser) -> str | None:
+    html = tree.css_first("html")
+    candidates = [html.attributes.get("lang") or html.attributes.get("xml:lang")] if html is not None else []
+    for selector in ('meta[http-equiv="content-language" i]', 'meta[name="language" i]',
+                     'meta[property="og:locale"]'):
+        meta = tree.css_first(selector)
+        if meta is not None:
+            candidates.append(meta.attributes.get("content"))
+    for value in candidates:
+        if (code := normalise_language(value)) is not None:
+            return code
+    return None
+
+
+def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extraction:
+    """The ordered text and image nodes of a page, with what was left out counted by reason."""
+    config = config or ExtractConfig()
+    # Some WARC writers store WARC-Target-URI as "<url>" (the WARC 1.0 grammar's brackets taken literally).
+    url = url.strip().removeprefix("<").removesuffix(">")
+    tree = LexborHTMLParser(html)
+    walk = _Walk(_base_url(tree, url), config)
+    if tree.body is not None:
+        _walk_body(tree.body, walk)
+    walk.flush()
+    if config.max_repeats is not None:
+        walk.drop_repeated(config.max_repeats)
+    return Extraction(nodes=walk.nodes, dropped=dict(sorted(walk.dropped.items())), title=_title(tree),
+                      language=_language(tree), dropped_images=walk.dropped_images)
+
+
+def _walk_body(body: LexborNode, w: _Walk) -> None:
+    """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit)."""
+    # stack entries: (element, tag, reason before it, picture source before it)
+    stack: list[tuple[LexborNode, str, str | None, str | None]] = []
+    noscript = 0
+    node = body.child
+    while True:
+        if node is None:
+            if not stack:
+                return
+            parent, tag, saved_reason, saved_source = stack.pop()
+            if tag in BLOCK_TAGS or w.reason != saved_reason:
+                w.flush()
+            w.reason, w.picture_source = saved_reason, saved_source
+            if tag == "pre":
+                w.pre -= 1
+            elif tag in SECTIONS:
+                w.in_section -= 1
+            elif tag == "noscript":
+                noscript -= 1
+            node = parent.next
+            continue
+        tag = node.tag
+        if tag == "-text":
+            w.text(node.text_content or "")
+            node = node.next
+            continue
+        if tag is None or tag[0] == "-" or tag[0] == "!":  # comments, doctype, processing instructions
+            node = node.next
+            continue
+        if tag in SKIP_TAGS:
+            w.dropped[SKIP_TAGS[tag]] += 1
+            node = node.next
+            continue
+        attrs = node.attributes
+        if tag == "img":
+            w.image(node, attrs, in_noscript=noscript > 0)
+            node = node.next
+            continue
+        if tag == "br":
+            w.line_break()
+            node = node.next
+            continue
+        if tag == "noscript" and node.css_first("img") is None:
+            if (node.text() or "").strip():
+                w.dropped["noscript"] += 1
+            node = node.next
+            continue
+        reason = None if w.reason else _boilerplate(node, tag, attrs, w.in_section > 0, w.config)
+        if tag in BLOCK_TAGS or reason:
+            w.flush()
+        if node.child is None:
+            node = node.next
+            continue
+        stack.append((node, tag, w.reason, w.picture_source))
+        if reason:
+            w.reason = reason
+        if tag == "pre":
+            w.pre += 1
+        elif tag in SECTIONS:
+            w.in_section += 1
+        elif tag == "noscript":
+            noscript += 1
+        elif tag == "picture":
+            source = node.css_first("source[srcset], source[data-srcset]")
+            if source is not None:
+                w.picture_source = source.attributes.get("data-srcset") or source.attributes.get("srcset")
+        node = node.child
