@@ -253,17 +253,29 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[Tran
 
 
 def _check_tokenizer_files(files: dict[str, str], info: TokenShardInfo) -> dict[str, str]:
-    """Tokenizer files to copy into checkpoints, checked against the shards' fingerprints where they have one."""
+    """Tokenizer files to copy into checkpoints (so that generation needs nothing else), checked against the
+    shards' fingerprints. Roles not given are looked up in the shards' producing config (the tokenize
+    stage records the tokenizer paths), and used when the file is there with the right sha256."""
+    recorded = (info.config or {}).get("tokenize", {})
+    found = {"text": recorded.get("text_tokenizer"), "image": recorded.get("image_tokenizer")}
     checked = {}
-    for role, path in files.items():
+    for role in sorted(set(files) | set(found)):
+        path, given = files.get(role) or found.get(role), bool(files.get(role))
         if not path:
             continue
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{role} tokenizer file {path} does not exist")
-        want = info.tokenizers.get(role)
-        if want and file_sha256(path) != want:
-            raise ValueError(f"{role} tokenizer {path} has sha256 {file_sha256(path)[:12]}..., but the shards "
-                             f"were made with {want[:12]}...; pass the tokenizer file that made these shards")
+            if given:
+                raise FileNotFoundError(f"{role} tokenizer file {path} does not exist")
+            log.warning("the shards name %s as their %s tokenizer but it is not here; checkpoints will not carry "
+                        "it (pass it to generate)", path, role)
+            continue
+        want, have = info.tokenizers.get(role), file_sha256(path)
+        if want and have != want:
+            if given:
+                raise ValueError(f"{role} tokenizer {path} has sha256 {have[:12]}..., but the shards were made "
+                                 f"with {want[:12]}...; pass the tokenizer file that made these shards")
+            log.warning("%s (named by the shards) changed since they were made; not copied", path)
+            continue
         checked[role] = path
     return checked
 

@@ -1,0 +1,493 @@
+"""A synthetic analogue of GenEval (Ghosh et al. 2023, github.com/djghosh13/geneval) that runs on the CPU.
+
+GenEval asks a text-to-image model for prompts of six kinds and checks each image with an object detector
+and a CLIP colour classifier. Here the objects are the flat-coloured shapes of model/shapes.py (circle, square,
+triangle; the palette's colours), so the detector is a rule: every pixel takes the nearest palette colour
+(or the white background), each colour's 4-connected components are objects, and an object's shape follows
+from how much of its bounding box it fills (square ~1, circle ~pi/4, triangle ~1/2). The scoring logic is
+GenEval's own (evaluation/evaluate_images.py): `include` clauses must all hold, checked on the largest objects
+of a class; any `exclude` clause fails an image; relative positions use its rule (the offset of the box
+centres, shrunk by 0.1 of the summed box sizes, must point mostly along the named direction).
+
+Prompts are written in GenEval's metadata format (one JSON object per line of evaluation_metadata.jsonl:
+tag, include [{class, count, color?, position?}], exclude?, prompt) with its six tags: single_object,
+two_object, counting, colors, position, color_attr. Images are written in its folder layout
+(NNNNN/metadata.jsonl, NNNNN/samples/MMMM.png) and results as its results.jsonl; the overall score is the mean
+of the task scores, as in its summary_scores.py.
+
+Some combinations are held out of training (see HeldOut): colour-shape pairs never drawn, and shape-relation-
+shape arrangements never shown. Prompts that ask for one are scored apart as "held_out".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from interleaf.model.shapes import BACKGROUND, COLORS, NUMBER_WORDS, SHAPES, Scene, ShapeObject, render
+
+log = logging.getLogger(__name__)
+
+TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+RELATIONS = ("left of", "right of", "above", "below")
+CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+POSITION_THRESHOLD = 0.1  # GenEval's default: box-centre offsets are shrunk by 0.1 x (summed box sizes)
+IMAGE_SIZE = 32  # the tiny VQ's image side
+
+# Detector thresholds, calibrated on renders of 6 to 16 pixel shapes (tests/model/test_geneval.py): a square
+# fills its box (1.0), a circle 0.67-0.81, a triangle 0.50-0.58.
+SQUARE_MIN_FILL = 0.86
+CIRCLE_MIN_FILL = 0.625
+MIN_AREA_FRACTION = 0.008  # components smaller than this share of the image (8 px at 32x32) are noise
+
+
+# ---------------------------------------------------------------- held-out combinations
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOut:
+    """Combinations the training corpus never shows; prompts asking for one are scored as held-out."""
+
+    color_shapes: frozenset = frozenset()  # (color, shape) pairs never drawn
+    arrangements: frozenset = frozenset()  # (shape_a, relation, shape_b): a never shown `relation` b
+
+    def pair_held_out(self, color: str | None, shape: str) -> bool:
+        return color is not None and (color, shape) in self.color_shapes
+
+    def arrangement_held_out(self, a: str, relation: str, b: str) -> bool:
+        return (a, relation, b) in self.arrangements or (b, CONVERSE[relation], a) in self.arrangements
+
+    def scene_held_out(self, scene: Scene) -> bool:
+        """Does a (training) scene show a held-out pair or arrangement?"""
+        if any(self.pair_held_out(o.color, o.shape) for o in scene.objects):
+            return True
+        for a in scene.objects:
+            for b in scene.objects:
+                if a is not b and any(self.arrangement_held_out(a.shape, r, b.shape)
+                                      for r in relative_position(object_box(a), object_box(b))):
+                    return True
+        return False
+
+    def prompt_held_out(self, metadata: dict) -> bool:
+        include = metadata["include"]
+        if any(self.pair_held_out(r.get("color"), r["class"]) for r in include):
+            return True
+        for r in include:
+            if "position" in r:
+                relation, target = r["position"]
+                if self.arrangement_held_out(r["class"], relation, include[target]["class"]):
+                    return True
+        return False
+
+    def to_json(self) -> dict:
+        return {"color_shapes": sorted(map(list, self.color_shapes)),
+                "arrangements": sorted(map(list, self.arrangements))}
+
+    @classmethod
+    def from_json(cls, d: dict) -> HeldOut:
+        return cls(color_shapes=frozenset(map(tuple, d.get("color_shapes", []))),
+                   arrangements=frozenset(map(tuple, d.get("arrangements", []))))
+
+
+# Each colour keeps 4-5 of its 6 shapes pairings... and each shape 5 of its 6 colours, so every word is seen.
+DEFAULT_HELD_OUT = HeldOut(
+    color_shapes=frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")}),
+    arrangements=frozenset({("circle", "above", "square"), ("triangle", "left of", "circle")}),
+)
+
+
+# ---------------------------------------------------------------- prompts in GenEval's format
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _plural(shape: str) -> str:
+    return shape + "s"
+
+
+def prompt_single(shape: str) -> dict:
+    return {"tag": "single_object", "include": [{"class": shape, "count": 1}], "prompt": f"a photo of {_a(shape)}"}
+
+
+def prompt_two(a: str, b: str) -> dict:
+    return {"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
+            "prompt": f"a photo of {_a(a)} and {_a(b)}"}
+
+
+def prompt_counting(shape: str, n: int) -> dict:
+    return {"tag": "counting", "include": [{"class": shape, "count": n}],
+            "exclude": [{"class": shape, "count": n + 1}],
+            "prompt": f"a photo of {NUMBER_WORDS[n]} {_plural(shape)}"}
+
+
+def prompt_color(color: str, shape: str) -> dict:
+    return {"tag": "colors", "include": [{"class": shape, "count": 1, "color": color}],
+            "prompt": f"a photo of {_a(color)} {shape}"}
+
+
+def prompt_position(a: str, relation: str, b: str) -> dict:
+    """`a` `relation` `b`: GenEval lists the target b first and a with ("relation", 0)."""
+    return {"tag": "position", "include": [{"class": b, "count": 1},
+                                           {"class": a, "count": 1, "position": [relation, 0]}],
+            "prompt": f"a photo of {_a(a)} {relation} {_a(b)}"}
+
+
+def prompt_color_attr(ca: str, a: str, cb: str, b: str) -> dict:
+    return {"tag": "color_attr", "include": [{"class": a, "count": 1, "color": ca},
+                                             {"class": b, "count": 1, "color": cb}],
+            "prompt": f"a photo of {_a(ca)} {a} and {_a(cb)} {b}"}
+
+
+def make_suite(*, seed: int = 0, color_attr: int = 30, held_out: HeldOut = DEFAULT_HELD_OUT) -> list[dict]:
+    """The benchmark's prompts: every single-object, two-object, counting (2-4), colour and position prompt
+    there is (3 + 6 + 9 + 18 + 24), and `color_attr` colour-attribution prompts sampled with a third of them
+    held out (there are 180)."""
+    rng = random.Random(seed)
+    pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
+    suite = [prompt_single(s) for s in SHAPES]
+    suite += [prompt_two(a, b) for a, b in pairs]
+    suite += [prompt_counting(s, n) for s in SHAPES for n in (2, 3, 4)]
+    suite += [prompt_color(c, s) for s in SHAPES for c in COLORS]
+    suite += [prompt_position(a, r, b) for a, b in pairs for r in RELATIONS]
+    attrs = [prompt_color_attr(ca, a, cb, b) for a, b in pairs for ca in COLORS for cb in COLORS if ca != cb]
+    rng.shuffle(attrs)
+    held = [m for m in attrs if held_out.prompt_held_out(m)]
+    seen = [m for m in attrs if not held_out.prompt_held_out(m)]
+    n_held = min(len(held), color_attr // 3)
+    suite += held[:n_held] + seen[:color_attr - n_held]
+    return suite
+
+
+def write_metadata(path: str, suite: list[dict]) -> None:
+    """evaluation_metadata.jsonl: one GenEval metadata object per line."""
+    with open(path, "w") as f:
+        for m in suite:
+            f.write(json.dumps(m) + "\n")
+
+
+def read_metadata(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------- the detector
+
+@dataclass(frozen=True)
+class Detection:
+    shape: str  # the class: one of SHAPES
+    color: str  # a palette colour name
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive
+    area: int  # pixels
+    fill: float  # area / box area
+
+
+def pixel_classes(image: Image.Image) -> np.ndarray:
+    """(H, W) palette index of each pixel's nearest colour (order of COLORS), -1 for the white background."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    palette = np.array([BACKGROUND, *COLORS.values()], dtype=np.float32)  # (1 + K, 3)
+    dist = ((rgb[:, :, None, :] - palette[None, None]) ** 2).sum(-1)  # (H, W, 1 + K)
+    return dist.argmin(-1) - 1
+
+
+def shape_of(fill: float) -> str:
+    if fill >= SQUARE_MIN_FILL:
+        return "square"
+    return "circle" if fill >= CIRCLE_MIN_FILL else "triangle"
+
+
+def detect(image: Image.Image) -> list[Detection]:
+    """The objects of an image, largest first (GenEval checks the most confident detections first)."""
+    classes = pixel_classes(image)
+    min_area = max(1, round(MIN_AREA_FRACTION * classes.size))
+    names = list(COLORS)
+    found = []
+    for k, color in enumerate(names):
+        labels, n = ndimage.label(classes == k)  # 4-connected components
+        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+            area = int((labels[sl] == i).sum())
+            if area < min_area:
+                continue
+            ys, xs = sl
+            h, w = ys.stop - ys.start, xs.stop - xs.start
+            fill = area / (h * w)
+            found.append(Detection(shape_of(fill), color, (xs.start, ys.start, xs.stop - 1, ys.stop - 1), area,
+                                   fill))
+    return sorted(found, key=lambda d: -d.area)
+
+
+def relative_position(box_a, box_b) -> set[str]:
+    """Where a is relative to b under GenEval's rule (boxes x0, y0, x1, y1; image y grows downwards)."""
+    a, b = np.asarray(box_a, dtype=float), np.asarray(box_b, dtype=float)
+    centre_a, centre_b = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
+    size_a, size_b = np.abs(a[2:] - a[:2]), np.abs(b[2:] - b[:2])
+    offset = centre_a - centre_b
+    shrunk = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (size_a + size_b), 0) * np.sign(offset)
+    if np.all(np.abs(shrunk) < 1e-3):
+        return set()
+    dx, dy = shrunk / np.linalg.norm(offset)
+    out = set()
+    if dx < -0.5:
+        out.add("left of")
+    if dx > 0.5:
+        out.add("right of")
+    if dy < -0.5:
+        out.add("above")
+    if dy > 0.5:
+        out.add("below")
+    return out
+
+
+def evaluate(image: Image.Image, metadata: dict) -> tuple[bool, str]:
+    """GenEval's verdict on one image: (correct, reasons). Includes are ANDed, excludes ORed; colour and
+    position are checked on the largest `count` objects of the class."""
+    objects: dict[str, list[Detection]] = {}
+    for d in detect(image):
+        objects.setdefault(d.shape, []).append(d)
+    correct, reasons, matched = True, [], []
+    for req in metadata.get("include", []):
+        cls, count = req["class"], req["count"]
+        found = objects.get(cls, [])[:count]
+        ok = len(found) >= count
+        if not ok:
+            reasons.append(f"expected {cls}>={count}, found {len(found)}")
+        if ok and "color" in req:
+            colors = [d.color for d in found]
+            if colors.count(req["color"]) < count:
+                ok = False
+                reasons.append(f"expected {req['color']} {cls}>={count}, found {', '.join(colors)}")
+        if ok and "position" in req:
+            relation, target = req["position"]
+            if matched[target] is None:
+                ok = False
+                reasons.append(f"no target for {cls} to be {relation}")
+            else:
+                for d in found:
+                    for t in matched[target]:
+                        rel = relative_position(d.box, t.box)
+                        if relation not in rel:
+                            ok = False
+                            reasons.append(f"expected {cls} {relation} target, found {' and '.join(rel) or 'none'}")
+                            break
+                    if not ok:
+                        break
+        correct &= ok
+        matched.append(found if ok else None)
+    for req in metadata.get("exclude", []):
+        n = len(objects.get(req["class"], []))
+        if n >= req["count"]:
+            correct = False
+            reasons.append(f"expected {req['class']}<{req['count']}, found {n}")
+    return correct, "\n".join(reasons)
+
+
+# ---------------------------------------------------------------- scenes that satisfy a prompt
+
+def object_box(o: ShapeObject, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
+    """The pixel box shapes.render draws the object in."""
+    half, x, y = o.size * size / 2, o.cx * size, o.cy * size
+    return round(x - half), round(y - half), round(x + half) - 1, round(y + half) - 1
+
+
+def place(rng: random.Random, specs: list[tuple[str, str]], *, size_range: tuple[float, float],
+          gap: float = 0.08, accept=None, tries: int = 500) -> Scene:
+    """Objects of the given (shape, color) at random non-overlapping places, `gap` apart (a fraction of the
+    image side; 0.08 = 2.5 px at 32, so blurred reconstructions do not merge neighbours), optionally until
+    `accept(scene)` holds."""
+    for _ in range(tries):
+        objs: list[ShapeObject] = []
+        for shape, color in specs:
+            s = rng.uniform(*size_range)
+            m = s / 2 + 0.03
+            o = ShapeObject(shape=shape, color=color, cx=rng.uniform(m, 1 - m), cy=rng.uniform(m, 1 - m), size=s)
+            if any(abs(o.cx - p.cx) < (o.size + p.size) / 2 + gap and abs(o.cy - p.cy) < (o.size + p.size) / 2 + gap
+                   for p in objs):
+                break
+            objs.append(o)
+        if len(objs) == len(specs):
+            scene = Scene(tuple(objs))
+            if accept is None or accept(scene):
+                return scene
+    raise ValueError(f"could not place {specs} in {tries} tries")
+
+
+SINGLE_SIZE = (0.35, 0.5)
+PAIR_SIZE = (0.25, 0.32)
+COUNT_SIZE = (0.2, 0.25)
+
+
+def allowed_colors(shape: str, held_out: HeldOut | None) -> list[str]:
+    return [c for c in COLORS if held_out is None or not held_out.pair_held_out(c, shape)]
+
+
+def scene_for(metadata: dict, rng: random.Random, *, held_out: HeldOut | None = None) -> Scene:
+    """A scene that satisfies a prompt. Unspecified colours are drawn at random (never a held-out pair when
+    `held_out` is given, nor two identical colour-shape objects unless counting)."""
+    include = metadata["include"]
+    tag = metadata["tag"]
+
+    def color_for(req):
+        return req.get("color") or rng.choice(allowed_colors(req["class"], held_out))
+
+    if tag == "counting":
+        req = include[0]
+        color = color_for(req)
+        return place(rng, [(req["class"], color)] * req["count"], size_range=COUNT_SIZE)
+    if len(include) == 1:
+        return place(rng, [(include[0]["class"], color_for(include[0]))], size_range=SINGLE_SIZE)
+    specs = [(r["class"], color_for(r)) for r in include]
+    accept = None
+    if tag == "position":
+        relation = include[1]["position"][0]
+
+        def accept(scene):  # noqa: F811 - the subject is the second object, the target the first
+            target, subject = scene.objects
+            return relative_position(object_box(subject), object_box(target)) == {relation}
+    elif held_out is not None:
+        def accept(scene):
+            return not held_out.scene_held_out(scene)
+    return place(rng, specs, size_range=PAIR_SIZE, accept=accept)
+
+
+# ---------------------------------------------------------------- scoring a set of images
+
+@dataclass
+class Scores:
+    tasks: dict[str, float] = field(default_factory=dict)  # tag -> fraction of correct images
+    overall: float = 0.0  # mean of the task scores (GenEval's overall)
+    seen: float | None = None  # fraction correct over images of prompts with no held-out combination
+    held_out: float | None = None  # ... of prompts asking for a held-out combination
+    images: int = 0
+    prompts: int = 0
+
+    def to_json(self) -> dict:
+        return {"overall": self.overall, "tasks": self.tasks, "seen": self.seen, "held_out": self.held_out,
+                "images": self.images, "prompts": self.prompts}
+
+
+def summarize(results: list[dict]) -> Scores:
+    """Scores of result rows ({tag, correct, held_out, metadata})."""
+    by_tag: dict[str, list[bool]] = {}
+    split: dict[bool, list[bool]] = {True: [], False: []}
+    for r in results:
+        by_tag.setdefault(r["tag"], []).append(r["correct"])
+        split[r["held_out"]].append(r["correct"])
+    tasks = {t: float(np.mean(by_tag[t])) for t in TASKS if t in by_tag}
+    return Scores(tasks=tasks, overall=float(np.mean(list(tasks.values()))) if tasks else 0.0,
+                  seen=float(np.mean(split[False])) if split[False] else None,
+                  held_out=float(np.mean(split[True])) if split[True] else None, images=len(results),
+                  prompts=len({r["metadata"] for r in results}))
+
+
+def score_images(suite: list[dict], images: list[list[Image.Image]], held_out: HeldOut,
+                 filenames: list[list[str]] | None = None) -> tuple[list[dict], Scores]:
+    """Check images[i][j] (sample j of prompt i) against suite[i]; result rows as GenEval's results.jsonl."""
+    rows = []
+    for i, (metadata, samples) in enumerate(zip(suite, images)):
+        h = held_out.prompt_held_out(metadata)
+        for j, img in enumerate(samples):
+            ok, reason = evaluate(img, metadata)
+            rows.append({"filename": filenames[i][j] if filenames else f"{i:05d}/samples/{j:04d}.png",
+                         "tag": metadata["tag"], "prompt": metadata["prompt"], "correct": ok, "reason": reason,
+                         "metadata": json.dumps(metadata), "held_out": h})
+    return rows, summarize(rows)
+
+
+def ground_truth(suite: list[dict], samples: int, *, seed: int = 0, size: int = IMAGE_SIZE) -> list[list[Image.Image]]:
+    """`samples` rendered scenes per prompt that satisfy it (the checker's calibration set)."""
+    rng = random.Random(seed)
+    return [[render(scene_for(m, rng), size) for _ in range(samples)] for m in suite]
+
+
+def write_geneval_folder(out: str, suite: list[dict], images: list[list[Image.Image]]) -> list[list[str]]:
+    """GenEval's layout: out/NNNNN/metadata.jsonl and out/NNNNN/samples/MMMM.png. Returns the file names."""
+    names = []
+    for i, (metadata, samples) in enumerate(zip(suite, images)):
+        folder = os.path.join(out, f"{i:05d}")
+        os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
+        with open(os.path.join(folder, "metadata.jsonl"), "w") as f:
+            json.dump(metadata, f)
+        row = []
+        for j, img in enumerate(samples):
+            rel = os.path.join(f"{i:05d}", "samples", f"{j:04d}.png")
+            img.save(os.path.join(out, rel))
+            row.append(rel)
+        names.append(row)
+    return names
+
+
+# ---------------------------------------------------------------- evaluating a checkpoint
+
+def vq_reconstructions(vq, images: list[list[Image.Image]], *, batch_size: int = 256) -> list[list[Image.Image]]:
+    """The images after a round trip through the VQ (encode, decode): what a perfect generator could show."""
+    import torch
+
+    from interleaf.tokenizers.vq import image_to_tensor, tensor_to_image
+    size = vq.config.image_size
+    flat = [img for row in images for img in row]
+    out = []
+    device = next(vq.parameters()).device
+    for i in range(0, len(flat), batch_size):
+        x = torch.stack([image_to_tensor(img, size) for img in flat[i:i + batch_size]]).to(device)
+        out += [tensor_to_image(t) for t in vq.decode(vq.encode(x))]
+    it = iter(out)
+    return [[next(it) for _ in row] for row in images]
+
+
+def run_eval(generator, out: str, *, suite: list[dict] | None = None, samples: int = 4, config=None,
+             held_out: HeldOut = DEFAULT_HELD_OUT, batch_prompts: int = 16, ceiling: bool = True) -> dict:
+    """Generate `samples` images per prompt with a Generator, check them, and write GenEval's files:
+    out/evaluation_metadata.jsonl, out/images/NNNNN/{metadata.jsonl,samples/*.png}, out/results.jsonl, and
+    out/scores.json (task scores, overall, seen vs held-out; with the VQ, the checker on ground-truth renders
+    and on their VQ reconstructions, the ceiling). Returns the scores.json content."""
+    import time
+    from dataclasses import asdict
+
+    import torch
+
+    from interleaf.model.generate import GenerationConfig
+
+    config = config or GenerationConfig()
+    suite = suite if suite is not None else make_suite(held_out=held_out)
+    os.makedirs(out, exist_ok=True)
+    write_metadata(os.path.join(out, "evaluation_metadata.jsonl"), suite)
+    grid = next(t for t, g in generator.grids.items() if tuple(g) == tuple(generator.vocab.image_grid))
+    rng = torch.Generator().manual_seed(config.seed)
+    images: list[list[Image.Image]] = []
+    started = time.perf_counter()
+    for i in range(0, len(suite), batch_prompts):
+        chunk = suite[i:i + batch_prompts]
+        contexts = [generator.prompt(m["prompt"], open_image=True) + [grid] for m in chunk for _ in range(samples)]
+        decoded = generator.decode_images(generator.image_codes(contexts, config, rng))
+        images += [decoded[j * samples:(j + 1) * samples] for j in range(len(chunk))]
+        log.info("eval: %d/%d prompts generated (%.0fs)", len(images), len(suite), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    names = write_geneval_folder(os.path.join(out, "images"), suite, images)
+    rows, scores = score_images(suite, images, held_out, [[os.path.join("images", n) for n in r] for r in names])
+    with open(os.path.join(out, "results.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    result = {**scores.to_json(), "samples_per_prompt": samples, "generation": asdict(config),
+              "held_out_combinations": held_out.to_json(), "generation_seconds": seconds,
+              "seconds_per_image": seconds / max(1, scores.images)}
+    if ceiling and generator.vq is not None:
+        truth = ground_truth(suite, samples, seed=config.seed + 1, size=generator.vq.config.image_size)
+        result["checker_on_ground_truth"] = score_images(suite, truth, held_out)[1].to_json()
+        result["ceiling_vq_reconstructions"] = score_images(suite, vq_reconstructions(generator.vq, truth),
+                                                            held_out)[1].to_json()
+    with open(os.path.join(out, "scores.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    log.info("eval: overall %.3f (seen %s, held-out %s) over %d images; %s", scores.overall,
+             _fmt(scores.seen), _fmt(scores.held_out), scores.images,
+             ", ".join(f"{t} {v:.2f}" for t, v in scores.tasks.items()))
+    return result
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

@@ -1,0 +1,78 @@
+"""The three commands end to end on a corpus made in the test: captions through a BPE trained here, images
+through a randomly initialised small VQ, token shards through the codec, then train -> generate -> eval."""
+
+import json
+import os
+
+import pytest
+
+from interleaf.commands import model_cmd
+from interleaf.model.corpus import CorpusConfig, make_examples, tokenize_examples
+from interleaf.model.geneval import make_suite, write_metadata
+from interleaf.shards import open_shards
+from interleaf.tokenizers.text_bpe import TextTokenizer
+from interleaf.tokenizers.vq import VQConfig, VQModel, load_vq, save_vq
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model_cmd")
+    examples = make_examples(CorpusConfig(examples=60, seed=1))
+    text = TextTokenizer.train([e.caption for e in examples], vocab_size=300, min_frequency=1)
+    text.save(str(tmp / "tokenizer.json"))
+    save_vq(VQModel(VQConfig(image_size=16, channels=8, channel_mult=(1, 2, 2), z_channels=8, norm_groups=4,
+                             codebook_size=16, attention=False)), str(tmp / "vq.pt"))
+    vq = load_vq(str(tmp / "vq.pt"))
+    tokenize_examples(examples, str(tmp / "tokens"), text=text, vq=vq, text_path=str(tmp / "tokenizer.json"),
+                      vq_path=str(tmp / "vq.pt"), shards=2)
+    rc = model_cmd.main(["train", "--shards", str(tmp / "tokens"), "--out", str(tmp / "run"), "--preset", "debug",
+                         "--steps", "3", "--batch-size", "4", "--seq-len", "64", "--set", "dim=32", "--set",
+                         "n_heads=2", "--set", "n_layers=1", "--warmup", "1", "--threads", "1"])
+    assert rc == 0
+    return tmp
+
+
+def test_train_writes_checkpoint_with_tokenizer_copies(trained):
+    info = open_shards(str(trained / "tokens")).token_info
+    assert info.vocabulary.image_grid == (4, 4) and info.config["shapes"]["held_out"]
+    meta = json.load(open(trained / "run" / "checkpoints" / "step-000003" / "meta.json"))
+    assert set(meta["tokenizer_files"]) == {"text", "image"}  # found through the shards' config
+    for rel in meta["tokenizer_files"].values():
+        assert os.path.exists(trained / "run" / "checkpoints" / "step-000003" / rel)
+    assert len(open(trained / "run" / "loss.jsonl").readlines()) == 3
+
+
+def test_generate_writes_an_image(trained, capsys):
+    out = trained / "gen"
+    rc = model_cmd.main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "a photo of a red circle",
+                         "--out", str(out), "--image", "--samples", "2", "--top-k", "8"])
+    assert rc == 0
+    result = json.load(open(out / "generation.json"))
+    assert len(result["samples"]) == 2
+    images = [s["image"] for sample in result["samples"] for s in sample["segments"] if "image" in s]
+    assert len(images) == 2 and all((out / name).exists() for name in images)
+    assert "prompt: a photo of a red circle" in capsys.readouterr().out
+
+
+def test_eval_writes_genevals_files(trained):
+    suite = make_suite()
+    small = [next(m for m in suite if m["tag"] == t) for t in ("single_object", "colors", "position", "counting")]
+    write_metadata(str(trained / "meta.jsonl"), small)
+    out = trained / "eval"
+    rc = model_cmd.main(["eval", "--checkpoint", str(trained / "run"), "--out", str(out), "--samples", "2",
+                         "--metadata", str(trained / "meta.jsonl")])
+    assert rc == 0
+    scores = json.load(open(out / "scores.json"))
+    assert scores["images"] == 8 and scores["prompts"] == 4 and 0 <= scores["overall"] <= 1
+    assert {"checker_on_ground_truth", "ceiling_vq_reconstructions", "seen", "held_out"} <= set(scores)
+    assert len(open(out / "results.jsonl").readlines()) == 8
+    assert (out / "images" / "00000" / "samples" / "0001.png").exists()
+    assert json.load(open(out / "images" / "00002" / "metadata.jsonl")) == small[2]
+
+
+def test_usage_errors_are_one_line(trained, capsys):
+    rc = model_cmd.main(["generate", "--checkpoint", str(trained / "nothing"), "--prompt", "x", "--out",
+                         str(trained / "g2")])
+    assert rc == 2 and "no checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        model_cmd.main(["train", "--shards", "x", "--out", "y", "--preset", "huge"])
