@@ -6,7 +6,8 @@
    interleaf also extracts, with every missed URL explained by interleaf's drop reason.
 2. Readability: tests/data/readability/<page>/expected.html is Mozilla Readability's golden main content.
    Word precision/recall against it and the share of its (non-data:) images extracted.
-3. Throughput: pages/s of extract() over all those pages, and of the parsers it could have used.
+3. Throughput: pages per CPU second of extract() over all those pages, and of the parsers it could have
+   used (best of --repeat runs).
 
 Usage: python bench/compare_obelics.py [--write docs/extraction.md] [--repeat N]
 With --write, the tables replace the text between the BEGIN/END markers of that file.
@@ -134,24 +135,50 @@ def compare_fixture(warc_name: str, obelics_name: str) -> FixtureResult:
     return res
 
 
-def readability_quality() -> list[tuple[str, float, float, int, int]]:
-    """(page, word precision, word recall, expected images found, expected images) per fixture page."""
-    out = []
-    for page in sorted(p for p in (DATA / "readability").iterdir() if p.is_dir()):
-        expected = LexborHTMLParser((page / "expected.html").read_text(encoding="utf-8"))
-        ex = extract((page / "source.html").read_text(encoding="utf-8"), READABILITY_URL)
-        got = Counter(w.lower() for n in ex.nodes if n.is_text for w in _WORD.findall(n.text))
-        want = Counter(w.lower() for w in _WORD.findall(expected.body.text(separator=" ")))
-        common = sum((got & want).values())
-        ours = {n.image_url for n in ex.nodes if n.is_image}
-        found = total = 0
-        for img in expected.css("img"):
-            candidates = expected_image_urls(img.attributes, READABILITY_URL)
-            if candidates:  # data: URIs are dropped by design
-                total += 1
-                found += bool(candidates & ours)
-        out.append((page.name, common / max(1, sum(got.values())), common / max(1, sum(want.values())),
-                    found, total))
+def _extractors() -> dict[str, object]:
+    """name -> f(html, url) -> (text, image URLs): interleaf, and for comparison the extractors that are
+    installed (resiliparse's main-content text is a dependency; trafilatura is not, measured when present)."""
+    def interleaf(html: str, url: str) -> tuple[str, set[str]]:
+        ex = extract(html, url)
+        return " ".join(n.text for n in ex.nodes if n.is_text), {n.image_url for n in ex.nodes if n.is_image}
+
+    found = {"interleaf": interleaf}
+    try:
+        from resiliparse.extract.html2text import extract_plain_text
+        found["resiliparse main_content"] = lambda h, u: (extract_plain_text(h, main_content=True), set())
+    except ImportError:
+        pass
+    try:
+        import trafilatura
+
+        def traf(html: str, url: str) -> tuple[str, set[str]]:
+            text = trafilatura.extract(html, url=url, include_images=True) or ""
+            return text, set(re.findall(r"!\[[^\]]*\]\(([^)\s]+)", text))  # markdown images in its text
+        found["trafilatura"] = traf
+    except ImportError:
+        pass
+    return found
+
+
+def readability_quality(directory: Path) -> dict[str, list[tuple[str, float, float, int, int]]]:
+    """extractor -> [(page, word precision, word recall, expected images found, expected images)]."""
+    out: dict[str, list] = {}
+    pages = sorted(p for p in directory.iterdir() if (p / "expected.html").exists())
+    for name, fn in _extractors().items():
+        for page in pages:
+            expected = LexborHTMLParser((page / "expected.html").read_text(encoding="utf-8"))
+            text, ours = fn((page / "source.html").read_text(encoding="utf-8"), READABILITY_URL)
+            got = Counter(w.lower() for w in _WORD.findall(text))
+            want = Counter(w.lower() for w in _WORD.findall(expected.body.text(separator=" ")))
+            common = sum((got & want).values())
+            found = total = 0
+            for img in expected.css("img"):
+                candidates = expected_image_urls(img.attributes, READABILITY_URL)
+                if candidates:  # data: URIs are dropped by design
+                    total += 1
+                    found += bool(candidates & ours)
+            out.setdefault(name, []).append((page.name, common / max(1, sum(got.values())),
+                                             common / max(1, sum(want.values())), found, total))
     return out
 
 
@@ -168,7 +195,7 @@ def expected_image_urls(attrs: dict, base: str) -> set[str]:
 
 
 def throughput(repeat: int) -> list[tuple[str, float]]:
-    """pages/s of extract() and of bare parse + walk with each parser, over all fixture pages."""
+    """Pages per CPU second of extract() and of bare parse + walk with each parser, over all fixture pages."""
     pages = [(p.html, p.url) for w in FIXTURES for p in html_pages(DATA / "warc" / w)]
     pages += [((d / "source.html").read_text(encoding="utf-8"), READABILITY_URL)
               for d in sorted((DATA / "readability").iterdir()) if d.is_dir()]
@@ -194,10 +221,11 @@ def throughput(repeat: int) -> list[tuple[str, float]]:
     for name, fn in runs:
         best = float("inf")
         for _ in range(repeat):
-            start = time.perf_counter()
+            # CPU time of this process: on a shared machine wall time mostly measures the neighbours
+            start = time.process_time()
             for html, url in pages:
                 fn(html, url)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         out.append((f"{name}", len(pages) / best))
     return out
 
@@ -247,12 +275,19 @@ def render(results: list[FixtureResult], quality, speed) -> str:
                      f"| {r.text_nodes[0]} / {r.text_nodes[1]} | {r.words[0]} / {r.words[1]} "
                      f"| {r.image_nodes[0]} / {r.image_nodes[1]} | {r.obelics_urls} | {r.shared_urls} "
                      f"| {r.share:.0%} | {r.share_urljoin:.0%} | {missed} |")
-    lines += ["", "| readability page | word precision | word recall | expected images extracted |",
-              "|---|---|---|---|"]
-    for name, p, rc, found, total in quality:
-        lines.append(f"| {name} | {p:.2f} | {rc:.2f} | {found} / {total} |")
+    names = list(quality)
+    lines += ["", "| readability page | " + " | ".join(f"{n}: word P / R, images" for n in names) + " |",
+              "|---" * (len(names) + 1) + "|"]
+    rows = zip(*(quality[n] for n in names))
+    for row in rows:
+        cells = [f"{p:.2f} / {rc:.2f}, {found} of {total}" for _, p, rc, found, total in row]
+        lines.append(f"| {row[0][0]} | " + " | ".join(cells) + " |")
+    means = [quality[n] for n in names]
+    lines.append("| **mean, images total** | " + " | ".join(
+        f"{sum(r[1] for r in q) / len(q):.2f} / {sum(r[2] for r in q) / len(q):.2f}, "
+        f"{sum(r[3] for r in q)} of {sum(r[4] for r in q)}" for q in means) + " |")
     if speed:
-        lines += ["", "| extraction or parser | pages/s |", "|---|---|"]
+        lines += ["", "| extraction or parser | pages per CPU second |", "|---|---|"]
         lines += [f"| {name} | {rate:.0f} |" for name, rate in speed]
     return "\n".join(lines)
 
@@ -261,10 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", type=Path, help="markdown file whose BEGIN/END block receives the tables")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best of); 0 skips timing")
+    parser.add_argument("--readability", type=Path, default=DATA / "readability",
+                        help="folder of readability test pages (<page>/source.html, expected.html)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = [compare_fixture(w, o) for w, o in FIXTURES.items()]
-    table = render(results, readability_quality(), throughput(args.repeat) if args.repeat else [])
+    table = render(results, readability_quality(args.readability),
+                   throughput(args.repeat) if args.repeat else [])
     print(table)
     if args.write:
         text = args.write.read_text(encoding="utf-8")

@@ -5,7 +5,7 @@ docs/extraction.md) in document order. Text is gathered into paragraphs that end
 <img> that passes the image rules becomes an image node in place, between the paragraphs around it.
 
 Candidate nodes, and how they are counted so that `candidates = len(nodes) + sum(dropped.values())`:
-- every paragraph of text and every <img> (including those inside <noscript>) met in <body>;
+- every paragraph of text and every <img> or <amp-img> (including those inside <noscript>) met in <body>;
 - every <script>, <style>, <template>, embedded object (iframe, video ...) and inline graphic (svg,
   canvas, math) counts as one candidate, and so does a <noscript> with text but no image; each is dropped
   under its own kind, wherever it is: their content is never reader-visible text.
@@ -538,7 +538,7 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
             node = node.next
             continue
         attrs = node.attributes
-        if tag == "img":
+        if tag == "img" or tag == "amp-img":  # AMP pages; an <amp-img>'s own <noscript> <img> repeats it
             w.image(node, attrs, in_noscript=noscript > 0)
             node = node.next
             continue

@@ -173,6 +173,14 @@ def test_noscript_fallback_replaces_the_lazy_placeholder_once():
         ("https://example.org/max/60/a.png?q=20", "lazy_placeholder")]
 
 
+def test_amp_img_is_an_image_and_its_noscript_copy_is_not_counted_twice():
+    html = page('<amp-img src="/a.jpg" width="800" height="600" layout="responsive" alt="A">'
+                '<noscript><img src="/a.jpg" width="800" height="600"></noscript></amp-img>')
+    ex = extract(html, PAGE)
+    assert images(ex) == ["https://example.org/a.jpg"] and ex.dropped == {}
+    assert (ex.nodes[0].declared_width, ex.nodes[0].alt_text) == (800, "A")
+
+
 def test_noscript_image_after_text_is_its_own_image():
     ex = extract(page('<img src="/a.jpg"><p>text between</p><noscript><img src="/b.jpg"></noscript>'), PAGE)
     assert images(ex) == ["https://example.org/a.jpg", "https://example.org/b.jpg"]

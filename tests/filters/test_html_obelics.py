@@ -5,10 +5,10 @@ and holds floors under the share of OBELICS's image URLs that interleaf also ext
 measured shares rounded down (docs/extraction.md explains every miss):
 - the Mona Lisa article (78%): OBELICS keeps the padlock and 7 magnify-clip icons, we count them as icons
   and hidden; with those out of the way every article image matches;
-- commoncrawl.org (88%): OBELICS turns the protocol-relative "//commoncrawl.org/..." into http:// on an
-  https page; the image is the same, resolved by the URL standard;
-- dolma (77%): Semantic Scholar's 4 per-person icons, sidebar and footer images, and relative URLs that
-  OBELICS resolves against the site root instead of the page's directory (87% once re-joined);
+- commoncrawl.org (88%): OBELICS gives a root-relative src on the http page an https URL; resolved by the
+  URL standard it is ours (100%);
+- dolma (77%): Semantic Scholar's 4 per-person icons, sidebar and footer images, a src="null", and relative
+  URLs that OBELICS resolves against the site root instead of the page's directory (87% once re-joined);
 - issue-493 (0% of 1 URL): OBELICS resolves "note.gif" on /wendelin/wend.htm to /note.gif, a URL that does
   not exist; re-joined by the URL standard it is ours (100%).
 """
