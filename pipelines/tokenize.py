@@ -25,17 +25,22 @@ from dataclasses import asdict, dataclass
 import apache_beam as beam
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
-from PIL import Image, UnidentifiedImageError
-
-from interleaf import __version__
 from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary, tokens_to_table
-from interleaf.tokenizers.codec import (SKIP_EMPTY_TEXT, SKIP_IMAGE_MISSING, SKIP_IMAGE_UNRESOLVED,
-                                        SequenceCodec, build_vocabulary)
+from interleaf.tokenizers.codec import (
+    SKIP_EMPTY_TEXT,
+    SKIP_IMAGE_MISSING,
+    SKIP_IMAGE_UNRESOLVED,
+    SequenceCodec,
+    build_vocabulary,
+)
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import VQConfig, VQModel, file_sha256, image_to_tensor, load_vq, read_vq_config
+from PIL import Image, UnidentifiedImageError
+
+from interleaf import __version__
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +53,26 @@ SKIP_IMAGE_INFERENCE = "image_inference_error"
 @dataclass(kw_only=True)
 class TokenizeConfig:
     text_tokenizer: str  # path of the BPE's tokenizer.json (interleaf train-text-tokenizer)
-    image_tokenizer: str  # path of the VQ checkpoint (interleaf train-image-tokenizer, or external + vq_config)
+    image_tokenizer: str  # path of the VQ checkpoint (interleaf train-image-tokenizer, or save_vq of any)
     device: str = "cpu"  # where the VQ encoder runs: "cpu" or "cuda" ("cuda:N")
-    min_batch_size: int = 1  # RunInference batches at least this many images (when a bundle has them)
-    max_batch_size: int = 64  # and at most this many
+    max_batch_size: int = 64  # RunInference batches at most this many images
+    # and at least this many when a bundle has them (None: max_batch_size, fixed batches; Beam's default of
+    # growing batches from 1 costs throughput in batch pipelines)
+    min_batch_size: int | None = None
     num_threads: int | None = None  # torch.set_num_threads in each worker process (None: torch's default)
     max_length: int | None = None  # split longer sequences at node boundaries (None: never split)
     num_shards: int = 1  # token shards to write
+
+    @property
+    def batch_min(self) -> int:
+        return self.max_batch_size if self.min_batch_size is None else self.min_batch_size
 
     def validate(self) -> None:
         if not self.device.startswith(("cpu", "cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', found {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked, but torch sees no CUDA device here")
-        if not 1 <= self.min_batch_size <= self.max_batch_size:
+        if not 1 <= self.batch_min <= self.max_batch_size:
             raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, found {self.min_batch_size}, "
                              f"{self.max_batch_size}")
         if self.num_threads is not None and self.num_threads < 1:
@@ -86,8 +97,8 @@ class TokenizerSet:
         vq = read_vq_config(config.image_tokenizer)
         vocab = build_vocabulary(text_vocab_size=text.vocab_size, image_codebook_size=vq.codebook_size,
                                  image_grid=vq.grid)
-        return cls(vocabulary=vocab, text_sha256=text.sha256, image_sha256=file_sha256(config.image_tokenizer),
-                   vq_config=vq)
+        return cls(vocabulary=vocab, text_sha256=text.sha256,
+                   image_sha256=file_sha256(config.image_tokenizer), vq_config=vq)
 
     def shard_info(self, config: TokenizeConfig) -> TokenShardInfo:
         return TokenShardInfo(vocabulary=self.vocabulary,
@@ -114,13 +125,14 @@ class VQModelHandler(ModelHandler[torch.Tensor, list[int], VQModel]):
         model = load_vq(self.path, self.device)
         if self.expected_sha256 and model.sha256 != self.expected_sha256:
             raise ValueError(f"VQ checkpoint {self.path} changed since the pipeline started (sha256 "
-                             f"{model.sha256[:12]}, expected {self.expected_sha256[:12]}); the shards' metadata "
-                             "would be wrong. Rerun the stage")
+                             f"{model.sha256[:12]}, expected {self.expected_sha256[:12]}); the shards' "
+                             "metadata would be wrong. Rerun the stage")
         log.info("loaded VQ %s (%s, grid %s, %d codes) on %s", self.path, model.sha256[:12], model.grid,
                  model.codebook_size, self.device)
         return model
 
-    def run_inference(self, batch: Sequence[torch.Tensor], model: VQModel, inference_args=None) -> list[list[int]]:
+    def run_inference(self, batch: Sequence[torch.Tensor], model: VQModel,
+                      inference_args=None) -> list[list[int]]:
         x = torch.stack(list(batch)).to(self.device)  # (B, 3, H, W)
         codes = model.encode(x)  # (B, h, w)
         return [c.flatten().tolist() for c in codes.cpu()]
@@ -218,7 +230,8 @@ class _EncodeDocuments(beam.DoFn):
     """(doc_id, {"docs": [Document], "codes": [(sha, codes | None, reason | None)]}) -> (doc_id, tokens)."""
 
     def __init__(self, vocab: Vocabulary, text_path: str, text_sha256: str, max_length: int | None):
-        self.vocab, self.text_path, self.text_sha256, self.max_length = vocab, text_path, text_sha256, max_length
+        self.vocab, self.text_path = vocab, text_path
+        self.text_sha256, self.max_length = text_sha256, max_length
 
     def setup(self):
         self.funnel = Funnel(STAGE)
@@ -229,7 +242,7 @@ class _EncodeDocuments(beam.DoFn):
         self.codec = SequenceCodec(self.vocab, text)
 
     def process(self, item):
-        doc_id, grouped = item
+        _, grouped = item
         codes, failures = {}, {}
         for sha, c, reason in grouped["codes"]:
             if c is not None:
@@ -298,13 +311,14 @@ class Tokenize(beam.PTransform):
                         | "KeyImagesBySha" >> beam.Map(lambda r: (r.sha256, r)))
         # store rows without a sha256 (failed fetches) are counted as they pass
         _ = images | "CountUnstored" >> beam.ParDo(_CountUnstored())
-        # ((sha256, doc_ids), tensor) to encode, and (doc_id, (sha256, None, reason)) for images that cannot be
+        # ((sha256, doc_ids), tensor) to encode, and (doc_id, (sha256, None, reason)) for images that
+        # cannot be
         joined = ({"refs": refs, "images": keyed_images} | "GroupBySha" >> beam.CoGroupByKey()
                   | "JoinImages" >> beam.ParDo(_JoinImages(t.vq_config.image_size)).with_outputs(
                       _JoinImages.ANSWERS, main="encode"))
         handler = KeyedModelHandler(VQModelHandler(
             c.image_tokenizer, expected_sha256=t.image_sha256, device=c.device, num_threads=c.num_threads,
-            min_batch_size=c.min_batch_size, max_batch_size=c.max_batch_size))
+            min_batch_size=c.batch_min, max_batch_size=c.max_batch_size))
         # ((sha256, doc_ids), flat codes), and the batches that failed
         encoded, failed = (joined.encode | "EncodeImages" >> RunInference(handler).with_exception_handling())
         # (doc_id, (sha256, codes | None, reason | None)): every image reference answered

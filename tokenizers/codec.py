@@ -41,7 +41,8 @@ def codec_special_tokens(grid: tuple[int, int]) -> tuple[str, ...]:
     return (*DEFAULT_SPECIAL_TOKENS, SEP, grid_token_name(grid))
 
 
-def build_vocabulary(*, text_vocab_size: int, image_codebook_size: int, image_grid: tuple[int, int]) -> Vocabulary:
+def build_vocabulary(*, text_vocab_size: int, image_codebook_size: int,
+                     image_grid: tuple[int, int]) -> Vocabulary:
     return Vocabulary.build(image_codebook_size=image_codebook_size, text_vocab_size=text_vocab_size,
                             image_grid=tuple(image_grid), special_tokens=codec_special_tokens(image_grid))
 
@@ -102,15 +103,16 @@ class SequenceCodec:
         """<boi> <grid:RxC> codes + offset <eoi> for R*C codebook indices in raster order."""
         codes = [int(c) for c in codes]
         if len(codes) != self.codes_per_image:
-            raise ValueError(f"an image of grid {self.grid[0]}x{self.grid[1]} has {self.codes_per_image} codes, "
-                             f"found {len(codes)}")
+            raise ValueError(f"an image of grid {self.grid[0]}x{self.grid[1]} has {self.codes_per_image} "
+                             f"codes, found {len(codes)}")
         k = self.vocab.image_codebook_size
         if codes and (min(codes) < 0 or max(codes) >= k):
             raise ValueError(f"image codes must be in [0, {k}), found [{min(codes)}, {max(codes)}]")
         off = self.vocab.image_codebook_offset
         return [self.boi, self.grid_token, *(off + c for c in codes), self.eoi]
 
-    def encode_counted(self, doc: Document, image_codes: dict[str, list[int]]) -> tuple[list[int], EncodeReport]:
+    def encode_counted(self, doc: Document,
+                       image_codes: dict[str, list[int]]) -> tuple[list[int], EncodeReport]:
         """The sequence of `doc`'s kept nodes and a report of what was written and skipped.
 
         `image_codes` maps an image node's image_sha256 (or, failing that, its image_url) to its codes.

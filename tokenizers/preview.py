@@ -1,5 +1,5 @@
-"""Readable previews of token sequences for `interleaf inspect`: text decoded by the BPE, image blocks shown as
-their code grid or decoded by the VQ into pictures.
+"""Readable previews of token sequences for `interleaf inspect`: text decoded by the BPE, image blocks shown
+as their code grid or decoded by the VQ into pictures.
 
 The tokenizer files are found from what the shard's metadata says (the paths the tokenize stage was given),
 or passed explicitly, and used only when their sha256 matches the shard's fingerprints.
@@ -51,8 +51,8 @@ def load_preview(info: TokenShardInfo, *, text: str | None = None, image: str | 
             continue
         tok = TextTokenizer.load(path)
         if tok.sha256 != want.get("text"):
-            preview.notes.append(f"text tokenizer {path} has sha256 {tok.sha256[:12]}, the shards were made with "
-                                 f"{str(want.get('text'))[:12]}")
+            preview.notes.append(f"text tokenizer {path} has sha256 {tok.sha256[:12]}, the shards were made "
+                                 f"with {str(want.get('text'))[:12]}")
             continue
         preview.codec = SequenceCodec(info.vocabulary, tok)
     for path in _candidates(info, "image", image):
@@ -93,12 +93,12 @@ def decoded_row_html(tokens: list[int], codec: SequenceCodec, vq=None, display_p
             parts.append(f'<span class="placeholder">image {len(value)}x{len(value[0])} codes</span>')
         else:
             import torch
-
             from interleaf.tokenizers.vq import tensor_to_image
             img = tensor_to_image(vq.decode(torch.tensor([value]))[0])
             buf = io.BytesIO()
             img.save(buf, "PNG")
-            parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" '
-                         f'width="{display_px}" style="image-rendering:pixelated" alt="decoded image">'
-                         f"<figcaption>decoded from {len(value)}x{len(value[0])} VQ codes</figcaption></figure>")
+            data = base64.b64encode(buf.getvalue()).decode()
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" width="{display_px}" '
+                         'style="image-rendering:pixelated" alt="decoded image"><figcaption>decoded from '
+                         f"{len(value)}x{len(value[0])} VQ codes</figcaption></figure>")
     return "\n".join(parts)

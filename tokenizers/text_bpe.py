@@ -41,7 +41,8 @@ class TextTokenizer:
         The result may be smaller than asked when the corpus has fewer pairs seen `min_frequency` times.
         """
         if vocab_size < BYTE_ALPHABET:
-            raise ValueError(f"vocab_size must be at least {BYTE_ALPHABET} (the byte alphabet), found {vocab_size}")
+            raise ValueError(f"vocab_size must be at least {BYTE_ALPHABET} (the byte alphabet), "
+                             f"found {vocab_size}")
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be at least 1, found {min_frequency}")
         tok = Tokenizer(models.BPE())
@@ -62,7 +63,8 @@ class TextTokenizer:
 
         tok.train_from_iterator(counted(), trainer=trainer)
         out = cls(tok)
-        log.info("trained byte-level BPE on %d texts: %d tokens (asked %d)", count, out.vocab_size, vocab_size)
+        log.info("trained byte-level BPE on %d texts: %d tokens (asked %d)", count, out.vocab_size,
+                 vocab_size)
         return out
 
     @classmethod
@@ -72,7 +74,7 @@ class TextTokenizer:
         data = storage.read_bytes(path)
         try:
             tok = Tokenizer.from_str(data.decode("utf-8"))
-        except Exception as e:  # the Rust side raises a bare Exception for malformed files
+        except Exception as e:  # noqa: BLE001 (the Rust side raises a bare Exception for malformed files)
             raise ValueError(f"{path}: not a Hugging Face tokenizer.json ({e})") from None
         return cls(tok, sha256=hashlib.sha256(data).hexdigest())
 

@@ -80,7 +80,8 @@ class VQConfig:
 def vq_preset(name: str) -> VQConfig:
     """"tiny": 32x32 images, 8x8 codes of 256, 0.27M parameters; 600 steps on one loaded CPU core take
     2.5 minutes and reach 27 dB PSNR on held-out shape scenes (tests/tokenizers/test_vq.py).
-    "base": LlamaGen's VQ-16 architecture (256x256, downsampling 16, 16x16 codes) with 8,192 codes; a GPU's."""
+    "base": LlamaGen's VQ-16 architecture (256x256, downsampling 16, 16x16 codes) with 8,192 codes; for a
+    GPU."""
     if name == "tiny":
         return VQConfig(image_size=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention=True,
                         z_channels=32, norm_groups=4, codebook_size=256, codebook_embed_dim=8)
@@ -256,7 +257,8 @@ class VectorQuantizer(nn.Module):
         return d.argmin(-1)
 
     def forward(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """z (B, D, h, w) -> quantised z (B, D, h, w) with straight-through gradients, losses, codes (B, h, w)."""
+        """z (B, D, h, w) -> quantised z (B, D, h, w) with straight-through gradients, losses, codes
+        (B, h, w)."""
         b, d, hh, ww = z.shape
         z = z.permute(0, 2, 3, 1).reshape(-1, d)  # (N, D)
         if self.c.codebook_l2_norm:
@@ -287,7 +289,9 @@ class VectorQuantizer(nn.Module):
                 # restart dead codes at latents of this batch (random ones, with a little noise)
                 pick = torch.randint(0, z.shape[0], (len(dead),), device=z.device)
                 new = z[pick] + 0.01 * torch.randn_like(z[pick])
-                self.embedding.weight.data[dead] = F.normalize(new, dim=-1) if self.c.codebook_l2_norm else new
+                if self.c.codebook_l2_norm:
+                    new = F.normalize(new, dim=-1)
+                self.embedding.weight.data[dead] = new
                 self.usage[dead] = 1.0 / k
                 self.restarted += len(dead)
 
@@ -420,7 +424,7 @@ def load_vq(path: str, device: str | torch.device = "cpu", *, config: VQConfig |
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{path}: not a torch checkpoint ({e})") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
+        raise ValueError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")  # noqa: TRY004
     if config is None:
         if "config" not in ckpt:
             raise ValueError(f"{path}: no 'config' in the checkpoint (an external one?); pass config= "
@@ -481,7 +485,8 @@ def tensor_to_image(t: Tensor) -> Image.Image:
 class VQTrainConfig:
     steps: int = 1500  # optimizer steps in total (a resumed run continues up to this)
     batch_size: int = 32  # images per step
-    lr: float = 2e-3  # Adam peak learning rate (LlamaGen: 1e-4 at batch 128 on ImageNet; tiny models take more)
+    lr: float = 2e-3  # Adam peak learning rate (LlamaGen: 1e-4 at batch 128 on ImageNet; tiny models take
+    # more: 2e-3 reaches 27 dB on shapes in 600 steps)
     warmup_steps: int = 50  # linear warm-up, then cosine decay to lr / 10
     betas: tuple[float, float] = (0.9, 0.95)  # Adam betas (LlamaGen: 0.9, 0.95)
     hflip: bool = True  # random horizontal flips

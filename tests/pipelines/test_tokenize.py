@@ -14,17 +14,17 @@ import pyarrow as pa
 import pytest
 import torch
 from apache_beam.testing.util import assert_that, equal_to
-from PIL import Image
-
 from interleaf.model.shapes import caption, random_scene, render
 from interleaf.pipelines.common import create_pipeline, funnel_from, pipeline_options, unreconciled
 from interleaf.pipelines.tokenize import Tokenize, TokenizeConfig, TokenizerSet, tokenize_stage
 from interleaf.schemas.document import Document, Node, documents_to_table
 from interleaf.schemas.image import ImageRecord, images_to_table
-from interleaf.shards import ShardError, open_shards, write_shards
 from interleaf.tokenizers.codec import SequenceCodec
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import VQModel, file_sha256, image_to_tensor, load_vq, save_vq, vq_preset
+from PIL import Image
+
+from interleaf.shards import ShardError, open_shards, write_shards
 
 
 def _png(img: Image.Image) -> bytes:
@@ -65,7 +65,8 @@ def world(tmp_path_factory):
         Document(doc_id="two-images", url="http://d/0", nodes=[
             Node.text_node(captions[0]), _image(good[0]), Node.text_node("Ein Absatz. 一段文字。 فقرة. 🎨"),
             _image(good[1]), _image(good[0])]),
-        Document(doc_id="shares-an-image", url="http://d/1", nodes=[_image(good[0]), Node.text_node(captions[1])]),
+        Document(doc_id="shares-an-image", url="http://d/1",
+                 nodes=[_image(good[0]), Node.text_node(captions[1])]),
         Document(doc_id="image-missing", url="http://d/2", nodes=[
             Node.text_node(captions[2]), Node(kind="image", image_url="http://img.test/gone.png",
                                               image_sha256=missing_sha)]),
@@ -75,13 +76,15 @@ def world(tmp_path_factory):
             Node.text_node(captions[3]), Node.text_node("dropped").dropped("too_short")]),
         Document(doc_id="nothing-left", url="http://d/5", nodes=[
             Node(kind="image", image_url="http://img.test/404.png", image_sha256=missing_sha)]),
-        Document(doc_id="dropped-doc", url="http://d/6", nodes=[Node.text_node("y")]).dropped("near_duplicate"),
+        Document(doc_id="dropped-doc", url="http://d/6",
+                 nodes=[Node.text_node("y")]).dropped("near_duplicate"),
         Document(doc_id="long", url="http://d/7", nodes=[
-            n for i in range(2, 6) for n in (Node.text_node(captions[i] + " " + captions[i - 1]), _image(good[i]))]),
+            n for i in range(2, 6)
+            for n in (Node.text_node(captions[i] + " " + captions[i - 1]), _image(good[i]))]),
     ]
     return {"tmp": tmp, "docs": docs, "store": store, "good": good,
-            "config": TokenizeConfig(text_tokenizer=str(tmp / "tokenizer.json"), image_tokenizer=str(tmp / "vq.pt"),
-                                     max_batch_size=4, num_threads=1)}
+            "config": TokenizeConfig(text_tokenizer=str(tmp / "tokenizer.json"),
+                                     image_tokenizer=str(tmp / "vq.pt"), max_batch_size=4, num_threads=1)}
 
 
 def _expected(world, max_length=None):
@@ -126,8 +129,10 @@ def test_tokenize_matches_a_plain_loop_and_counts_every_drop(world):
     assert f["documents"] == {"in": 8, "out": 6, "dropped": {"empty": 1, "not_kept": 1}}
     assert f["nodes"] == {"in": 23, "out": 18, "dropped": {
         "empty_text": 1, "image_missing": 2, "image_undecodable": 1, "image_unresolved": 1}}
-    # 6 good + broken + failed fetch + unreferenced; each good image encoded once however many documents use it
-    assert f["images"] == {"in": 9, "out": 6, "dropped": {"not_stored": 1, "undecodable": 1, "unreferenced": 1}}
+    # 6 good + broken + failed fetch + unreferenced; each good image encoded once, however many documents
+    # use it
+    assert f["images"] == {"in": 9, "out": 6,
+                           "dropped": {"not_stored": 1, "undecodable": 1, "unreferenced": 1}}
     assert f["tokens"]["info"]["image"] == 64 * 8
     assert unreconciled(funnel) == []
 
@@ -150,13 +155,15 @@ def test_config_is_validated_before_any_work(world):
 
 
 def _write_inputs(world, tmp):
-    write_shards(str(tmp / "documents"), [documents_to_table(world["docs"][:4]), documents_to_table(world["docs"][4:])])
+    write_shards(str(tmp / "documents"),
+                 [documents_to_table(world["docs"][:4]), documents_to_table(world["docs"][4:])])
     write_shards(str(tmp / "images"), [images_to_table(world["store"])])
 
 
 def _stage(world, tmp, out, config):
     p = create_pipeline(pipeline_options())
-    tokenize_stage(p, documents=str(tmp / "documents"), images=str(tmp / "images"), out=str(out), config=config)
+    tokenize_stage(p, documents=str(tmp / "documents"), images=str(tmp / "images"), out=str(out),
+                   config=config)
     p.run().wait_until_finish()
 
 
@@ -188,7 +195,8 @@ def test_token_shards_are_self_describing_and_open_without_interleaf(world, tmp_
     # Hugging Face datasets' arrow loader reads the IPC file format (Dataset.from_file reads only the
     # stream format of datasets' own cache files, so it cannot open these random-access shards)
     datasets = pytest.importorskip("datasets")
-    ds = datasets.load_dataset("arrow", data_files=shards.paths, split="train", cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset("arrow", data_files=shards.paths, split="train",
+                               cache_dir=str(tmp_path / "hf"))
     assert sorted(ds["doc_id"]) == sorted(table["doc_id"].to_pylist())
     assert str(ds.features["tokens"].feature.dtype) == "uint16"
 

@@ -5,7 +5,6 @@ import copy
 import random
 
 import pytest
-
 from interleaf.schemas.document import Document, Node
 from interleaf.schemas.tokens import Vocabulary
 from interleaf.tokenizers.codec import SequenceCodec, build_vocabulary
@@ -87,9 +86,10 @@ def test_round_trip_on_fixture_documents(codec, fixture_docs):
 
 def test_round_trip_of_hard_text_and_consecutive_nodes(codec):
     rng = random.Random(1)
-    nodes = [Node.text_node(t) for t in HARD_STRINGS] + [Node(kind="image", image_url="u1", image_sha256="a"),
-                                                          Node(kind="image", image_url="u2", image_sha256="b"),
-                                                          Node.text_node("after")]
+    nodes = [Node.text_node(t) for t in HARD_STRINGS] + [
+        Node(kind="image", image_url="u1", image_sha256="a"),
+        Node(kind="image", image_url="u2", image_sha256="b"),
+        Node.text_node("after")]
     doc = Document(doc_id="d", url="http://x", nodes=nodes)
     codes = {"a": _codes(rng), "b": _codes(rng)}
     tokens, report = codec.encode_counted(doc, codes)
@@ -108,7 +108,8 @@ def test_skips_dropped_and_missing_nodes_and_keys_by_url(codec):
     by_url = _codes(rng)
     tokens, report = codec.encode_counted(doc, {"http://img/1": by_url, "x": _codes(rng)})
     assert report.skipped == {"image_missing": 1}
-    assert codec.decode(tokens) == [("text", "kept"), ("image", [by_url[r * 8:(r + 1) * 8] for r in range(8)])]
+    grid = [by_url[r * 8:(r + 1) * 8] for r in range(8)]
+    assert codec.decode(tokens) == [("text", "kept"), ("image", grid)]
 
 
 def test_decode_rejects_malformed_blocks_unless_lenient(codec):
@@ -168,9 +169,11 @@ def test_split_never_cuts_an_image_block(codec):
 
 
 def test_codec_refuses_a_text_tokenizer_of_another_size(text_tokenizer):
-    vocab = build_vocabulary(text_vocab_size=text_tokenizer.vocab_size + 1, image_codebook_size=K, image_grid=GRID)
+    vocab = build_vocabulary(text_vocab_size=text_tokenizer.vocab_size + 1, image_codebook_size=K,
+                             image_grid=GRID)
     with pytest.raises(ValueError, match="not the tokenizer"):
         SequenceCodec(vocab, text_tokenizer)
-    plain = Vocabulary.build(image_codebook_size=K, text_vocab_size=text_tokenizer.vocab_size, image_grid=GRID)
+    plain = Vocabulary.build(image_codebook_size=K, text_vocab_size=text_tokenizer.vocab_size,
+                             image_grid=GRID)
     with pytest.raises(ValueError, match="lacks the codec's special tokens"):
         SequenceCodec(plain, text_tokenizer)

@@ -4,9 +4,9 @@ import hashlib
 import json
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
-
 from interleaf.tokenizers.text_bpe import TextTokenizer
+
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from .conftest import HARD_STRINGS
 

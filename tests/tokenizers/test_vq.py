@@ -8,14 +8,25 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from interleaf.model.shapes import random_scene, render
+from interleaf.tokenizers.vq import (
+    VQModel,
+    VQTrainConfig,
+    evaluate_vq,
+    file_sha256,
+    image_to_tensor,
+    load_vq,
+    read_vq_config,
+    save_vq,
+    tensor_to_image,
+    train_vq,
+    vq_preset,
+)
 from PIL import Image
 
-from interleaf.model.shapes import random_scene, render
-from interleaf.tokenizers.vq import (VQModel, VQTrainConfig, evaluate_vq, file_sha256, image_to_tensor, load_vq,
-                                     read_vq_config, save_vq, tensor_to_image, train_vq, vq_preset)
-
 # a smaller model than the tiny preset, for the fast tests: same code paths, a tenth of the compute
-MICRO = replace(vq_preset("tiny"), image_size=16, channels=8, channel_mult=(1, 2), z_channels=8, codebook_size=32)
+MICRO = replace(vq_preset("tiny"), image_size=16, channels=8, channel_mult=(1, 2), z_channels=8,
+                codebook_size=32)
 
 
 def _scenes(n, seed, size=32):

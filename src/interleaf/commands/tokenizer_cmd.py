@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train-text-tokenizer", help="train the byte-level BPE text tokenizer on document shards",
-                       description="Train a byte-level BPE (Hugging Face tokenizers) on the kept text of document "
-                                   "shards and write its tokenizer.json.")
-    t.add_argument("--documents", required=True, metavar="DIR", help="document shards (a run's DIR/documents)")
+    t = sub.add_parser("train-text-tokenizer",
+                       help="train the byte-level BPE text tokenizer on document shards",
+                       description="Train a byte-level BPE (Hugging Face tokenizers) on the kept text of "
+                                   "document shards and write its tokenizer.json.")
+    t.add_argument("--documents", required=True, metavar="DIR",
+                   help="document shards (a run's DIR/documents)")
     t.add_argument("--out", required=True, metavar="FILE", help="tokenizer.json to write")
     t.add_argument("--vocab-size", type=int, required=True, metavar="N", help="at most N tokens (>= 256)")
     t.add_argument("--min-frequency", type=int, default=2, metavar="N",
@@ -33,16 +35,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run, tokenizer="text")
 
     i = sub.add_parser("train-image-tokenizer", help="train the VQ image tokenizer on an image store",
-                       description="Train the VQ image tokenizer (LlamaGen design) on the images of an image store; "
-                                   "checkpoints as it goes, resumes, and reports reconstruction PSNR and codebook "
-                                   "usage on held-out images.")
+                       description="Train the VQ image tokenizer (LlamaGen design) on the images of an image "
+                                   "store; checkpoints as it goes, resumes, and reports reconstruction PSNR "
+                                   "and codebook usage on held-out images.")
     i.add_argument("--images", required=True, metavar="DIR", help="image store shards (a run's DIR/images)")
     i.add_argument("--out", required=True, metavar="FILE", help="VQ checkpoint to write")
     i.add_argument("--preset", default="tiny", choices=["tiny", "base"], help="model size (default tiny)")
     i.add_argument("--steps", type=int, required=True, metavar="N", help="training steps in total")
     i.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per step (default 32)")
     i.add_argument("--lr", type=float, default=None, help="peak learning rate (default: VQTrainConfig's)")
-    i.add_argument("--max-images", type=int, default=0, metavar="N", help="use at most N images (default 0: all)")
+    i.add_argument("--max-images", type=int, default=0, metavar="N",
+                   help="use at most N images (default 0: all)")
     i.add_argument("--held-out", type=float, default=0.05, metavar="F",
                    help="fraction of images held out for evaluation, chosen by sha256 (default 0.05)")
     i.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -75,7 +78,8 @@ def _document_texts(path: str, sample: int, seed: int):
         for row in table.to_pylist():
             if row["status"] != "kept":
                 continue
-            texts = [n["text"] for n in row["nodes"] if n["kind"] == "text" and n["status"] == "kept" and n["text"]]
+            texts = [n["text"] for n in row["nodes"]
+                     if n["kind"] == "text" and n["status"] == "kept" and n["text"]]
             if not sample:
                 yield from texts
                 continue
@@ -93,7 +97,8 @@ def _document_texts(path: str, sample: int, seed: int):
 def _train_text(args) -> int:
     from interleaf.tokenizers.text_bpe import BYTE_ALPHABET, TextTokenizer
     if args.vocab_size < BYTE_ALPHABET:
-        raise UsageError(f"--vocab-size must be at least {BYTE_ALPHABET} (the byte alphabet), found {args.vocab_size}")
+        raise UsageError(f"--vocab-size must be at least {BYTE_ALPHABET} (the byte alphabet), "
+                         f"found {args.vocab_size}")
     if args.min_frequency < 1 or args.sample < 0:
         raise UsageError("--min-frequency must be at least 1 and --sample 0 or more")
     count = 0
@@ -148,8 +153,8 @@ def _load_images(path: str, size: int, max_images: int, fraction: float):
         log.warning("%s: %d images did not decode and were skipped", path, bad)
     if not train:
         raise UsageError(f"{path}: no decodable images with status ok to train on")
-    stack = (lambda ts: torch.stack(ts) if ts else torch.empty(0, 3, size, size))
-    return stack(train), stack(held)
+    empty = torch.empty(0, 3, size, size)
+    return torch.stack(train), torch.stack(held) if held else empty
 
 
 def _train_image(args) -> int:
