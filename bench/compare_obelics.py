@@ -27,8 +27,9 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
-from interleaf.filters.html import decode_html, extract, parse_srcset, resolve_url
 from selectolax.lexbor import LexborHTMLParser
+
+from interleaf.filters.html import decode_html, extract, parse_srcset, resolve_url
 
 log = logging.getLogger("compare_obelics")
 

@@ -21,9 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
 from interleaf.filters.charset import decode_html
 from interleaf.schemas.document import Node
-from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 __all__ = ["ExtractConfig", "Extraction", "decode_html", "extract"]
 
@@ -496,6 +497,8 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
     walk = _Walk(_base_url(tree, url), config)
     if tree.body is not None:
         _walk_body(tree.body, walk)
+    else:  # a frameset page, or not HTML at all
+        log.debug("no <body> in %s: nothing to extract", url)
     walk.flush()
     if config.max_repeats is not None:
         walk.drop_repeated(config.max_repeats)

@@ -7,17 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from interleaf.filters.charset import decode_html, sniff_encoding
-from interleaf.filters.html import (
-    ExtractConfig,
-    Extraction,
-    extract,
-    normalise_language,
-    parse_dimension,
-    parse_srcset,
-    resolve_url,
-)
 from selectolax.lexbor import LexborHTMLParser
+
+from interleaf.filters.charset import decode_html, sniff_encoding
+from interleaf.filters.html import (ExtractConfig, Extraction, extract, normalise_language, parse_dimension,
+                                    parse_srcset, resolve_url)
 
 PAGE = "https://example.org/blog/post.html"
 READABILITY = Path(__file__).resolve().parents[1] / "data" / "readability"

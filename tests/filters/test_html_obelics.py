@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from selectolax.lexbor import LexborHTMLParser
+
+from interleaf.filters.html import ExtractConfig, extract
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "compare_obelics.py"
 
@@ -71,8 +74,6 @@ def test_every_img_element_is_accounted_for(bench):
     """Each <img> in <body> (noscript ones included) is a kept image node or a dropped candidate: those with
     a URL are listed in dropped_images, the others are exactly the no_src and data_uri drops, plus images
     without a URL inside dropped boilerplate."""
-    from interleaf.filters.html import ExtractConfig, extract
-    from selectolax.lexbor import LexborHTMLParser
     config = ExtractConfig(max_repeats=None)
     for warc in bench.FIXTURES:
         for page in bench.html_pages(bench.DATA / "warc" / warc):
