@@ -1,0 +1,488 @@
+"""The ingest stage: WARC files, or OBELICS / MMC4 documents, to clean ordered Documents.
+
+    inputs ─ ReadWarc ─┬ pages ──── ExtractPages ──┬─────────────── documents ─┐
+                       ├ page revisits ────────────┴ ResolveRevisits ┘          ├ ResolveArchivedImages ─ FilterDocuments ─ kept / rejected
+                       ├ images + image revisits ─ ArchivedImages ─ image records ┘
+    inputs ─ ReadInterleaved ─ documents ──────────────────────────────────────┘
+
+Every record, document, node and archived image is counted in the funnel (stage "ingest", units records,
+documents, nodes, images) so that in = out + sum(dropped) for each.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field, replace
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from interleaf import storage
+from interleaf.filters.html import ExtractConfig, decode_html, extract
+from interleaf.filters.quality import QualityConfig, apply as apply_quality
+from interleaf.filters.warc import IMAGE, PAGE, Skipped, WarcItem, iter_warc
+from interleaf.pipelines.common import Funnel
+from interleaf.schemas.document import Document, make_doc_id
+from interleaf.schemas.image import ImageRecord
+from interleaf.schemas.mmc4 import from_mmc4
+from interleaf.schemas.obelics import from_obelics
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+FORMATS = ("warc", "obelics", "mmc4")
+
+
+@dataclass(kw_only=True)
+class IngestConfig:
+    input_format: str | None = None  # "warc", "obelics" or "mmc4"; None detects per file (see detect_format)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)  # HTML to nodes
+    quality: QualityConfig = field(default_factory=QualityConfig)  # node and document rules
+    keep_dropped_nodes: bool = False  # keep filtered nodes (with reasons) inside kept documents, for audit
+    # Archived images whose header declares more pixels than this are not stored (decompression bombs);
+    # 20,000 x 20,000 is OBELICS's largest accepted side squared.
+    max_image_pixels: int = 20_000 * 20_000
+
+    def validate(self) -> None:
+        if self.input_format is not None and self.input_format not in FORMATS:
+            raise ValueError(f"input format must be one of {', '.join(FORMATS)}, found {self.input_format!r}")
+
+
+# ---------------------------------------------------------------- format detection
+
+
+def detect_format(path: str) -> str:
+    """The input format of a file from its name: *.warc[.gz] is a WARC; a JSONL/Parquet file is OBELICS or
+    MMC4 by its name, else by the keys of its first row."""
+    name = os.path.basename(path).lower()
+    if name.endswith((".warc", ".warc.gz", ".warc.zst", ".arc.gz")):
+        return "warc"
+    for fmt in ("obelics", "mmc4"):
+        if fmt in name:
+            return fmt
+    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".parquet")):
+        keys = set(next(iter(_rows(path, limit=1)), {}).keys())
+        if {"texts", "images"} <= keys:
+            return "obelics"
+        if "text_list" in keys:
+            return "mmc4"
+    raise ValueError(f"cannot tell the format of {path}: name it *.warc[.gz], or pass --input-format "
+                     f"({', '.join(FORMATS)})")
+
+
+def _rows(path: str, limit: int | None = None):
+    """Rows of a JSONL (optionally gzipped), JSON (one document) or Parquet file, as dicts."""
+    data = storage.read_bytes(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        table = pq.read_table(io.BytesIO(data))
+        yield from table.slice(0, limit).to_pylist() if limit else table.to_pylist()
+        return
+    if path.endswith(".gz"):
+        import gzip
+        data = gzip.decompress(data)
+    text = data.decode("utf-8")
+    if path.endswith(".json"):
+        value = json.loads(text)
+        yield from (value if isinstance(value, list) else [value])[:limit]
+        return
+    for i, line in enumerate(text.splitlines()):
+        if limit is not None and i >= limit:
+            return
+        if line.strip():
+            yield line  # parsed by the caller, so that one bad line is one counted drop
+
+
+# ---------------------------------------------------------------- reading WARCs
+
+PAGES, PAGE_REVISITS, IMAGES, IMAGE_REVISITS = "pages", "page_revisits", "images", "image_revisits"
+
+
+class _ReadWarcFile(beam.DoFn):
+    """A WARC path to its pages, images and revisits (tagged outputs); every other record counted."""
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, path: str):
+        with storage.open_read(path) as stream:
+            for item in iter_warc(stream, os.path.basename(path)):
+                self.funnel.inc("records", "in")
+                if isinstance(item, Skipped):
+                    self.funnel.drop("records", item.reason)
+                    continue
+                self.funnel.inc("records", "out")
+                if item.kind == PAGE:
+                    yield pvalue.TaggedOutput(PAGE_REVISITS if item.revisit else PAGES, item)
+                else:
+                    yield pvalue.TaggedOutput(IMAGE_REVISITS if item.revisit else IMAGES, item)
+
+
+class ReadWarc(beam.PTransform):
+    """WARC file paths to tagged WarcItems: pages, page_revisits, images, image_revisits."""
+
+    def expand(self, paths):
+        # one WARC path per element, spread over workers
+        return (paths
+                | "Spread" >> beam.Reshuffle()
+                | "ReadRecords" >> beam.ParDo(_ReadWarcFile()).with_outputs(
+                    PAGES, PAGE_REVISITS, IMAGES, IMAGE_REVISITS))
+
+
+# ---------------------------------------------------------------- pages to documents
+
+
+def page_to_document(item: WarcItem, config: ExtractConfig) -> tuple[Document, dict[str, int]]:
+    """One archived HTML page to a Document (all nodes kept) and the extractor's left-out counts."""
+    html = decode_html(item.body, item.content_type)
+    result = extract(html, item.url, config)
+    doc = Document(doc_id=make_doc_id(item.url, result.nodes), url=item.url, source_file=item.source_file,
+                   source_offset=item.offset, crawl_date=item.date, language=result.language,
+                   nodes=result.nodes)
+    if result.title:
+        doc.meta["title"] = result.title
+    return doc, dict(result.dropped)
+
+
+class _ExtractPages(beam.DoFn):
+    """WarcItem pages to (payload digest, Document); boilerplate left out counted as dropped nodes."""
+
+    def __init__(self, config: ExtractConfig):
+        self.config = config
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, item: WarcItem):
+        self.funnel.inc("documents", "in")
+        doc, left_out = page_to_document(item, self.config)
+        self.funnel.inc("nodes", "in", len(doc.nodes) + sum(left_out.values()))
+        for reason, n in left_out.items():
+            self.funnel.drop("nodes", reason, n)
+        yield item.payload_digest, doc
+
+
+class _ResolveRevisit(beam.DoFn):
+    """(digest, {"originals": [Document], "revisits": [WarcItem]}) to one Document per revisit: the
+    original's content under the revisit's URL and date."""
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, element):
+        _, group = element
+        originals = sorted(group["originals"], key=lambda d: d.doc_id)
+        for rev in group["revisits"]:
+            self.funnel.inc("documents", "in")
+            if not originals:
+                self.funnel.drop("documents", "revisit_unresolved")
+                continue
+            nodes = [replace(n) for n in originals[0].nodes]
+            self.funnel.inc("nodes", "in", len(nodes))
+            yield Document(doc_id=make_doc_id(rev.url, nodes), url=rev.url, source_file=rev.source_file,
+                           source_offset=rev.offset, crawl_date=rev.date, language=originals[0].language,
+                           nodes=nodes, meta={**originals[0].meta, "revisit_of": originals[0].url})
+
+
+class ExtractPages(beam.PTransform):
+    """Pages and page revisits to Documents; a revisit takes its content from the original with the same
+    payload digest anywhere in the input."""
+
+    def __init__(self, config: ExtractConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, inputs):
+        pages, revisits = inputs
+        # (payload digest, Document) for every page
+        by_digest = pages | "Extract" >> beam.ParDo(_ExtractPages(self.config))
+        documents = by_digest | "Documents" >> beam.Values()
+        # (payload digest, True) for every digest some revisit refers to: only those originals are joined
+        wanted = (revisits | "RevisitDigest" >> beam.Map(lambda r: (r.payload_digest, True))
+                  | "DistinctDigests" >> beam.Distinct())
+        # (payload digest, Document) of the originals that are referenced
+        originals = by_digest | "ReferencedOriginals" >> beam.Filter(
+            lambda kv, digests: kv[0] in digests, digests=beam.pvalue.AsDict(wanted))
+        resolved = ({"originals": originals,
+                     "revisits": revisits | "KeyRevisits" >> beam.Map(lambda r: (r.payload_digest, r))}
+                    | "JoinRevisits" >> beam.CoGroupByKey()
+                    | "Resolve" >> beam.ParDo(_ResolveRevisit()))
+        return (documents, resolved) | "AllDocuments" >> beam.Flatten()
+
+
+# ---------------------------------------------------------------- archived images
+
+
+def image_record(item: WarcItem, max_pixels: int) -> ImageRecord | str:
+    """An archived image response to an image record, or the reason it is not one. The size is read from
+    the header only: nothing is decoded, so a decompression bomb costs nothing here."""
+    import hashlib
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(item.body)) as img:
+            width, height, fmt = img.width, img.height, (img.format or "").lower()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return "not_image"
+    if width * height > max_pixels:
+        return "too_large"
+    return ImageRecord(sha256=hashlib.sha256(item.body).hexdigest(), urls=[item.url], width=width,
+                       height=height, original_width=width, original_height=height,
+                       original_bytes=len(item.body), format=fmt, source="warc", data=item.body)
+
+
+class _ImageRecords(beam.DoFn):
+    def __init__(self, max_pixels: int):
+        self.max_pixels = max_pixels
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, item: WarcItem):
+        self.funnel.inc("images", "in")
+        rec = image_record(item, self.max_pixels)
+        if isinstance(rec, str):
+            self.funnel.drop("images", rec)
+            return
+        yield item.payload_digest, rec
+
+
+class _ResolveImageRevisits(beam.DoFn):
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, element):
+        _, group = element
+        originals = sorted(group["originals"], key=lambda r: r.sha256)
+        for rev in group["revisits"]:
+            self.funnel.inc("images", "in")
+            if not originals:
+                self.funnel.drop("images", "revisit_unresolved")
+                continue
+            yield replace(originals[0], urls=[rev.url])
+
+
+def merge_images(records) -> ImageRecord:
+    """Records with the same bytes to one, keeping every URL (sorted: deterministic)."""
+    records = list(records)
+    urls = sorted({u for r in records for u in r.urls})
+    return replace(records[0], urls=urls)
+
+
+class _CountMerged(beam.DoFn):
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, element):
+        sha, records = element
+        records = list(records)
+        self.funnel.inc("images", "out")
+        self.funnel.drop("images", "same_bytes_as_another", len(records) - 1)
+        yield merge_images(records)
+
+
+class ArchivedImages(beam.PTransform):
+    """Image responses and revisits archived in the WARCs to image records, one per unique sha256."""
+
+    def __init__(self, max_pixels: int):
+        super().__init__()
+        self.max_pixels = max_pixels
+
+    def expand(self, inputs):
+        images, revisits = inputs
+        # (payload digest, ImageRecord) for every readable archived image
+        by_digest = images | "ToRecords" >> beam.ParDo(_ImageRecords(self.max_pixels))
+        resolved = ({"originals": by_digest,
+                     "revisits": revisits | "KeyRevisits" >> beam.Map(lambda r: (r.payload_digest, r))}
+                    | "JoinRevisits" >> beam.CoGroupByKey()
+                    | "Resolve" >> beam.ParDo(_ResolveImageRevisits()))
+        # ImageRecord, one per response, then one per unique bytes
+        return ((by_digest | "Records" >> beam.Values(), resolved) | "AllImages" >> beam.Flatten()
+                | "BySha" >> beam.Map(lambda r: (r.sha256, r))
+                | "GroupBySha" >> beam.GroupByKey()
+                | "Merge" >> beam.ParDo(_CountMerged()))
+
+
+def url_key(url: str) -> str:
+    """A URL in the form used to match page links with archived responses: percent-escapes undone, scheme
+    and host lower-cased, fragment dropped ("a%2Cb.jpg" in a page is "a,b.jpg" in the archive)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(unquote(url.strip()))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+
+
+class _KeyImageNodes(beam.DoFn):
+    """Document to (URL key, doc_id) for each image node, so URLs can be joined with the archive."""
+
+    def process(self, doc: Document):
+        for key in sorted({url_key(n.image_url) for n in doc.nodes if n.is_image and n.image_url}):
+            yield key, doc.doc_id
+
+
+class _SetSha(beam.DoFn):
+    """(doc_id, {"docs": [Document], "found": [(url, sha256)]}) to the Document with archived images
+    resolved."""
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, element):
+        _, group = element
+        found = dict(group["found"])
+        for doc in group["docs"]:
+            nodes, resolved = [], 0
+            for n in doc.nodes:
+                sha = found.get(url_key(n.image_url)) if n.is_image and n.image_url else None
+                nodes.append(replace(n, image_sha256=sha) if sha else n)
+                resolved += bool(sha)
+            self.funnel.inc("nodes", "resolved_from_archive", resolved)
+            yield replace(doc, nodes=nodes)
+
+
+class ResolveArchivedImages(beam.PTransform):
+    """Documents and archived image records to Documents whose image nodes point at archived bytes
+    (image_sha256 set), joined by URL in the engine, so those images need no fetch."""
+
+    def expand(self, inputs):
+        docs, images = inputs
+        # (URL key, sha256) of every archived image
+        archived = images | "UrlToSha" >> beam.FlatMap(lambda r: [(url_key(u), r.sha256) for u in r.urls])
+        # (URL key, doc_id) of every image node
+        wanted = docs | "ImageUrls" >> beam.ParDo(_KeyImageNodes())
+        # (doc_id, (url, sha256)) for every image node found in the archive
+        found = ({"sha": archived, "docs": wanted} | "JoinUrls" >> beam.CoGroupByKey()
+                 | "Found" >> beam.FlatMap(lambda kv: [(d, (kv[0], kv[1]["sha"][0]))
+                                                       for d in kv[1]["docs"] if kv[1]["sha"]]))
+        return ({"docs": docs | "ById" >> beam.Map(lambda d: (d.doc_id, d)), "found": found}
+                | "JoinDocs" >> beam.CoGroupByKey()
+                | "SetSha" >> beam.ParDo(_SetSha()))
+
+
+# ---------------------------------------------------------------- OBELICS / MMC4 documents
+
+
+class _ReadInterleavedFile(beam.DoFn):
+    """An OBELICS or MMC4 file (JSONL, JSON or Parquet) to Documents; a bad row is one counted drop."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+        self.convert = from_obelics if self.fmt == "obelics" else from_mmc4
+
+    def process(self, path: str):
+        name = os.path.basename(path)
+        for i, row in enumerate(_rows(path)):
+            self.funnel.inc("records", "in")
+            self.funnel.inc("documents", "in")
+            try:
+                doc = self.convert(json.loads(row) if isinstance(row, str) else row, source_file=name,
+                                   row_number=i)
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                log.debug("%s row %d: %s", name, i, e)
+                self.funnel.inc("records", "out")
+                self.funnel.drop("documents", "bad_row")
+                continue
+            self.funnel.inc("records", "out")
+            self.funnel.inc("nodes", "in", len(doc.nodes))
+            yield doc
+
+
+class ReadInterleaved(beam.PTransform):
+    """OBELICS or MMC4 file paths to Documents."""
+
+    def __init__(self, fmt: str):
+        super().__init__()
+        self.fmt = fmt
+
+    def expand(self, paths):
+        # one file path per element, spread over workers
+        return (paths | "Spread" >> beam.Reshuffle()
+                | "ReadRows" >> beam.ParDo(_ReadInterleavedFile(self.fmt)))
+
+
+# ---------------------------------------------------------------- filtering
+
+KEPT_TAG, REJECTED_TAG = "kept", "rejected"
+
+
+class _Filter(beam.DoFn):
+    """Document to the kept output (dropped nodes stripped unless audited) or the rejected output."""
+
+    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool):
+        self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, doc: Document):
+        doc = apply_quality(doc, self.config)
+        for n in doc.nodes:  # every node entered the funnel as "in"; the dropped ones leave by their reason
+            if not n.kept:
+                self.funnel.drop("nodes", n.reason)
+        kept_nodes = sum(1 for n in doc.nodes if n.kept)
+        if not doc.kept:
+            self.funnel.drop("documents", doc.reason)
+            self.funnel.drop("nodes", "document_dropped", kept_nodes)
+            yield pvalue.TaggedOutput(REJECTED_TAG, doc)
+            return
+        self.funnel.inc("documents", "out")
+        self.funnel.inc("nodes", "out", kept_nodes)
+        yield doc if self.keep_dropped_nodes else doc.kept_nodes()
+
+
+class FilterDocuments(beam.PTransform):
+    """Documents through the quality rules: outputs "kept" and "rejected" (with reasons)."""
+
+    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool = False):
+        super().__init__()
+        self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
+
+    def expand(self, docs):
+        return docs | "Rules" >> beam.ParDo(_Filter(self.config, self.keep_dropped_nodes)).with_outputs(
+            REJECTED_TAG, main=KEPT_TAG)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class Ingest(beam.PTransform):
+    """Input paths to {"kept": Documents, "rejected": Documents, "images": ImageRecords}.
+
+    `inputs` maps a format to its file paths (see detect_format), e.g. {"warc": [...], "obelics": [...]}.
+    """
+
+    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
+        super().__init__()
+        config.validate()
+        self.inputs, self.config = inputs, config
+
+    def expand(self, pbegin):
+        p = pbegin.pipeline if hasattr(pbegin, "pipeline") else pbegin
+        doc_parts, image_parts = [], []
+        if self.inputs.get("warc"):
+            warc = (p | "WarcPaths" >> beam.Create(sorted(self.inputs["warc"])) | "ReadWarc" >> ReadWarc())
+            doc_parts.append((warc[PAGES], warc[PAGE_REVISITS]) | "ExtractPages" >> ExtractPages(
+                self.config.extract))
+            image_parts.append((warc[IMAGES], warc[IMAGE_REVISITS]) | "ArchivedImages" >> ArchivedImages(
+                self.config.max_image_pixels))
+        for fmt in ("obelics", "mmc4"):
+            if self.inputs.get(fmt):
+                doc_parts.append(p | f"{fmt}Paths" >> beam.Create(sorted(self.inputs[fmt]))
+                                 | f"Read{fmt}" >> ReadInterleaved(fmt))
+        if not doc_parts:
+            raise ValueError("no input files")
+        docs = tuple(doc_parts) | "AllDocuments" >> beam.Flatten()
+        if image_parts:
+            images = tuple(image_parts) | "AllImages" >> beam.Flatten()
+            docs = (docs, images) | "ResolveArchivedImages" >> ResolveArchivedImages()
+        else:
+            images = p | "NoImages" >> beam.Create([])
+        filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes)
+        return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images}
