@@ -11,7 +11,9 @@ Counters (namespace interleaf.tokenize, see pipelines/common.Funnel):
   documents  in / out / dropped.{not_kept, empty}             + info: split (extra sequences from max_length)
   nodes      in / out / dropped.{empty_text, image_unresolved, image_missing, image_undecodable,
                                  image_inference_error}          (kept nodes of kept documents)
-  images     in / out / dropped.{not_stored, unreferenced, undecodable, inference_error}   (image store rows)
+  images     in / out / dropped.{not_stored, duplicate, unreferenced, undecodable, inference_error}
+             (image store rows; each used image is encoded once)
+A document split by max_length gives rows "<doc_id>:0", "<doc_id>:1", ... (concatenated, the original).
   tokens     info: text, image (token counts written)
 """
 
@@ -298,6 +300,10 @@ class Tokenize(beam.PTransform):
         if config.max_length is not None:
             SequenceCodec(self.tokenizers.vocabulary, None).split([], config.max_length)  # validates it
 
+    def shard_info(self) -> TokenShardInfo:
+        """The metadata of the token shards this transform's rows belong in (for WriteTokens)."""
+        return self.tokenizers.shard_info(self.config)
+
     def expand(self, inputs):
         if isinstance(inputs, dict):
             documents, images = inputs["documents"], inputs["images"]
@@ -382,6 +388,7 @@ def tokenize_stage(pipeline: beam.Pipeline, *, documents: str, images: str, out:
     # Document, ImageRecord
     docs = pipeline | "ReadDocuments" >> ReadShards(documents, DOCUMENT_SCHEMA, documents_from_table)
     store = pipeline | "ReadImages" >> ReadShards(images, IMAGE_SCHEMA, images_from_table)
+    tokenize = Tokenize(config, tokenizers)
     # (doc_id, tokens)
-    rows = (docs, store) | "Tokenize" >> Tokenize(config, tokenizers)
-    return rows | "WriteTokens" >> WriteTokens(out, tokenizers.shard_info(config), config.num_shards)
+    rows = (docs, store) | "Tokenize" >> tokenize
+    return rows | "WriteTokens" >> WriteTokens(out, tokenize.shard_info(), config.num_shards)

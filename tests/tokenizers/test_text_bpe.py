@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 from interleaf.tokenizers.text_bpe import TextTokenizer
@@ -51,10 +53,20 @@ def test_loads_any_tokenizer_json_by_path(tmp_path):
     loaded = TextTokenizer.load(str(path))
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     (tmp_path / "bad.json").write_text(json.dumps({"not": "a tokenizer"}))
-    with pytest.raises(ValueError, match="not a Hugging Face tokenizer.json"):
+    with pytest.raises(ValueError, match=r"not a Hugging Face tokenizer\.json"):
         TextTokenizer.load(str(tmp_path / "bad.json"))
 
 
 def test_rejects_impossible_arguments():
     with pytest.raises(ValueError, match="at least 256"):
         TextTokenizer.train(["x"], vocab_size=100)
+
+
+def test_tokenizers_never_import_beam(tmp_path):
+    code = ("import sys\n"
+            "import interleaf.tokenizers.codec, interleaf.tokenizers.vq, interleaf.tokenizers.preview\n"
+            "from interleaf.tokenizers.text_bpe import TextTokenizer\n"
+            "TextTokenizer.train(['a b c'] * 3, vocab_size=260).save(sys.argv[1])\n"
+            "TextTokenizer.load(sys.argv[1])\n"
+            "assert 'apache_beam' not in sys.modules, 'a tokenizer module imported apache_beam'\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.json")], check=True)
