@@ -61,17 +61,19 @@ class MinHashConfig:
         if self.num_perm < 2:
             raise ValueError(f"MinHashConfig.num_perm must be at least 2, found {self.num_perm}")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"MinHashConfig.threshold must lie strictly between 0 and 1, found {self.threshold}")
+            raise ValueError(
+                f"MinHashConfig.threshold must lie strictly between 0 and 1, found {self.threshold}")
         weights = self.false_positive_weight + self.false_negative_weight
         if min(self.false_positive_weight, self.false_negative_weight) < 0 or abs(weights - 1.0) > 1e-9:
-            raise ValueError("MinHashConfig false_positive_weight and false_negative_weight must be non-negative "
-                             f"and sum to 1 (as datasketch requires), found {self.false_positive_weight} and "
-                             f"{self.false_negative_weight}")
+            raise ValueError("MinHashConfig false_positive_weight and false_negative_weight must be "
+                             "non-negative and sum to 1 (as datasketch requires), found "
+                             f"{self.false_positive_weight} and {self.false_negative_weight}")
 
     @property
     def bands(self) -> tuple[int, int]:
         """(b, r): bands and rows per band from datasketch's optimal-parameter computation."""
-        return lsh_params(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
+        return lsh_params(self.threshold, self.num_perm, self.false_positive_weight,
+                          self.false_negative_weight)
 
 
 # ---------------------------------------------------------------- text
@@ -108,7 +110,7 @@ def url_domain(url: str) -> str:
         host = (urlsplit(url).hostname or "").lower()
     except ValueError:  # malformed, e.g. an unclosed IPv6 bracket: no domain to share paragraphs with
         return ""
-    return host[4:] if host.startswith("www.") else host
+    return host.removeprefix("www.")
 
 
 def jaccard(a: set, b: set) -> float:
@@ -180,7 +182,8 @@ def band_keys(signature: np.ndarray, b: int, r: int) -> list[bytes]:
     """One key per band: 2 bytes of band index and 16 bytes of blake2b of the band's hash values. Equal keys
     mean equal bands (a false match needs a 128-bit collision)."""
     if b * r > signature.shape[0]:
-        raise ValueError(f"{b} bands of {r} rows need {b * r} hash values, the signature has {signature.shape[0]}")
+        raise ValueError(f"{b} bands of {r} rows need {b * r} hash values, the signature has "
+                         f"{signature.shape[0]}")
     sig = np.ascontiguousarray(signature, dtype=SIGNATURE_DTYPE)
     return [i.to_bytes(2, "big") + hashlib.blake2b(sig[i * r:(i + 1) * r].tobytes(), digest_size=16).digest()
             for i in range(b)]

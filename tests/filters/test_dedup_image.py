@@ -3,14 +3,15 @@ distance, and pigeonhole band keys."""
 
 import io
 import itertools
+import math
 import random
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from interleaf.filters.dedup_image import (ImageDecodeError, hamming, image_set_key, is_phash, phash_band_keys,
-                                           phash_hex, segment_bounds)
+from interleaf.filters.dedup_image import (ImageDecodeError, first_common_key, hamming, image_set_key,
+                                           is_phash, phash_band_keys, phash_hex, segment_bounds)
 
 PHOTO_DIR = Path(__file__).parent.parent / "data" / "photos"
 PHOTOS = ["coins.png", "moon.png", "clock_motion.png", "horse.png", "rocket.jpg", "hopper.jpg", "flower.jpg"]
@@ -70,9 +71,12 @@ def test_undecodable_bytes_raise_a_decode_error(photos):
         phash_hex(photos["coins.png"][:200])  # truncated
 
 
-def test_pigeonhole_keys_find_every_pair_within_the_distance():
-    rng = random.Random(0)
-    assert sum(w for _, w in segment_bounds(5)) == 64 and len(segment_bounds(5)) == 6
+@pytest.mark.parametrize("per_key", [1, 2, 3])
+def test_segment_keys_find_every_pair_within_the_distance(per_key):
+    rng = random.Random(per_key)
+    bounds = segment_bounds(MAX_HAMMING, per_key)
+    assert sum(w for _, w in bounds) == 64 and len(bounds) == MAX_HAMMING + per_key
+    assert len(phash_band_keys("0" * 16, MAX_HAMMING, per_key)) == math.comb(MAX_HAMMING + per_key, per_key)
     for _ in range(300):
         a = rng.getrandbits(64)
         flips = rng.sample(range(64), rng.randint(0, MAX_HAMMING))
@@ -81,15 +85,20 @@ def test_pigeonhole_keys_find_every_pair_within_the_distance():
             b ^= 1 << bit
         ha, hb = f"{a:016x}", f"{b:016x}"
         assert hamming(ha, hb) == len(flips)
-        assert set(phash_band_keys(ha, MAX_HAMMING)) & set(phash_band_keys(hb, MAX_HAMMING))
-    # 6 flips, one in each segment, share no key: the distance bound is tight
+        ka, kb = phash_band_keys(ha, MAX_HAMMING, per_key), phash_band_keys(hb, MAX_HAMMING, per_key)
+        assert set(ka) & set(kb) and first_common_key(ka, kb) is not None
+    # a flip in each of MAX_HAMMING + 1 segments leaves per_key - 1 intact: no shared key, the bound is tight
     a = rng.getrandbits(64)
     b = a
-    for start, _ in segment_bounds(MAX_HAMMING):
+    for start, _ in bounds[:MAX_HAMMING + 1]:
         b ^= 1 << (63 - start)
-    assert not set(phash_band_keys(f"{a:016x}", 5)) & set(phash_band_keys(f"{b:016x}", 5))
+    ka = phash_band_keys(f"{a:016x}", MAX_HAMMING, per_key)
+    kb = phash_band_keys(f"{b:016x}", MAX_HAMMING, per_key)
+    assert first_common_key(ka, kb) is None
     with pytest.raises(ValueError, match="max_distance must lie in 0..63"):
         segment_bounds(64)
+    with pytest.raises(ValueError, match="per_key must lie in"):
+        segment_bounds(5, 60)
 
 
 def test_hashes_and_set_keys():

@@ -8,8 +8,8 @@ from datasketch import MinHash, MinHashLSH
 
 from interleaf.filters.dedup_text import (MinHashConfig, MinHasher, band_keys, candidate_probability,
                                           estimated_jaccard, first_common_band, jaccard, lsh_error_areas,
-                                          lsh_params, normalize_text, signature_from_bytes, signature_to_bytes,
-                                          text_hash, url_domain, word_shingles)
+                                          lsh_params, normalize_text, signature_from_bytes,
+                                          signature_to_bytes, text_hash, url_domain, word_shingles)
 
 
 def _words(rng, n):
@@ -18,7 +18,8 @@ def _words(rng, n):
 
 def test_normalisation_ignores_case_punctuation_whitespace_and_width():
     assert normalize_text("  Hello,\n\nWORLD!  ｆｕｌｌ\twidth ") == "hello world full width"
-    assert text_hash("Hello, world.") == text_hash("hello   WORLD") == text_hash("hello world", normalized=True)
+    assert text_hash("Hello, world.") == text_hash("hello   WORLD")
+    assert text_hash("Hello, world.") == text_hash("hello world", normalized=True)
     assert text_hash("hello world") != text_hash("hello word")
     assert len(text_hash("x")) == 32
 
