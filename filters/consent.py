@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,17 @@ def x_robots_refusal(values: Iterable[str], user_agent_token: str,
 # ---------------------------------------------------------------- robots.txt (RFC 9309)
 
 
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
 def _normalise_path(path: str) -> str:
-    """Percent-encode the same way on both sides so /a%2fb and /a/b compare as RFC 9309 2.2.2 asks."""
-    return quote(unquote(path), safe="/*$?=&;:@!,'()+~-._")
+    """One encoding for both sides, as RFC 9309 2.2.2 asks: escapes of unreserved characters decoded (%69
+    is "i"), other escapes kept in upper case (%2F stays apart from "/"), other characters UTF-8 encoded."""
+    def decode(m: re.Match) -> str:
+        char = chr(int(m.group(1), 16))
+        return char if char in _UNRESERVED else "%" + m.group(1).upper()
+    return quote(_PERCENT.sub(decode, path), safe="/*$?=&;:@!,'()+~-._%")
 
 
 @dataclass

@@ -197,15 +197,13 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
              before_hop: Callable[[str], None] | None = None, ssl_context: ssl.SSLContext | None = None) -> Response:
     """GET `url`, following redirects, up to an accepted 2xx response whose body is not yet read.
 
-    `before_hop(url)` runs before each request (the first and every redirect target): consent checks raise
-    FetchError there. Raises FetchError for every failure, with its status.
+    `before_hop(url)` runs before each request (the first and every redirect target), once its address
+    passed the guard: consent checks raise FetchError there. Raises FetchError for every failure, with its status.
     """
     deadline = time.monotonic() + limits.total_timeout_s
     visited = []
     current = url
     while True:
-        if before_hop is not None:
-            before_hop(current)
         parts = urlsplit(current)
         try:
             target = resolve(parts.scheme, parts.hostname or "", parts.port, allow_private=allow_private,
@@ -214,6 +212,8 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
             raise FetchError(e.status, str(e) if not visited else f"redirect to {current}: {e}") from None
         except ValueError as e:  # a port that is not a number
             raise FetchError("error", f"malformed URL {current!r}: {e}") from None
+        if before_hop is not None:  # after the guard: a refused address gets no robots.txt request either
+            before_hop(current)
         visited.append(current)
         conn, watch = None, None
 
