@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass
 import apache_beam as beam
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from PIL import Image, UnidentifiedImageError
+
+from interleaf import __version__
 from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table
@@ -40,9 +43,6 @@ from interleaf.tokenizers.codec import (
 )
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import VQConfig, VQModel, file_sha256, image_to_tensor, load_vq, read_vq_config
-from PIL import Image, UnidentifiedImageError
-
-from interleaf import __version__
 
 log = logging.getLogger(__name__)
 

@@ -93,6 +93,7 @@ def decoded_row_html(tokens: list[int], codec: SequenceCodec, vq=None, display_p
             parts.append(f'<span class="placeholder">image {len(value)}x{len(value[0])} codes</span>')
         else:
             import torch
+
             from interleaf.tokenizers.vq import tensor_to_image
             img = tensor_to_image(vq.decode(torch.tensor([value]))[0])
             buf = io.BytesIO()

@@ -14,17 +14,17 @@ import pyarrow as pa
 import pytest
 import torch
 from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
 from interleaf.model.shapes import caption, random_scene, render
 from interleaf.pipelines.common import create_pipeline, funnel_from, pipeline_options, unreconciled
 from interleaf.pipelines.tokenize import Tokenize, TokenizeConfig, TokenizerSet, tokenize_stage
 from interleaf.schemas.document import Document, Node, documents_to_table
 from interleaf.schemas.image import ImageRecord, images_to_table
+from interleaf.shards import ShardError, open_shards, write_shards
 from interleaf.tokenizers.codec import SequenceCodec
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import VQModel, file_sha256, image_to_tensor, load_vq, save_vq, vq_preset
-from PIL import Image
-
-from interleaf.shards import ShardError, open_shards, write_shards
 
 
 def _png(img: Image.Image) -> bytes:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from interleaf.schemas.obelics import from_obelics
 
 OBELICS = Path(__file__).parent.parent / "data" / "obelics"

@@ -5,6 +5,7 @@ import copy
 import random
 
 import pytest
+
 from interleaf.schemas.document import Document, Node
 from interleaf.schemas.tokens import Vocabulary
 from interleaf.tokenizers.codec import SequenceCodec, build_vocabulary

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from interleaf.tokenizers.text_bpe import TextTokenizer
 
+from interleaf.tokenizers.text_bpe import TextTokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from .conftest import HARD_STRINGS

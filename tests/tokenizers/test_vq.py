@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
 from interleaf.model.shapes import random_scene, render
 from interleaf.tokenizers.vq import (
     VQModel,
@@ -22,7 +24,6 @@ from interleaf.tokenizers.vq import (
     train_vq,
     vq_preset,
 )
-from PIL import Image
 
 # a smaller model than the tiny preset, for the fast tests: same code paths, a tenth of the compute
 MICRO = replace(vq_preset("tiny"), image_size=16, channels=8, channel_mult=(1, 2), z_channels=8,
