@@ -39,9 +39,10 @@ def _candidates(info: TokenShardInfo, role: str, given: str | None) -> list[str]
 
 
 def load_preview(info: TokenShardInfo, *, text: str | None = None, image: str | None = None,
-                 device: str = "cpu") -> Preview:
+                 with_images: bool = True, device: str = "cpu") -> Preview:
     """The codec and VQ for shards described by `info`, from the given files or the ones their metadata names.
-    A file is used only when its sha256 is the shard's fingerprint for that role."""
+    A file is used only when its sha256 is the shard's fingerprint for that role. with_images=False skips the
+    VQ (terminal output shows codes, not pictures)."""
     from interleaf.tokenizers.vq import file_sha256, load_vq
     preview = Preview()
     want = info.tokenizers
@@ -55,7 +56,7 @@ def load_preview(info: TokenShardInfo, *, text: str | None = None, image: str | 
                                  f"with {str(want.get('text'))[:12]}")
             continue
         preview.codec = SequenceCodec(info.vocabulary, tok)
-    for path in _candidates(info, "image", image):
+    for path in _candidates(info, "image", image) if with_images else []:
         if not os.path.exists(path):
             preview.notes.append(f"image tokenizer {path} not found")
             continue

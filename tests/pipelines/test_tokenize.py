@@ -229,6 +229,7 @@ def test_preview_decodes_a_shard_sample_with_the_files_its_metadata_names(world,
     assert "一段文字" in text and text.count("[image 8x8 codes:") == 3
     page = decoded_row_html(row["tokens"], preview.codec, preview.vq)
     assert page.count("data:image/png;base64,") == 3
+    assert load_preview(shards.token_info, with_images=False).vq is None
     other = tmp_path / "other.json"
     TextTokenizer.train(["something else entirely"] * 3, vocab_size=300).save(str(other))
     wrong = load_preview(shards.token_info, text=str(other), image=str(tmp_path / "nope.pt"))
