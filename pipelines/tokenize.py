@@ -72,8 +72,6 @@ class TokenizeConfig:
     def validate(self) -> None:
         if not self.device.startswith(("cpu", "cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', found {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} asked, but torch sees no CUDA device here")
         if not 1 <= self.batch_min <= self.max_batch_size:
             raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, found {self.min_batch_size}, "
                              f"{self.max_batch_size}")
@@ -122,6 +120,10 @@ class VQModelHandler(ModelHandler[torch.Tensor, list[int], VQModel]):
         self.device, self.num_threads = device, num_threads
 
     def load_model(self) -> VQModel:
+        # checked here, on the worker, not at launch: a CPU-only launcher may start a job on GPU workers
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"VQ device {self.device!r} asked, but torch sees no CUDA device on this worker; "
+                               "run on GPU workers or set device='cpu'")
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         model = load_vq(self.path, self.device)
