@@ -18,8 +18,8 @@ Resizer's own area check (+760 MB), so no image reaches it unless its header dec
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import io
+import ipaddress
 import logging
 import os
 import threading
@@ -29,8 +29,12 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from interleaf import __version__
-from interleaf.filters.consent import (DEFAULT_DISALLOWED_DIRECTIVES, RobotsCache, RobotsUnavailable,
-                                       x_robots_refusal)
+from interleaf.filters.consent import (
+    DEFAULT_DISALLOWED_DIRECTIVES,
+    RobotsCache,
+    RobotsUnavailable,
+    x_robots_refusal,
+)
 from interleaf.filters.fetch_http import FetchError, HttpLimits, Watchdog, open_url
 from interleaf.filters.optout import OPTED_OUT, OptOutList
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
@@ -104,7 +108,8 @@ class FetchConfig:
         if unknown:
             problems.append(f"allowed_formats: unknown {sorted(unknown)}; known: {sorted(_PIL_FORMATS)}")
         if self.encode_format not in ("jpg", "png", "webp"):
-            problems.append(f"encode_format must be jpg, png or webp (img2dataset), found {self.encode_format!r}")
+            problems.append(f"encode_format must be jpg, png or webp (img2dataset), found "
+                            f"{self.encode_format!r}")
         if self.resize_mode not in ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest"):
             problems.append(f"resize_mode {self.resize_mode!r} is not an img2dataset ResizeMode")
         if problems:
@@ -117,7 +122,6 @@ class FetchOutcome:
 
     record: ImageRecord
     retry_after: float | None = None
-    requests: int = 0  # HTTP requests made for the image (robots.txt excluded)
 
 
 def is_transient(record: ImageRecord) -> bool:
@@ -209,7 +213,8 @@ class Fetcher:
     def _fetch_robots(self, robots_url: str) -> tuple[int, str]:
         """(HTTP code, text) of a robots.txt; RobotsUnavailable when the server cannot be reached."""
         try:
-            response = open_url(robots_url, limits=self._limits, headers={**self._headers, "Accept": "text/plain"},
+            response = open_url(robots_url, limits=self._limits,
+                                headers={**self._headers, "Accept": "text/plain"},
                                 allow_private=self.config.allow_private_hosts, watchdog=self.watchdog,
                                 allowed_networks=self.config.allowed_networks)
         except FetchError as e:
@@ -266,13 +271,12 @@ class Fetcher:
 
     def _fetch_into(self, url: str, outcome: FetchOutcome) -> None:
         config, record = self.config, outcome.record
-        outcome.requests += 1
         response = open_url(url, limits=self._limits, headers=self._headers,
                             allow_private=config.allow_private_hosts, watchdog=self.watchdog,
                             allowed_networks=config.allowed_networks, before_hop=self._before_hop)
         try:
-            refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [], config.user_agent_token,
-                                       config.disallowed_header_directives)
+            refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [],
+                                       config.user_agent_token, config.disallowed_header_directives)
             if refusal is not None:  # decided on the headers: the body is never read
                 raise FetchError("x_robots_tag", refusal)
             data = response.read_body(config.max_bytes, config.read_timeout_s, self.watchdog)

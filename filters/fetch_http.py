@@ -88,20 +88,23 @@ class Response:
                     break
                 total += len(chunk)
                 if total > max_bytes:
-                    raise FetchError("too_large", f"body exceeded the cap of {max_bytes} bytes while streaming")
+                    raise FetchError("too_large", f"body exceeded the cap of {max_bytes} bytes while "
+                                                  "streaming")
                 chunks.append(chunk)
             if time.monotonic() >= self._deadline:  # the watchdog shut the socket down: EOF came early
-                raise socket.timeout("deadline passed")
+                raise TimeoutError("deadline passed")
             if declared is not None and total < declared:  # read1 reports a short body as EOF, not an error
                 raise http.client.IncompleteRead(b"", declared - total)
-        except (TimeoutError, socket.timeout):
-            raise FetchError("timeout", _timeout_message(self._deadline, f"after {total} bytes of body")) from None
+        except TimeoutError:
+            raise FetchError("timeout",
+                             _timeout_message(self._deadline, f"after {total} bytes of body")) from None
         except http.client.IncompleteRead as e:
             raise FetchError("connect", f"connection closed after {len(e.partial) + total} bytes of the "
                                         f"{declared} announced", retry_after=0.0) from None
         except (OSError, http.client.HTTPException) as e:
             if time.monotonic() >= self._deadline:  # the watchdog shut the socket down
-                raise FetchError("timeout", _timeout_message(self._deadline, f"after {total} bytes")) from None
+                raise FetchError("timeout",
+                                 _timeout_message(self._deadline, f"after {total} bytes")) from None
             raise FetchError("connect", f"reading the body failed: {_describe(e)}", retry_after=0.0) from None
         return b"".join(chunks)
 
@@ -165,7 +168,7 @@ class Watchdog:
 def _remaining(deadline: float, cap: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise socket.timeout("deadline passed")
+        raise TimeoutError("deadline passed")
     return min(cap, left)
 
 
@@ -194,11 +197,13 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_private: bool,
              watchdog: Watchdog, allowed_networks: tuple[str, ...] = (),
-             before_hop: Callable[[str], None] | None = None, ssl_context: ssl.SSLContext | None = None) -> Response:
+             before_hop: Callable[[str], None] | None = None,
+             ssl_context: ssl.SSLContext | None = None) -> Response:
     """GET `url`, following redirects, up to an accepted 2xx response whose body is not yet read.
 
     `before_hop(url)` runs before each request (the first and every redirect target), once its address
-    passed the guard: consent checks raise FetchError there. Raises FetchError for every failure, with its status.
+    passed the guard: consent checks raise FetchError there. Raises FetchError for every failure, with its
+    status.
     """
     deadline = time.monotonic() + limits.total_timeout_s
     visited = []
@@ -229,7 +234,7 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
             sock = conn.sock
             sock.settimeout(_remaining(deadline, limits.read_timeout_s))
             raw = conn.getresponse()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             _close(conn, watch, watchdog)
             raise FetchError("timeout", _timeout_message(deadline, f"waiting for {target.host}")) from None
         except ssl.SSLError as e:
@@ -238,7 +243,8 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
         except (OSError, http.client.HTTPException) as e:
             _close(conn, watch, watchdog)
             if time.monotonic() >= deadline:
-                raise FetchError("timeout", _timeout_message(deadline, f"waiting for {target.host}")) from None
+                raise FetchError("timeout",
+                                 _timeout_message(deadline, f"waiting for {target.host}")) from None
             transient = isinstance(e, (ConnectionError, http.client.RemoteDisconnected))
             raise FetchError("connect", f"{target.host}:{target.port} ({target.address}): {_describe(e)}",
                              retry_after=0.0 if transient else None) from None
@@ -262,7 +268,8 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
 
 
 def http_error(code: int, reason: str, retry_after: str | None, *, url: str) -> FetchError:
-    """The FetchError of a non-2xx final response; messages start with "HTTP <code>" (is_transient reads it)."""
+    """The FetchError of a non-2xx final response; its message starts with "HTTP <code>" (is_transient
+    reads it)."""
     status = "http_4xx" if 400 <= code < 500 else "http_5xx" if 500 <= code < 600 else "error"
     wait = None
     if code in RETRY_CODES:

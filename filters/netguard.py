@@ -1,4 +1,4 @@
-"""Where a fetch may connect: refuse private, loopback, link-local and reserved addresses after DNS resolution.
+"""Where a fetch may connect: private, loopback, link-local and reserved addresses refused after resolution.
 
 A URL taken from a web page can name any host, and a host name can resolve to an address inside the
 network the crawler runs in (cloud metadata at 169.254.169.254, a database on 10.x, a service on
@@ -13,7 +13,6 @@ import http.client
 import ipaddress
 import socket
 import ssl
-
 from dataclasses import dataclass
 
 ALLOWED_SCHEMES = ("http", "https")

@@ -7,7 +7,7 @@ document nodes that use it are dropped with reason `opted_out`; every change is 
 
 List format, one entry a line, `#` starts a comment:
     example.com                      a domain and its subdomains (also `domain:example.com`)
-    https://example.org/private/*    a URL glob over the whole URL, `*` and `?` as in fnmatch (also `url:...`);
+    https://example.org/private/*    a URL glob over the whole URL, `*` and `?` as in fnmatch (or url:...);
                                      a line with "://" is a URL: exact unless it has a wildcard
     sha256:9f86d0...                 an image: sha256 of the bytes as served, or as stored
                                      (a bare 64-hex-digit line counts as sha256 too)
@@ -25,11 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
-import pyarrow as pa
-
 from interleaf import storage
-from interleaf.schemas.document import DOCUMENT_SCHEMA, documents_from_table, documents_to_table
 from interleaf.filters.fetch_journal import JOURNAL_SUFFIX, read_journal, write_journal
+from interleaf.schemas.document import DOCUMENT_SCHEMA, documents_from_table, documents_to_table
 from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table, images_to_table
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS, shard_kind
 from interleaf.shards import SHARD_SUFFIX, open_shard, read_shard, write_shard
@@ -98,7 +96,8 @@ class OptOutList:
         return cls.from_lines(text.splitlines(), source=path)
 
     def __post_init__(self):
-        globs = tuple((p, re.compile(fnmatch.translate(p))) for p in self.url_patterns if any(c in p for c in "*?["))
+        globs = tuple((p, re.compile(fnmatch.translate(p))) for p in self.url_patterns
+                      if any(c in p for c in "*?["))
         object.__setattr__(self, "_globs", globs)
 
     def __len__(self) -> int:
@@ -216,8 +215,8 @@ def apply_to_paths(optout: OptOutList, paths: list[str], *, dry_run: bool = Fals
                 report.images_removed.append({"shard": path, "sha256": record.sha256, "urls": record.urls,
                                               "entry": entry})
             else:
-                report.failed_rows_marked.append({"shard": path, "url": record.urls[0] if record.urls else None,
-                                                  "entry": entry})
+                report.failed_rows_marked.append({"shard": path, "entry": entry,
+                                                  "url": record.urls[0] if record.urls else None})
         if changed and not dry_run:
             if journal:
                 write_journal(path, out)

@@ -41,8 +41,9 @@ class HostScheduler:
     `per_host_rate` (requests per second, 0 for none) per host; a host's Crawl-delay can only slow it down
     further, up to `max_host_interval` seconds."""
 
-    def __init__(self, work: Callable[[str, object, int], JobResult], on_done: Callable[[str, object, object], None],
-                 *, threads: int, per_host_concurrency: int, per_host_rate: float, max_host_interval: float = 30.0):
+    def __init__(self, work: Callable[[str, object, int], JobResult],
+                 on_done: Callable[[str, object, object], None], *, threads: int, per_host_concurrency: int,
+                 per_host_rate: float, max_host_interval: float = 30.0):
         if threads < 1 or per_host_concurrency < 1 or per_host_rate < 0:
             raise ValueError(f"need threads >= 1, per_host_concurrency >= 1, per_host_rate >= 0; found "
                              f"{threads}, {per_host_concurrency}, {per_host_rate}")
@@ -106,7 +107,7 @@ class HostScheduler:
             t.join(timeout=5)
 
     def _take(self) -> tuple[str, object, int] | None:
-        """Under the lock: the next due job, round-robin over hosts; None with a wait time when none is due."""
+        """Under the lock: the next due job, round-robin over hosts; None when none is due."""
         now = time.monotonic()
         for _ in range(len(self._order)):
             host = self._order[0]

@@ -21,16 +21,15 @@ How the work is split, in Beam:
      the journals it absorbed are deleted; documents are resolved by joining on URL, then on doc_id.
 
 Funnel (stage "fetch"): images (unique URLs needed by kept documents): in = ok + dropped by status, with
-info counters from_store, fetched, requests, retries; nodes (kept image nodes of kept documents): in = out
-+ dropped by status; documents (kept ones): in = out. Dropped documents pass through untouched and
-uncounted.
+info counters from_store (resolved from the known state), fetched (URLs tried in this run) and retries;
+nodes (kept image nodes of kept documents): in = out + dropped by status; documents (kept ones): in = out.
+Dropped documents pass through untouched and uncounted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -75,10 +74,12 @@ class FetchImagesConfig:
     def validate(self) -> None:
         self.fetch.validate()
         if self.num_shards < 1 or self.threads < 1 or self.per_host_concurrency < 1:
-            raise ValueError(f"invalid FetchImagesConfig: num_shards, threads and per_host_concurrency must be "
-                             f"at least 1 (found {self.num_shards}, {self.threads}, {self.per_host_concurrency})")
+            raise ValueError(f"invalid FetchImagesConfig: num_shards, threads and per_host_concurrency must "
+                             f"be at least 1 (found {self.num_shards}, {self.threads}, "
+                             f"{self.per_host_concurrency})")
         if self.per_host_rate < 0 or self.max_hosts_in_flight < 1:
-            raise ValueError("invalid FetchImagesConfig: per_host_rate >= 0 and max_hosts_in_flight >= 1 needed")
+            raise ValueError("invalid FetchImagesConfig: per_host_rate >= 0 and max_hosts_in_flight >= 1 "
+                             "needed")
 
 
 # ---------------------------------------------------------------- pure helpers (tested without Beam)
@@ -143,7 +144,9 @@ class _Decide(beam.DoFn):
                     ok_sha = ok_sha or value.sha256
         permanent = [r for r in records if r.status != STATUS_OK and not is_transient(r)]
         for r in records:
-            stale = r.status != STATUS_OK and (ok_sha is not None or (is_transient(r) and (needed or permanent)))
+            # a failure is stale once the URL is known ok, or (transient) when refetched or decided otherwise
+            stale = r.status != STATUS_OK and (ok_sha is not None
+                                               or (is_transient(r) and (needed or bool(permanent))))
             if not stale:
                 yield r
         if not needed:
@@ -189,7 +192,7 @@ class _FetchHosts(beam.DoFn):
         self.scheduler = HostScheduler(self._work, self._on_done, threads=self.config.threads,
                                        per_host_concurrency=self.config.per_host_concurrency,
                                        per_host_rate=self.config.per_host_rate)
-        self._done: deque[tuple[ImageRecord, int]] = deque()
+        self._done: deque[ImageRecord] = deque()
         self.journal = None
 
     def start_bundle(self):
@@ -199,20 +202,18 @@ class _FetchHosts(beam.DoFn):
 
     def _work(self, host: str, url: str, attempt: int) -> JobResult:
         outcome = self.fetcher.fetch(url, attempt)
-        return JobResult(value=(outcome.record, outcome.requests), retry_after=outcome.retry_after,
+        return JobResult(value=outcome.record, retry_after=outcome.retry_after,
                          host_interval=self.fetcher.robots.crawl_delay(url))
 
-    def _on_done(self, host: str, url: str, value) -> None:
-        record, _requests = value
+    def _on_done(self, host: str, url: str, record: ImageRecord) -> None:
         if self.journal is not None:
             self.journal.append(record)
-        self._done.append(value)  # deque.append is atomic: safe from the scheduler's threads
+        self._done.append(record)  # deque.append is atomic: safe from the scheduler's threads
 
     def _drain(self):
         while self._done:
-            record, requests = self._done.popleft()
+            record = self._done.popleft()
             self.funnel.inc("images", "fetched")
-            self.funnel.inc("images", "requests", requests)
             yield record
 
     def process(self, element):
@@ -286,7 +287,8 @@ class _ApplyToDocuments(beam.DoFn):
                 self.funnel.inc("nodes", "in")
                 if node.image_url and not node.image_sha256:
                     status, sha = outcome[(i, node.image_url)]
-                    nodes[i] = replace(node, image_sha256=sha) if status == STATUS_OK else node.dropped(status)
+                    nodes[i] = (replace(node, image_sha256=sha) if status == STATUS_OK
+                                else node.dropped(status))
                 if nodes[i].kept:
                     self.funnel.inc("nodes", "out")
                 else:

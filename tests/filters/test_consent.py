@@ -14,11 +14,18 @@ from interleaf.filters.consent import RobotsTxt, x_robots_directives, x_robots_r
 from interleaf.filters.fetch import FetchConfig, Fetcher
 from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
 from interleaf.filters.optout import OptOutList, OptOutListError, apply_to_paths
-from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, Node, documents_from_table, documents_to_table
+from interleaf.schemas.document import (
+    DOCUMENT_SCHEMA,
+    Document,
+    Node,
+    documents_from_table,
+    documents_to_table,
+)
 from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table, images_to_table
 from interleaf.shards import read_shard, write_shard
 
-_spec = importlib.util.spec_from_file_location("fetch_servers", Path(__file__).with_name("test_fetch_servers.py"))
+_spec = importlib.util.spec_from_file_location("fetch_servers",
+                                               Path(__file__).with_name("test_fetch_servers.py"))
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 
@@ -161,7 +168,8 @@ def test_optout_list_parsing_and_matching():
     assert optout.match_url("http://x.blocked.org/a") == "domain:blocked.org"
     assert optout.match_url("https://pics.net/private/deep/a.png") == "url:https://pics.net/private/*"
     assert optout.match_url("https://pics.net/one.jpg") == "url:https://pics.net/one.jpg"
-    assert optout.match_url("https://pics.net/one.jpg?x") is None and optout.match_url("https://pics.net/two.jpg") is None
+    assert optout.match_url("https://pics.net/one.jpg?x") is None
+    assert optout.match_url("https://pics.net/two.jpg") is None
     assert optout.match_sha256(None, SHA_B) == f"sha256:{SHA_B}"
     assert optout.match_bytes(b"anything") is None
     with pytest.raises(OptOutListError, match="line 1"):

@@ -14,13 +14,21 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from interleaf.filters.fetch import FetchConfig, Fetcher, header_size, is_transient, sniff_format, size_refusal
+from interleaf.filters.fetch import (
+    FetchConfig,
+    Fetcher,
+    header_size,
+    is_transient,
+    size_refusal,
+    sniff_format,
+)
 from interleaf.filters.fetch_http import FetchError, retry_after_seconds
 from interleaf.filters.optout import OptOutList
 from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.schemas.image import FETCH_STATUSES
 
-_spec = importlib.util.spec_from_file_location("fetch_servers", Path(__file__).with_name("test_fetch_servers.py"))
+_spec = importlib.util.spec_from_file_location("fetch_servers",
+                                               Path(__file__).with_name("test_fetch_servers.py"))
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 
@@ -139,7 +147,8 @@ def outcomes(hostile):
     def done(host, url, record):
         results[url] = (record, time.monotonic() - started[url], attempts[url])
 
-    scheduler = HostScheduler(work, done, threads=len(CASES), per_host_concurrency=len(CASES), per_host_rate=0)
+    scheduler = HostScheduler(work, done, threads=len(CASES), per_host_concurrency=len(CASES),
+                              per_host_rate=0)
     urls = {name: (hostile.base + path if "://" not in path else path) for name, path, _, _ in CASES}
     scheduler.submit("hostile", list(urls.values()))
     assert scheduler.wait(0, timeout=60), "the hostile cases did not all finish within 60 s"
@@ -218,9 +227,9 @@ def test_header_size_reads_without_decoding():
     assert e.value.status == "decode_error"
 
 
-@pytest.mark.parametrize("size,status", [((150, 150), None), ((149, 300), "too_small"), ((300, 601), "bad_aspect"),
-                                         ((300, 600), None), ((20001, 15000), "too_large"),
-                                         ((15000, 15000), "too_large")])
+@pytest.mark.parametrize("size,status", [
+    ((150, 150), None), ((149, 300), "too_small"), ((300, 601), "bad_aspect"), ((300, 600), None),
+    ((20001, 15000), "too_large"), ((15000, 15000), "too_large")])
 def test_obelics_size_rules(size, status):
     refused = size_refusal(*size, FetchConfig())
     assert (refused.status if refused else None) == status

@@ -2,7 +2,7 @@
 
 Fixture sites are served from their manifest.jsonl, one server (port) per original host, so that every
 host keeps its own robots.txt and its own politeness key: a page's image URL
-http://upload.wikimedia.org/wikipedia/x.jpg becomes http://127.0.0.1:<port of upload.wikimedia.org>/wikipedia/x.jpg.
+http://upload.wikimedia.org/wikipedia/x.jpg becomes http://127.0.0.1:<its port>/wikipedia/x.jpg.
 The request target is matched to the manifest's URL exactly (path and query as sent), so a link the
 capture never saw (in_tree=false, such as an image whose commas the page percent-encoded) is a 404 as it
 would have been for the crawler. The hostile server plays every misbehaviour the fetcher must survive.
@@ -225,7 +225,7 @@ class HostileServer(BaseServer):
             except OSError:  # the client gave up
                 return
             return
-        if path == "/slow-headers":  # headers dripped one byte per 0.3 s: each read is quick, the total is not
+        if path == "/slow-headers":  # headers dripped a byte per 0.3 s: each read is quick, the total is not
             try:
                 for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Padding: " + b"x" * 200:
                     h.wfile.write(bytes([byte]))

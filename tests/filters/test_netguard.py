@@ -9,7 +9,8 @@ import pytest
 from interleaf.filters.fetch import FetchConfig, Fetcher
 from interleaf.filters.netguard import GuardError, refusal, resolve
 
-_spec = importlib.util.spec_from_file_location("fetch_servers", Path(__file__).with_name("test_fetch_servers.py"))
+_spec = importlib.util.spec_from_file_location("fetch_servers",
+                                               Path(__file__).with_name("test_fetch_servers.py"))
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 

@@ -4,7 +4,6 @@ their manifests, resume from a store, and a run killed part-way then rerun witho
 import hashlib
 import importlib.util
 import io
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,13 @@ from PIL import Image
 from interleaf.filters.fetch import FetchConfig
 from interleaf.filters.fetch_journal import list_journals, read_journal
 from interleaf.filters.optout import OptOutList
-from interleaf.pipelines.common import WriteShards, create_pipeline, funnel_from, pipeline_options, unreconciled
+from interleaf.pipelines.common import (
+    WriteShards,
+    create_pipeline,
+    funnel_from,
+    pipeline_options,
+    unreconciled,
+)
 from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig, host_key, merge_records
 from interleaf.schemas.document import Document, Node, documents_from_table, documents_to_table, make_doc_id
 from interleaf.schemas.image import ImageRecord, images_from_table
@@ -114,7 +119,7 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     store = {u: r for r in images for u in r.urls}
     checked = set()
     for doc in docs[:-2]:
-        for before, after in zip(doc.nodes, by_id[doc.doc_id].nodes):
+        for before, after in zip(doc.nodes, by_id[doc.doc_id].nodes, strict=True):
             if not before.is_image:
                 assert after == before
                 continue
@@ -138,7 +143,8 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     assert max(hits.values()) == 1, hits.most_common(3)
     image_hosts = {r["resolved"].split("/")[2] for r in refs.values()}
     assert {k for k in hits if k.endswith("/robots.txt")} == {f"{h}/robots.txt" for h in image_hosts}
-    assert {k for k in hits if not k.endswith("/robots.txt")} == {r["resolved"].split("://")[1] for r in refs.values()}
+    every_link = {r["resolved"].split("://")[1] for r in refs.values()}
+    assert {k for k in hits if not k.endswith("/robots.txt")} == every_link
 
     # the funnel reconciles, in unique URLs, nodes and documents
     assert unreconciled(funnel) == []
@@ -147,7 +153,8 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     assert f["images"]["out"] == sum(1 for u in checked if store[u].status == "ok")
     n_nodes = sum(len(d.image_nodes) for d in docs if d.kept)
     node_drops = Counter(n.reason for d in docs if d.kept for n in by_id[d.doc_id].image_nodes if not n.kept)
-    assert f["nodes"] == {"in": n_nodes, "out": n_nodes - sum(node_drops.values()), "dropped": dict(node_drops)}
+    assert f["nodes"] == {"in": n_nodes, "out": n_nodes - sum(node_drops.values()),
+                          "dropped": dict(node_drops)}
     assert f["documents"] == {"in": len(docs) - 1, "out": len(docs) - 1, "dropped": {}}
 
     # the store was written as 2 shards; the journals were absorbed and removed
@@ -189,7 +196,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         docs = _docs_for(server.base, paths)
         archived = ImageRecord(sha256="a" * 64, urls=[server.base + "/img/5.jpg"], status="ok", data=b"x",
                                source="warc")
-        docs.append(Document(doc_id="warcdoc", url="http://page/w", nodes=[Node.image_node(archived.urls[0])]))
+        docs.append(Document(doc_id="warcdoc", url="http://page/w",
+                             nodes=[Node.image_node(archived.urls[0])]))
         store_dir = tmp_path / "images"
         fetch = fetch_config(retries=0)  # the 503 stays a failure in run 1
 
@@ -203,7 +211,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         optout = OptOutList.from_lines([f"url:{server.base}/img/4.jpg"])
         hits_before = dict(server.hits)
         docs2, images2, funnel2 = run_fetch(docs, store_dir, fetch=fetch_config(retries=0, optout=optout))
-        new_hits = {k: v - hits_before.get(k, 0) for k, v in server.hits.items() if v != hits_before.get(k, 0)}
+        new_hits = {k: v - hits_before.get(k, 0) for k, v in server.hits.items()
+                    if v != hits_before.get(k, 0)}
         assert new_hits == {"/flaky.jpg": 1, "/robots.txt": 1}  # only the transient failure is fetched again
         info = funnel2["fetch"]["images"]["info"]
         assert info["fetched"] == 1 and info["from_store"] == 7  # img 0-4 (4 opted out now), gone, archived
@@ -211,13 +220,15 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         by_url = {u: r for r in images2 for u in r.urls}
         assert by_url[server.base + "/flaky.jpg"].status == "ok"
         assert by_url[server.base + "/flaky.jpg"].sha256 == by_url[server.base + "/img/0.jpg"].sha256
-        assert by_url[server.base + "/img/4.jpg"].status == "opted_out" and by_url[server.base + "/img/4.jpg"].data is None
+        opted = by_url[server.base + "/img/4.jpg"]
+        assert opted.status == "opted_out" and opted.data is None
         assert by_url[archived.urls[0]].source == "warc"
         nodes = {n.image_url: n for d in docs2 for n in d.image_nodes}
         assert nodes[server.base + "/img/4.jpg"].reason == "opted_out"
         assert nodes[server.base + "/gone.jpg"].reason == "http_4xx"
         assert nodes[archived.urls[0]].image_sha256 == "a" * 64
-        assert nodes[server.base + "/flaky.jpg"].image_sha256 == nodes[server.base + "/img/0.jpg"].image_sha256
+        assert (nodes[server.base + "/flaky.jpg"].image_sha256
+                == nodes[server.base + "/img/0.jpg"].image_sha256)
         # the same bytes at two URLs are one image with both URLs
         flaky = by_url[server.base + "/flaky.jpg"]
         assert sorted(flaky.urls) == sorted([server.base + "/flaky.jpg", server.base + "/img/0.jpg"])
@@ -302,11 +313,12 @@ def test_killed_run_loses_nothing_finished_and_rerun_fetches_nothing_twice(tmp_p
         deadline = time.monotonic() + 90
         journaled = 0
         while time.monotonic() < deadline and proc.poll() is None:
-            journaled = sum(len(read_journal(p)) for p in list_journals(str(store_dir))) if store_dir.exists() else 0
+            journaled = sum(len(read_journal(p)) for p in list_journals(str(store_dir)))
             if journaled >= limit:
                 break
             time.sleep(0.2)
-        assert journaled == limit, f"run 1 journaled {journaled}; stderr: {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
+        stderr = proc.stderr.read()[-2000:] if proc.poll() is not None else ""
+        assert journaled == limit, f"run 1 journaled {journaled}; stderr: {stderr}"
         os.killpg(proc.pid, signal.SIGKILL)  # mid-run: requests are held at the gate
         proc.wait(timeout=30)
         proc.stderr.close()

@@ -1,4 +1,4 @@
-"""`interleaf optout --list FILE PATH...`: apply an opt-out list to image stores and shards already written."""
+"""`interleaf optout --list FILE PATH...`: apply an opt-out list to image stores and shards written before."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from interleaf.errors import UsageError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "optout", help="remove opted-out images and nodes from image stores and document shards",
-        description="Apply an opt-out list (domains, URL patterns, image sha256; see interleaf.filters.optout) "
+        description="Apply an opt-out list (domains, URL patterns, image sha256; see "
+                    "interleaf.filters.optout) "
                     "to data already written: opted-out images lose their bytes and become 'opted_out' rows "
                     "(so no rerun fetches them again), document nodes that use them are dropped with reason "
                     "'opted_out', and a JSON report records every change. Token shards cannot be edited: the "
@@ -48,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
     path = args.report or _default_report(args.paths[0])
     if not args.dry_run or args.report:
         write_report(report, path)
-    summary = {"images_removed": len(report.images_removed), "failed_rows_marked": len(report.failed_rows_marked),
-               "nodes_dropped": len(report.nodes_dropped), "shards_rewritten": len(report.shards_rewritten),
-               "token_shards_stale": len(report.token_shards_stale)}
+    summary = {name: len(getattr(report, name)) for name in (
+        "images_removed", "failed_rows_marked", "nodes_dropped", "shards_rewritten", "token_shards_stale")}
     print(json.dumps(summary))
     if not args.dry_run or args.report:
         print(f"report: {path}")
