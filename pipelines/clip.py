@@ -1,0 +1,425 @@
+"""The CLIP stage in Beam: embed images and texts with open_clip through RunInference, join them with the
+documents in the engine, score, and keep the images that belong to their text.
+
+    {"documents": PCollection[Document], "images": PCollection[ImageRecord]}
+        | ClipFilter(ClipConfig(...))
+    -> {"documents": PCollection[Document],     # clip_score on image nodes, similarities in meta["clip"],
+                                                # nodes dropped with clip_* reasons; dropped documents as given
+        "images": PCollection[ImageRecord],     # clip_model, clip_embedding, clip_score filled where scored
+        "failed": PCollection[ClipFailure]}     # dead letters: undecodable images, failed inference batches
+
+Joins are by key in the engine (images by sha256, texts and image embeddings by document), never gathered
+into one worker. The model is loaded once per worker process by RunInference (shared across its threads).
+Funnel counters under `interleaf.clip`: images (ok records with bytes: in = out + dropped), nodes (image
+nodes only; CLIP judges no text node) and documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from interleaf.filters.clip import (REASON_IMAGE_ERROR, REASON_IMAGE_MISSING, ClipConfig, ClipDecisionConfig,
+                                    ClipModelConfig, ImageDecodeError, LoadedClip, decide, decision_changes,
+                                    image_best_similarities, image_scores, image_transform, load_clip,
+                                    make_tokenizer, plan_document, preprocess_image, reset_decision,
+                                    score_document, tokenize, top_fraction_threshold)
+from interleaf.pipelines.common import Funnel
+from interleaf.schemas.document import KEPT, Document
+from interleaf.schemas.image import STATUS_OK, ImageRecord
+
+log = logging.getLogger(__name__)
+
+STAGE = "clip"
+# RunInference's own metrics (batch sizes, latencies) go here: outside `interleaf.`, so not in the funnel.
+INFERENCE_NAMESPACE = "BeamML_OpenClip"
+
+IMAGE, TEXT = "image", "text"  # the two kinds of RunInference examples
+FAILED = "failed"
+# Image-level drop reasons (images unit); their nodes are dropped with REASON_IMAGE_ERROR.
+IMAGE_DECODE_ERROR = "clip_decode_error"
+IMAGE_INFERENCE_ERROR = "clip_inference_error"
+# Quantiles kept to find the top-fraction threshold: its rank is exact below this many scores, and within
+# 1/(QUANTILES - 1) of the corpus above (Beam's ApproximateQuantiles, Manku et al. 1998).
+QUANTILES = 1001
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """A dead letter: what failed (an image by sha256, or a document's text slot), where, and why."""
+
+    kind: str  # IMAGE or TEXT
+    key: str  # sha256, or "<document key>/<slot>"
+    stage: str  # "decode" or "inference"
+    error: str
+
+
+# ---------------------------------------------------------------- RunInference
+
+
+class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray], np.ndarray, LoadedClip]):
+    """RunInference handler for any open_clip model.
+
+    Examples are (kind, array): (IMAGE, (3, H, W) float32 pixels already preprocessed to the model's size,
+    so batches of mixed-size images stack) or (TEXT, (context_length,) int64 token ids). Inferences are
+    L2-normalised (D,) float32 embeddings. One batch may mix both kinds; each kind is one forward pass.
+    """
+
+    def __init__(self, config: ClipModelConfig, *, model_id: str | None = None):
+        config.validate()
+        super().__init__(min_batch_size=config.min_batch_size, max_batch_size=config.max_batch_size)
+        self._config = config
+        self._model_id = model_id or config.model_id()
+
+    def load_model(self) -> LoadedClip:
+        return load_clip(self._config, model_id=self._model_id)
+
+    def run_inference(self, batch: Sequence[tuple[str, np.ndarray]], model: LoadedClip,
+                      inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        results: list[PredictionResult | None] = [None] * len(batch)
+        for kind, encode in ((IMAGE, model.encode_images), (TEXT, model.encode_texts)):
+            index = [i for i, (k, _) in enumerate(batch) if k == kind]
+            if not index:
+                continue
+            embeddings = encode(np.stack([batch[i][1] for i in index]))  # (B, D)
+            for i, e in zip(index, embeddings):
+                results[i] = PredictionResult(batch[i], e, self._model_id)
+        if any(r is None for r in results):
+            kinds = sorted({k for k, _ in batch} - {IMAGE, TEXT})
+            raise ValueError(f"CLIP examples must be ({IMAGE!r}, pixels) or ({TEXT!r}, tokens), found kinds {kinds}")
+        return results
+
+    def get_num_bytes(self, batch: Sequence[tuple[str, np.ndarray]]) -> int:
+        return sum(a.nbytes for _, a in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return INFERENCE_NAMESPACE
+
+
+class ClipEmbed(beam.PTransform):
+    """(key, (kind, array)) -> {"embeddings": (key, embedding), "failed": ClipFailure} through RunInference.
+
+    A batch whose inference raises goes to the dead letters element by element (RunInference's
+    with_exception_handling), counted as images.dropped.clip_inference_error or texts' info counter.
+    Keys are (IMAGE, sha256) or (TEXT, document key, slot).
+    """
+
+    def __init__(self, config: ClipModelConfig, *, model_id: str | None = None):
+        super().__init__()
+        self.config, self.model_id = config, model_id or config.model_id()
+
+    def expand(self, examples):
+        handler = KeyedModelHandler(OpenClipModelHandler(self.config, model_id=self.model_id))
+        # (key, PredictionResult), and the failed batches
+        results, dead = (examples
+                         | "RunInference" >> RunInference(handler).with_exception_handling(
+                             exc_class=(RuntimeError, ValueError, TypeError)))
+        # (key, embedding)
+        embeddings = results | "Embeddings" >> beam.Map(lambda kv: (kv[0], kv[1].inference))
+        # ClipFailure per element of each failed batch
+        failed = dead.failed_inferences | "FailedBatches" >> beam.ParDo(_FailedBatch())
+        return {"embeddings": embeddings, "failed": failed}
+
+
+class _FailedBatch(beam.DoFn):
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, item):
+        batch, (_, error, _) = item
+        for key, _ in batch:
+            if key[0] == IMAGE:
+                self.funnel.drop("images", IMAGE_INFERENCE_ERROR)
+                yield ClipFailure(kind=IMAGE, key=key[1], stage="inference", error=error)
+            else:
+                self.funnel.inc("nodes", "text_inference_errors")  # informational
+                yield ClipFailure(kind=TEXT, key=f"{key[1]}/{key[2]}", stage="inference", error=error)
+
+
+# ---------------------------------------------------------------- preparing examples
+
+
+class _PrepareImages(beam.DoFn):
+    """ImageRecord -> main (sha256, record) for ok records with bytes, and their example
+    ((IMAGE, sha256), (IMAGE, pixels)); other records pass through; undecodable ones become dead letters."""
+
+    EXAMPLES, OTHER = "examples", "other"
+
+    def __init__(self, config: ClipModelConfig):
+        self.config = config
+
+    def setup(self):
+        self.transform = image_transform(self.config)
+        self.funnel = Funnel(STAGE)
+
+    def process(self, record: ImageRecord):
+        if record.status != STATUS_OK or record.data is None or not record.sha256:
+            self.funnel.inc("images", "not_scored")  # informational: failed fetches and the like
+            yield pvalue.TaggedOutput(self.OTHER, record)
+            return
+        self.funnel.inc("images", "in")
+        yield record.sha256, record
+        try:
+            pixels = preprocess_image(record.data, self.transform)  # (3, H, W) at the model's size
+        except ImageDecodeError as e:
+            self.funnel.drop("images", IMAGE_DECODE_ERROR)
+            yield pvalue.TaggedOutput(FAILED, ClipFailure(kind=IMAGE, key=record.sha256, stage="decode",
+                                                          error=str(e)))
+            return
+        yield pvalue.TaggedOutput(self.EXAMPLES, ((IMAGE, record.sha256), (IMAGE, pixels)))
+
+
+def document_key(doc: Document, texts: Sequence[str], shas: Sequence[str]) -> str:
+    """The join key of a document: its id plus a digest of what it asks for, so that two documents sharing
+    an id (not yet deduplicated) share embeddings only when they need the same ones."""
+    h = hashlib.sha256()
+    for part in (*texts, "\x00", *shas):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return f"{doc.doc_id}:{h.hexdigest()[:16]}"
+
+
+class _PrepareDocuments(beam.DoFn):
+    """Document -> main (key, doc) for kept documents; text examples ((TEXT, key, slot), (TEXT, tokens));
+    image references (sha256, key); dropped documents pass through."""
+
+    TEXTS, REFS, OTHER = "texts", "refs", "other"
+
+    def __init__(self, config: ClipConfig):
+        self.config = config
+
+    def setup(self):
+        self.tokenizer = make_tokenizer(self.config.model)
+
+    def process(self, doc: Document):
+        if doc.status != KEPT:
+            yield pvalue.TaggedOutput(self.OTHER, doc)
+            return
+        plan = plan_document(doc, self.config.text, all_sentences=self.config.all_sentences)
+        shas = plan.shas(doc)
+        key = document_key(doc, plan.texts, shas)
+        yield key, doc
+        if plan.texts:
+            tokens = tokenize(self.tokenizer, plan.texts)  # (S, context_length)
+            for slot, t in enumerate(tokens):
+                yield pvalue.TaggedOutput(self.TEXTS, ((TEXT, key, slot), (TEXT, t)))
+        for sha in sorted(set(shas)):
+            yield pvalue.TaggedOutput(self.REFS, (sha, key))
+
+
+# ---------------------------------------------------------------- joins and scoring
+
+
+def _route_image_embeddings(item):
+    """(sha256, {"refs": [key], "embedding": [emb], "failed": [reason]}) -> (key, (sha256, emb or reason))."""
+    sha, grouped = item
+    if grouped["embedding"]:
+        value = grouped["embedding"][0]
+    elif grouped["failed"]:
+        value = REASON_IMAGE_ERROR
+    else:
+        value = REASON_IMAGE_MISSING
+    for key in sorted(set(grouped["refs"])):
+        yield key, (sha, value)
+
+
+class _ScoreDocuments(beam.DoFn):
+    """(key, {"doc": [Document], "images": [(sha, emb|reason)], "texts": [(slot, emb)]}) -> scored Document."""
+
+    def __init__(self, config: ClipConfig, model_id: str):
+        self.config, self.model_id = config, model_id
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, item):
+        _, grouped = item
+        images, texts = dict(grouped["images"]), dict(grouped["texts"])
+        for doc in grouped["doc"]:
+            plan = plan_document(doc, self.config.text, all_sentences=self.config.all_sentences)
+            scored = score_document(doc, plan, image_embeddings=images, text_embeddings=texts,
+                                    model_id=self.model_id, all_sentences=self.config.all_sentences)
+            changes = decision_changes(doc, scored)
+            for name in ("documents.in", "nodes.in"):
+                unit, _, what = name.partition(".")
+                self.funnel.inc(unit, what, changes.get(name, 0))
+            for name, n in changes.items():
+                if name.startswith("nodes.dropped."):
+                    self.funnel.drop("nodes", name[len("nodes.dropped."):], n)
+            yield scored
+
+
+class _Decide(beam.DoFn):
+    """Scored (or previously decided) Document -> decided Document, counted.
+
+    With count_in False the document and node "in" counts (and scoring-time drops) were made upstream
+    (ClipFilter's scoring step); with True this is a stage of its own (ReapplyClipDecision)."""
+
+    def __init__(self, decision: ClipDecisionConfig, stage: str, count_in: bool):
+        self.decision, self.stage, self.count_in = decision, stage, count_in
+
+    def setup(self):
+        self.funnel = Funnel(self.stage)
+
+    def process(self, doc: Document, threshold: float | None = None):
+        before = reset_decision(doc)
+        after = decide(before, self.decision, threshold=threshold)
+        for name, n in decision_changes(before, after).items():
+            unit, _, what = name.partition(".")
+            if what == "in" and not self.count_in:
+                continue
+            if what.startswith("dropped."):
+                self.funnel.drop(unit, what[len("dropped."):], n)
+            else:
+                self.funnel.inc(unit, what, n)
+        yield after
+
+
+def _threshold_from_quantiles(quantiles: list[float], fraction: float) -> float:
+    """The top-fraction threshold from ApproximateQuantiles' output: exact when it returned every score."""
+    if len(quantiles) < QUANTILES:
+        return top_fraction_threshold(quantiles, fraction)
+    return float(quantiles[math.floor((1 - fraction) * (QUANTILES - 1))])
+
+
+class ApplyClipDecision(beam.PTransform):
+    """Scored documents -> decided documents: a fixed threshold, a corpus top fraction (the threshold found
+    by ApproximateQuantiles over every scored image, handed to the workers as a side input), or MMC4
+    assignment. Counted under `stage`; count_in=False when the "in" side was counted upstream."""
+
+    def __init__(self, decision: ClipDecisionConfig, *, threshold: float | None = None, stage: str = STAGE,
+                 count_in: bool = True):
+        super().__init__()
+        decision.validate()
+        if decision.mode == "threshold" and threshold is None:
+            raise ValueError("mode 'threshold' needs a threshold (ClipConfig.threshold() resolves the default)")
+        self.decision, self.threshold, self.stage, self.count_in = decision, threshold, stage, count_in
+
+    def expand(self, docs):
+        fn = _Decide(self.decision, self.stage, self.count_in)
+        if self.decision.mode != "top_fraction":
+            return docs | "Decide" >> beam.ParDo(fn, threshold=self.threshold)
+        fraction = self.decision.top_fraction
+        # one score per scored, kept image node
+        scores = docs | "Scores" >> beam.FlatMap(lambda d: image_scores(reset_decision(d)))
+        # the corpus threshold, one float
+        threshold = (scores
+                     | "Quantiles" >> beam.ApproximateQuantiles.Globally(QUANTILES)
+                     | "Threshold" >> beam.Map(_threshold_from_quantiles, fraction))
+        return docs | "Decide" >> beam.ParDo(fn, threshold=pvalue.AsSingleton(threshold))
+
+
+class ReapplyClipDecision(beam.PTransform):
+    """Already-scored documents -> documents decided again with another mode or threshold, from the
+    similarities stored in meta["clip"]: no model, no image store. Earlier CLIP decisions are undone first
+    (assigned images go back to their original places). Counted under stage "clip_reapply"."""
+
+    def __init__(self, decision: ClipDecisionConfig, *, threshold: float | None = None,
+                 stage: str = "clip_reapply"):
+        super().__init__()
+        self.decision, self.threshold, self.stage = decision, threshold, stage
+
+    def expand(self, docs):
+        return docs | "Apply" >> ApplyClipDecision(self.decision, threshold=self.threshold, stage=self.stage)
+
+
+def _fill_image(item, model_id: str):
+    """(sha256, {"record": [ImageRecord], "embedding": [emb], "best": [score]}) -> filled ImageRecords."""
+    _, grouped = item
+    embedding = grouped["embedding"][0] if grouped["embedding"] else None
+    best = max(grouped["best"]) if grouped["best"] else None
+    for record in grouped["record"]:
+        if embedding is None:  # failed (counted and dead-lettered where it failed): as given
+            yield record
+        else:
+            yield replace(record, clip_model=model_id, clip_embedding=[float(v) for v in embedding],
+                          clip_score=best)
+
+
+class _CountImagesOut(beam.DoFn):
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, record: ImageRecord):
+        if record.clip_embedding is not None:
+            self.funnel.inc("images", "out")
+            if record.clip_score is None:
+                self.funnel.inc("images", "unreferenced")  # informational: no kept document uses it
+        yield record
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class ClipFilter(beam.PTransform):
+    """The CLIP stage. Input: {"documents": PCollection[Document], "images": PCollection[ImageRecord]}.
+    Output: {"documents", "images", "failed"} (see the module docstring)."""
+
+    def __init__(self, config: ClipConfig):
+        super().__init__()
+        config.validate()  # before any work: unknown model, missing checkpoint, no threshold
+        self.config = config
+        self.model_id = config.model.model_id()
+        self.threshold = config.threshold() if config.decision.mode == "threshold" else None
+
+    def expand(self, inputs):
+        config, model_id = self.config, self.model_id
+        docs, images = inputs["documents"], inputs["images"]
+
+        # (sha256, ok ImageRecord); image examples; records not to score; undecodable images
+        prepared_images = images | "PrepareImages" >> beam.ParDo(_PrepareImages(config.model)).with_outputs(
+            _PrepareImages.EXAMPLES, _PrepareImages.OTHER, FAILED, main="records")
+        # (key, kept Document); text examples; (sha256, key) references; dropped documents
+        prepared_docs = docs | "PrepareDocuments" >> beam.ParDo(_PrepareDocuments(config)).with_outputs(
+            _PrepareDocuments.TEXTS, _PrepareDocuments.REFS, _PrepareDocuments.OTHER, main="documents")
+
+        # ((kind, ...), embedding) for every image and text, one RunInference (one model per process)
+        embedded = ((prepared_images[_PrepareImages.EXAMPLES], prepared_docs[_PrepareDocuments.TEXTS])
+                    | "AllExamples" >> beam.Flatten()
+                    | "Embed" >> ClipEmbed(config.model, model_id=model_id))
+        # (sha256, embedding)
+        image_embeddings = (embedded["embeddings"]
+                            | "ImageEmbeddings" >> beam.Filter(lambda kv: kv[0][0] == IMAGE)
+                            | "KeyBySha" >> beam.Map(lambda kv: (kv[0][1], kv[1])))
+        # (document key, (slot, embedding))
+        text_embeddings = (embedded["embeddings"]
+                           | "TextEmbeddings" >> beam.Filter(lambda kv: kv[0][0] == TEXT)
+                           | "KeyByDocument" >> beam.Map(lambda kv: (kv[0][1], (kv[0][2], kv[1]))))
+        failures = ((prepared_images[FAILED], embedded["failed"]) | "AllFailures" >> beam.Flatten())
+        # (sha256, reason) for images that failed
+        failed_shas = (failures
+                       | "FailedImages" >> beam.Filter(lambda f: f.kind == IMAGE)
+                       | "KeyFailedBySha" >> beam.Map(lambda f: (f.key, f.stage)))
+
+        # (document key, (sha256, embedding or reason)): image embeddings routed to the documents using them
+        routed = ({"refs": prepared_docs[_PrepareDocuments.REFS], "embedding": image_embeddings,
+                   "failed": failed_shas}
+                  | "JoinBySha" >> beam.CoGroupByKey()
+                  | "RouteToDocuments" >> beam.FlatMap(_route_image_embeddings))
+        # scored Documents (similarities stored, no decision yet)
+        scored = ({"doc": prepared_docs["documents"], "images": routed, "texts": text_embeddings}
+                  | "JoinByDocument" >> beam.CoGroupByKey()
+                  | "Score" >> beam.ParDo(_ScoreDocuments(config, model_id)))
+        # decided Documents
+        decided = scored | "Decide" >> ApplyClipDecision(config.decision, threshold=self.threshold, count_in=False)
+        documents = ((decided, prepared_docs[_PrepareDocuments.OTHER]) | "AllDocuments" >> beam.Flatten())
+
+        # (sha256, best similarity in any document)
+        best = (scored
+                | "BestPerDocument" >> beam.FlatMap(lambda d: image_best_similarities(d).items())
+                | "BestOverall" >> beam.CombinePerKey(max))
+        # ImageRecords with clip fields filled
+        filled = ({"record": prepared_images["records"], "embedding": image_embeddings, "best": best}
+                  | "JoinImages" >> beam.CoGroupByKey()
+                  | "FillImages" >> beam.FlatMap(_fill_image, model_id)
+                  | "CountImages" >> beam.ParDo(_CountImagesOut()))
+        images_out = ((filled, prepared_images[_PrepareImages.OTHER]) | "AllImages" >> beam.Flatten())
+        return {"documents": documents, "images": images_out, "failed": failures}
