@@ -64,7 +64,7 @@ def test_version_and_kind_mismatches_are_explained(tmp_path):
     with pytest.raises(SchemaMismatchError, match="version 99, this interleaf reads version 1"):
         read_shard(str(tmp_path / "v99.arrow"), DOCUMENT_SCHEMA)
     plain = tmp_path / "plain.arrow"
-    with pa.OSFile(str(plain), "wb") as f, pa.ipc.new_file(f, pa.schema([("a", pa.int32())])) as w:
+    with pa.OSFile(str(plain), "wb") as f, pa.ipc.new_stream(f, pa.schema([("a", pa.int32())])) as w:
         w.write_table(pa.table({"a": pa.array([1], pa.int32())}))
     with pytest.raises(SchemaMismatchError, match="not an interleaf shard"):
         read_shard(str(plain))
@@ -88,3 +88,19 @@ def test_the_same_code_reads_and_writes_an_object_store(memfs):
     assert sorted(memfs) == paths  # renamed into place: no temporary object left behind
     shards = open_shards("memfs://bucket/run/documents")
     assert shards.read().num_rows == 5
+
+
+def test_a_shard_cut_at_a_batch_boundary_is_still_refused(tmp_path):
+    # The stream format has no footer: a file cut exactly between record batches parses cleanly, so the
+    # writer's row count in the metadata is what catches it.
+    path = tmp_path / "part-00000-of-00001.arrow"
+    table = _docs(10000)
+    write_shard(str(path), table)
+    reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    first = reader.read_next_batch()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, reader.schema) as w:  # same schema and metadata, only the first batch
+        w.write_batch(first)
+    path.write_bytes(sink.getvalue().to_pybytes())
+    with pytest.raises(ShardError, match=r"4096 of 10000 rows \(truncated\)"):
+        read_shard(str(path), DOCUMENT_SCHEMA)

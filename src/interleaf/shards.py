@@ -1,7 +1,10 @@
 """Arrow IPC shards on any filesystem: atomic writes, validated reads, part-NNNNN-of-MMMMM names.
 
-A shard is one Arrow IPC file (random-access format, so a local one can be memory-mapped and read column
-by column without loading the rest). A directory of shards is a dataset of one kind.
+A shard is one Arrow IPC stream (the format Hugging Face `datasets` opens with Dataset.from_file, and
+pyarrow with pa.ipc.open_stream). A local shard is memory-mapped, so reading it is zero-copy and a column
+that is not touched is never paged in. The stream format has no footer, so the writer records the row
+count in the schema metadata (`interleaf.num_rows`) and the reader checks it: a truncated shard never
+passes for a shorter one. A directory of shards is a dataset of one kind.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SHARD_SUFFIX = ".arrow"
 _SHARD_NAME = re.compile(r"^part-(\d{5})-of-(\d{5})\.arrow$")
+NUM_ROWS_KEY = b"interleaf.num_rows"
 
 
 class ShardError(ValueError):
@@ -36,9 +40,10 @@ def shard_name(index: int, count: int) -> str:
 def write_shard(path: str, table: pa.Table) -> None:
     """Write one shard atomically. The table's schema (with its interleaf metadata) is written as is."""
     shard_kind(table.schema)  # refuse to write a table without interleaf metadata
+    schema = table.schema.with_metadata({**table.schema.metadata, NUM_ROWS_KEY: str(table.num_rows).encode()})
     with storage.atomic_write(path) as f:
-        with pa.ipc.new_file(f, table.schema) as writer:
-            writer.write_table(table, max_chunksize=4096)
+        with pa.ipc.new_stream(f, schema) as writer:
+            writer.write_table(table.replace_schema_metadata(schema.metadata), max_chunksize=4096)
     log.debug("wrote %s (%d rows)", path, table.num_rows)
 
 
@@ -86,14 +91,14 @@ def _check_complete(directory: str, paths: list[str]) -> None:
                         directory, len(have), n, n)
 
 
-def open_shard(path: str) -> pa.ipc.RecordBatchFileReader:
-    """An Arrow IPC file reader; local files are memory-mapped, so columns are read only when touched."""
+def open_shard(path: str) -> pa.ipc.RecordBatchStreamReader:
+    """An Arrow IPC stream reader; local files are memory-mapped, so columns are read only when touched."""
     try:
         if storage.is_local(path):
             source = pa.memory_map(path.removeprefix("file://"), "r")
         else:
             source = pa.BufferReader(storage.read_bytes(path))
-        return pa.ipc.open_file(source)
+        return pa.ipc.open_stream(source)
     except FileNotFoundError:
         raise ShardError(f"no such shard: {path}") from None
     except (pa.ArrowInvalid, OSError) as e:
@@ -111,7 +116,14 @@ def read_shard(path: str, expected: pa.Schema | None = None, columns: list[str] 
     try:
         table = reader.read_all()
     except (pa.ArrowInvalid, OSError) as e:
-        raise ShardError(f"{path}: cannot read its record batches ({e}); the file is damaged") from None
+        raise ShardError(f"{path} is not a complete Arrow IPC shard ({e}); it may be truncated by a killed "
+                         "writer. Rewrite it, or delete it and rerun the stage") from None
+    metadata = dict(table.schema.metadata or {})
+    declared = metadata.pop(NUM_ROWS_KEY, None)
+    if declared is not None and int(declared) != table.num_rows:
+        raise ShardError(f"{path} is not a complete Arrow IPC shard: {table.num_rows} of {int(declared)} rows "
+                         "(truncated). Rewrite it, or delete it and rerun the stage")
+    table = table.replace_schema_metadata(metadata)
     return table.select(columns) if columns else table
 
 
