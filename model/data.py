@@ -22,7 +22,7 @@ import torch
 
 from interleaf.schemas.meta import KIND_TOKENS
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
-from interleaf.shards import open_shard, open_shards
+from interleaf.shards import open_shards, read_shard
 from interleaf.model.transformer import PAD_DOC
 from interleaf.tokenizers.layout import IMAGE_BLOCK, token_layout
 
@@ -41,9 +41,8 @@ class TokenCorpus:
         self._offsets: list[np.ndarray] = []  # per record batch: (rows + 1,) offsets into its values
         self._values: list[np.ndarray] = []  # per record batch: the flat token ids (a view of the mapping)
         for path in self.shards.paths:
-            reader = open_shard(path)
-            for i in range(reader.num_record_batches):
-                column = reader.get_batch(i).column("tokens")
+            # a local shard is memory-mapped: the table's buffers are views of the file, nothing is copied
+            for column in read_shard(path, self.shards.schema, ["tokens"]).column("tokens").chunks:
                 if column.null_count:
                     raise ValueError(f"{path}: token shard has null token lists")
                 self._offsets.append(np.asarray(column.offsets))

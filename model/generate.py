@@ -82,12 +82,12 @@ class _Rows:
             self.pos[b, T - n:] = torch.arange(n, device=device)
         self.cache = model.new_cache(B, T + extra) if use_cache else None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Logits (B, V) after the contexts."""
         return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cache=self.cache)[:, -1]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
         """Append next_tokens (B,) and return the logits (B, V) after them."""
         new, pos, doc = next_tokens[:, None], self.pos[:, -1:] + 1, torch.zeros_like(next_tokens)[:, None]

@@ -81,8 +81,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., dim)
-        y = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.type_as(x) * self.weight
+        # one fused op (torch >= 2.4); the float32 round trip keeps bf16 activations accurate under autocast
+        y = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
+        return y.type_as(x)
 
 
 def rotary_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,8 +239,11 @@ class Transformer(nn.Module):
             key_docs, key_index = cache.doc[:, :start + T], torch.arange(start + T, device=tokens.device)
         query_index = torch.arange(start, start + T, device=tokens.device)
         causal = key_index[None, :] <= query_index[:, None]  # (T, S)
-        mask = (doc_ids[:, :, None] == key_docs[:, None, :]) & causal  # (B, T, S)
-        mask = mask.unsqueeze(1)  # (B, 1, T, S), broadcast over heads
+        allowed = (doc_ids[:, :, None] == key_docs[:, None, :]) & causal  # (B, T, S)
+        # additive mask, built once for all layers (SDPA would convert a boolean one in every layer)
+        mask = torch.zeros(allowed.shape, dtype=self.rope_cos.dtype if not torch.is_autocast_enabled() else
+                           torch.get_autocast_dtype(tokens.device.type), device=tokens.device)
+        mask = mask.masked_fill_(~allowed, float("-inf")).unsqueeze(1)  # (B, 1, T, S), broadcast over heads
 
         x = self.embed(tokens)  # (B, T, C)
         for block in self.blocks:

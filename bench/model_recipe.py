@@ -1,0 +1,140 @@
+"""The bundled CPU recipe: shapes corpus -> tiny VQ + BPE -> token shards -> tiny transformer -> synthetic GenEval.
+
+    .venv/bin/python bench/model_recipe.py --out /tmp/interleaf-model-recipe [--steps 1200] [--threads 2]
+
+Every stage leaves its artifact in --out and is skipped when the artifact is already there, so a killed run
+continues where it stopped (the transformer resumes from its last checkpoint). The held-out colour-shape pairs
+and arrangements (model/geneval.py DEFAULT_HELD_OUT) never appear in the training corpus; the shards record
+them, and `interleaf eval` reports seen and held-out prompts apart. Timings of every stage go to
+OUT/recipe.json; bench/model_bench.py --recipe OUT puts them with the eval scores in bench/RESULTS.md.
+
+Target (issue 8): at most 20 minutes of transformer training on 2 CPU cores, then overall >= 0.80 and held-out
+>= 0.75. The numbers depend on the machine's load; the recipe records what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import time
+
+import torch
+
+from interleaf.model.corpus import CorpusConfig, make_examples, tokenize_examples
+from interleaf.model.generate import GenerationConfig, Generator
+from interleaf.model.geneval import DEFAULT_HELD_OUT, ground_truth, make_suite, run_eval
+from interleaf.model.shapes import render
+from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
+from interleaf.tokenizers.text_bpe import TextTokenizer
+from interleaf.tokenizers.vq import VQModel, VQTrainConfig, image_to_tensor, load_vq, save_vq, train_vq, vq_preset
+
+log = logging.getLogger("model_recipe")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="/tmp/interleaf-model-recipe")
+    p.add_argument("--examples", type=int, default=20_000, help="captioned scenes in the training corpus")
+    p.add_argument("--vq-images", type=int, default=8_000, help="training renders for the VQ")
+    p.add_argument("--vq-steps", type=int, default=600, help="VQ steps (tiny preset: 27 dB in 600, tokenizers/vq.py)")
+    p.add_argument("--text-vocab", type=int, default=384, help="BPE size (256 bytes + merges)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--steps", type=int, default=1200, help="transformer steps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--samples", type=int, default=4, help="eval images per prompt")
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    report_path = os.path.join(args.out, "recipe.json")
+    report = json.load(open(report_path)) if os.path.exists(report_path) else {}
+    report["args"] = vars(args)
+
+    def stage_done(name: str, seconds: float, **extra) -> None:
+        report.setdefault("stages", {})[name] = {"seconds": round(seconds, 1), **extra}
+        with open(report_path, "w") as f:
+            json.dump(report, f, indent=2)
+
+    t = time.perf_counter()
+    examples = make_examples(CorpusConfig(examples=args.examples, seed=args.seed, held_out=DEFAULT_HELD_OUT))
+    log.info("corpus: %d examples (%.1fs)", len(examples), time.perf_counter() - t)
+
+    vq_path = os.path.join(args.out, "vq.pt")
+    if not os.path.exists(vq_path):
+        t = time.perf_counter()
+        rng = random.Random(args.seed + 1)
+        train_images = torch.stack([image_to_tensor(render(e.scene), 32) for e in rng.sample(examples, args.vq_images)])
+        suite = make_suite(held_out=DEFAULT_HELD_OUT)
+        held = torch.stack([image_to_tensor(img, 32) for row in ground_truth(suite, 2, seed=99) for img in row])
+        vq = VQModel(vq_preset("tiny"))
+        result = train_vq(vq, train_images, held_out=held, checkpoint=os.path.join(args.out, "vq-train.pt"),
+                          config=VQTrainConfig(steps=args.vq_steps, batch_size=32, log_every=100,
+                                               checkpoint_every=100, seed=args.seed))
+        save_vq(vq, vq_path)
+        stage_done("vq", time.perf_counter() - t, held_out=result.held_out, steps=result.steps)
+    vq = load_vq(vq_path)
+
+    text_path = os.path.join(args.out, "tokenizer.json")
+    if not os.path.exists(text_path):
+        TextTokenizer.train([e.caption for e in examples], vocab_size=args.text_vocab).save(text_path)
+    text = TextTokenizer.load(text_path)
+
+    tokens = os.path.join(args.out, "tokens")
+    if not os.path.isdir(tokens):
+        t = time.perf_counter()
+        tokenize_examples(examples, tokens, text=text, vq=vq, text_path=text_path, vq_path=vq_path,
+                          held_out=DEFAULT_HELD_OUT, shards=4)
+        stage_done("tokenize", time.perf_counter() - t, text_vocab=text.vocab_size)
+
+    run = os.path.join(args.out, "run")
+    config = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
+                         lr=args.lr, caption_dropout=args.caption_dropout, seed=args.seed, log_every=25,
+                         checkpoint_every=100)
+    done = latest_checkpoint(run)
+    if done is None or not done.endswith(f"step-{args.steps:06d}"):
+        t = time.perf_counter()
+        train(config, tokens, run)
+        log.info("transformer: %.0fs in this invocation", time.perf_counter() - t)
+    records = read_loss_log(run)
+    stage_done("train", sum(r["elapsed_s"] for r in _segments(records)), steps=len(records),
+               first=records[0], last=records[-1])
+
+    t = time.perf_counter()
+    generator = Generator.from_checkpoint(run)
+    scores = run_eval(generator, os.path.join(args.out, "eval"), samples=args.samples, held_out=DEFAULT_HELD_OUT,
+                      config=GenerationConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k,
+                                              seed=args.seed))
+    stage_done("eval", time.perf_counter() - t, overall=scores["overall"], seen=scores["seen"],
+               held_out=scores["held_out"], tasks=scores["tasks"],
+               ceiling=scores.get("ceiling_vq_reconstructions", {}).get("overall"))
+    log.info("recipe done: %s", json.dumps(report["stages"], indent=1))
+    return report
+
+
+def _segments(records: list[dict]) -> list[dict]:
+    """The last record of each training invocation (elapsed_s restarts when a run resumes)."""
+    out = []
+    for a, b in zip(records, records[1:] + [None]):
+        if b is None or b["elapsed_s"] < a["elapsed_s"]:
+            out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    main()
