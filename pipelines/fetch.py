@@ -32,7 +32,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urlsplit
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -43,7 +43,7 @@ from interleaf import storage
 from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient
 from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
 from interleaf.filters.netguard import ALLOWED_SCHEMES
-from interleaf.filters.optout import OPTED_OUT, apply_to_record
+from interleaf.filters.optout import OPTED_OUT, OptOutList, apply_to_record
 from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
 from interleaf.schemas.document import Document
@@ -82,6 +82,37 @@ class FetchImagesConfig:
                              "needed")
 
 
+def add_arguments(parser) -> None:
+    """The fetch stage's command-line options, for the command that runs the stage (`interleaf run`)."""
+    g = parser.add_argument_group("image fetch")
+    g.add_argument("--allow-private-hosts", action="store_true",
+                   help="fetch from private, loopback and link-local addresses (refused by default)")
+    g.add_argument("--optout-list", metavar="FILE", help="opt-out list: domains, URL patterns, image sha256")
+    g.add_argument("--user-agent-token", default=FetchConfig.user_agent_token,
+                   help="the token robots.txt and X-Robots-Tag address this crawler by")
+    g.add_argument("--image-size", type=int, default=FetchConfig.image_size, help="resize target, px")
+    g.add_argument("--resize-mode", default=FetchConfig.resize_mode, help="img2dataset resize mode")
+    g.add_argument("--encode-format", default=FetchConfig.encode_format, choices=("jpg", "png", "webp"))
+    g.add_argument("--fetch-threads", type=int, default=FetchImagesConfig.threads,
+                   help="requests in flight per worker")
+    g.add_argument("--per-host-concurrency", type=int, default=FetchImagesConfig.per_host_concurrency)
+    g.add_argument("--per-host-rate", type=float, default=FetchImagesConfig.per_host_rate,
+                   help="requests per second per host (0: no limit)")
+
+
+def config_from_args(args, store_dir: str | None, num_shards: int = 1) -> FetchImagesConfig:
+    """A validated FetchImagesConfig from the options of add_arguments()."""
+    optout = OptOutList.load(args.optout_list) if args.optout_list else OptOutList()
+    fetch = FetchConfig(allow_private_hosts=args.allow_private_hosts, optout=optout,
+                        user_agent_token=args.user_agent_token, image_size=args.image_size,
+                        resize_mode=args.resize_mode, encode_format=args.encode_format)
+    config = FetchImagesConfig(fetch=fetch, store_dir=store_dir, num_shards=num_shards,
+                               threads=args.fetch_threads, per_host_concurrency=args.per_host_concurrency,
+                               per_host_rate=args.per_host_rate)
+    config.validate()
+    return config
+
+
 # ---------------------------------------------------------------- pure helpers (tested without Beam)
 
 
@@ -91,11 +122,16 @@ def host_key(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
+def fetch_url(url: str) -> str:
+    """The URL as fetched and stored: without its #fragment, which is never sent to the server."""
+    return urldefrag(url.strip()).url
+
+
 def needed_urls(doc: Document) -> list[tuple[int, str]]:
-    """(node index, URL) of the image nodes the stage must resolve: kept, with a URL, not yet resolved."""
+    """(node index, fetch URL) of the image nodes the stage must resolve: kept, with a URL, not resolved."""
     if not doc.kept:
         return []
-    return [(i, n.image_url) for i, n in enumerate(doc.nodes)
+    return [(i, fetch_url(n.image_url)) for i, n in enumerate(doc.nodes)
             if n.is_image and n.kept and n.image_url and not n.image_sha256]
 
 
@@ -286,7 +322,7 @@ class _ApplyToDocuments(beam.DoFn):
                     continue
                 self.funnel.inc("nodes", "in")
                 if node.image_url and not node.image_sha256:
-                    status, sha = outcome[(i, node.image_url)]
+                    status, sha = outcome[(i, fetch_url(node.image_url))]
                     nodes[i] = (replace(node, image_sha256=sha) if status == STATUS_OK
                                 else node.dropped(status))
                 if nodes[i].kept:

@@ -1,6 +1,7 @@
 """FetchImages on Beam's local runner against real HTTP servers on 127.0.0.1: the fixture sites served from
 their manifests, resume from a store, and a run killed part-way then rerun without fetching anything twice."""
 
+import argparse
 import hashlib
 import importlib.util
 import io
@@ -20,14 +21,10 @@ from PIL import Image
 from interleaf.filters.fetch import FetchConfig
 from interleaf.filters.fetch_journal import list_journals, read_journal
 from interleaf.filters.optout import OptOutList
-from interleaf.pipelines.common import (
-    WriteShards,
-    create_pipeline,
-    funnel_from,
-    pipeline_options,
-    unreconciled,
-)
-from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig, host_key, merge_records
+from interleaf.pipelines.common import (WriteShards, create_pipeline, funnel_from, pipeline_options,
+                                        unreconciled)
+from interleaf.pipelines.fetch import (FetchImages, FetchImagesConfig, add_arguments, config_from_args,
+                                       fetch_url, host_key, merge_records)
 from interleaf.schemas.document import Document, Node, documents_from_table, documents_to_table, make_doc_id
 from interleaf.schemas.image import ImageRecord, images_from_table
 from interleaf.shards import open_shards, write_shard
@@ -194,6 +191,7 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
     try:
         paths = [f"/img/{i}.jpg" for i in range(5)] + ["/flaky.jpg", "/gone.jpg", "/img/1.jpg"]
         docs = _docs_for(server.base, paths)
+        docs[2].nodes[2].image_url += "#section"  # /img/1.jpg again: a fragment is never sent
         archived = ImageRecord(sha256="a" * 64, urls=[server.base + "/img/5.jpg"], status="ok", data=b"x",
                                source="warc")
         docs.append(Document(doc_id="warcdoc", url="http://page/w",
@@ -205,6 +203,7 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         status1 = {r.urls[0]: r.status for r in images1 if r.status != "ok"}
         assert status1 == {server.base + "/flaky.jpg": "http_5xx", server.base + "/gone.jpg": "http_4xx"}
         assert server.hits["/img/5.jpg"] == 0  # archived: never fetched
+        assert server.hits["/img/1.jpg"] == 1
         assert funnel1["fetch"]["images"]["info"]["fetched"] == 7
 
         # run 2: a new opt-out entry, the same documents, the store from run 1
@@ -227,6 +226,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         assert nodes[server.base + "/img/4.jpg"].reason == "opted_out"
         assert nodes[server.base + "/gone.jpg"].reason == "http_4xx"
         assert nodes[archived.urls[0]].image_sha256 == "a" * 64
+        one = nodes[server.base + "/img/1.jpg"]
+        assert one.image_sha256 and nodes[server.base + "/img/1.jpg#section"].image_sha256 == one.image_sha256
         assert (nodes[server.base + "/flaky.jpg"].image_sha256
                 == nodes[server.base + "/img/0.jpg"].image_sha256)
         # the same bytes at two URLs are one image with both URLs
@@ -344,6 +345,7 @@ def test_killed_run_loses_nothing_finished_and_rerun_fetches_nothing_twice(tmp_p
 
 def test_host_key_and_merge():
     assert host_key("HTTP://Example.COM:8080/a?b") == "http://example.com:8080"
+    assert fetch_url(" http://h/a.jpg?x=1#frag ") == "http://h/a.jpg?x=1"
     a = ImageRecord(sha256="s", urls=["u2"], status="ok", data=b"1", source="fetch")
     b = ImageRecord(sha256="s", urls=["u1", "u2"], status="ok", data=b"1", source="warc")
     merged = merge_records([a, b])
@@ -351,3 +353,15 @@ def test_host_key_and_merge():
     t = ImageRecord(sha256=None, urls=["u"], status="timeout", error="slow")
     g = ImageRecord(sha256=None, urls=["u"], status="http_4xx", error="HTTP 404")
     assert merge_records([t, g]).status == "http_4xx"
+
+
+def test_command_line_options(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (tmp_path / "optout.txt").write_text("example.com\n")
+    args = parser.parse_args(["--allow-private-hosts", "--optout-list", str(tmp_path / "optout.txt"),
+                              "--image-size", "384", "--per-host-rate", "0"])
+    config = config_from_args(args, str(tmp_path / "images"), num_shards=4)
+    assert config.fetch.allow_private_hosts and config.fetch.image_size == 384 and config.num_shards == 4
+    assert config.fetch.optout.match_url("http://a.example.com/x.jpg") == "domain:example.com"
+    assert not config_from_args(parser.parse_args([]), None).fetch.allow_private_hosts  # guard on by default
