@@ -74,7 +74,7 @@ def test_token_summary_and_layout(tmp_path, capsys):
     assert s["images_per_document"]["p100"] == 2
     assert main(["inspect", str(tmp_path / "tokens"), "--sample", "1"]) == 0
     out = capsys.readouterr().out
-    assert "[image block: 4 tokens, grid 2x2]" in out and "[text: 3 tokens <bos>" in out
+    assert "[image block: 4 codes, grid 2x2]" in out and "[text: 3 tokens <bos>" in out
 
 
 def test_sample_renders_documents_readably(run_dir, capsys):

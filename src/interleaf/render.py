@@ -17,7 +17,7 @@ from interleaf.schemas.document import Document
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES
 from interleaf.schemas.tokens import TokenShardInfo
 from interleaf.shards import ShardError, open_shards
-from interleaf.tokenizers.layout import IMAGE_BLOCK, token_layout
+from interleaf.tokenizers.layout import IMAGE_BLOCK, grid_tokens, token_layout
 
 # ---------------------------------------------------------------- terminal
 
@@ -67,21 +67,28 @@ def image_row_text(row: dict) -> str:
     return f"── {sha} {row['status']} {row.get('format') or '-'} {size} {row['urls'][:2]}{err}"
 
 
-def token_row_text(doc_id: str, tokens: list[int], info: TokenShardInfo) -> str:
+def token_row_text(doc_id: str, tokens: list[int], info: TokenShardInfo, codec=None) -> str:
+    """A token row as its layout (text spans and image blocks); decoded text when a codec is given."""
+    head = f"── {doc_id}: {len(tokens)} tokens"
+    if codec is not None:
+        from interleaf.tokenizers.preview import decoded_row_text
+        return head + "\n" + decoded_row_text(tokens, codec)
     parts = []
     vocab = info.vocabulary
+    grids = grid_tokens(vocab)
     for span in token_layout(tokens, vocab):
         ids = span.tokens
         if span.kind == IMAGE_BLOCK:
-            rows, cols = vocab.image_grid
+            rows, cols = grids.get(ids[0], vocab.image_grid) if ids else vocab.image_grid
+            codes = len(ids) - (1 if ids and ids[0] in grids else 0)
             cut = "" if span.closed else ", cut off before <eoi>"
-            parts.append(f"[image block: {len(ids)} tokens, grid {rows}x{cols}{cut}]")
+            parts.append(f"[image block: {codes} codes, grid {rows}x{cols}{cut}]")
         else:
             text_ids = [t - vocab.text_offset for t in ids if t >= vocab.text_offset]
             specials = [name for name, i in vocab.special_tokens.items() if i in ids]
             parts.append(f"[text: {len(ids)} tokens{' ' + ' '.join(specials) if specials else ''} "
                          f"ids {text_ids[:8]}{'…' if len(text_ids) > 8 else ''}]")
-    return f"── {doc_id}: {len(tokens)} tokens\n  " + "\n  ".join(parts)
+    return head + "\n  " + "\n  ".join(parts)
 
 
 # ---------------------------------------------------------------- HTML
@@ -171,7 +178,7 @@ def load_images(store: str, wanted: set[str]) -> dict[str, tuple[bytes, str]]:
 
 def html_page(path: str, summary: Summary, *, documents: list[Document] | None = None,
               image_rows: list[dict] | None = None, token_rows: list[str] | None = None,
-              images: dict[str, tuple[bytes, str]] | None = None) -> str:
+              token_html: list[str] | None = None, images: dict[str, tuple[bytes, str]] | None = None) -> str:
     body = [f"<h1>interleaf inspect: {html.escape(path)}</h1>", "<h2>Summary</h2>", _summary_table(summary)]
     if summary.kind == KIND_DOCUMENTS and documents is not None:
         body.append(f"<h2>Sample documents ({len(documents)})</h2>")
@@ -181,6 +188,9 @@ def html_page(path: str, summary: Summary, *, documents: list[Document] | None =
         for row in image_rows:
             body.append(f'<figure>{_img_tag(row.get("data"), row.get("format"), row["urls"][0] if row["urls"] else "")}'
                         f"<figcaption>{html.escape(image_row_text({**row, 'data': None}))}</figcaption></figure>")
+    elif token_html is not None:
+        body.append(f"<h2>Sample token sequences, decoded ({len(token_html)})</h2>")
+        body += [f'<div class="doc">{h}</div>' for h in token_html]
     elif token_rows is not None:
         body.append(f"<h2>Sample token sequences ({len(token_rows)})</h2>")
         body += [f"<pre>{html.escape(t)}</pre>" for t in token_rows]

@@ -232,3 +232,14 @@ def test_preview_decodes_a_shard_sample_with_the_files_its_metadata_names(world,
     TextTokenizer.train(["something else entirely"] * 3, vocab_size=300).save(str(other))
     wrong = load_preview(shards.token_info, text=str(other), image=str(tmp_path / "nope.pt"))
     assert wrong.codec is None and wrong.vq is None and len(wrong.notes) == 2
+
+
+def test_inspect_decodes_token_shards(world, tmp_path, capsys):
+    from interleaf.cli import main
+    _write_inputs(world, tmp_path)
+    _stage(world, tmp_path, tmp_path / "tokens", world["config"])
+    assert main(["inspect", str(tmp_path / "tokens"), "--sample", "50", "--html", str(tmp_path / "t.html")]) == 0
+    out = capsys.readouterr().out
+    assert "一段文字" in out and "[image 8x8 codes:" in out  # text decoded by the BPE the metadata names
+    page = (tmp_path / "t.html").read_text()
+    assert "Sample token sequences, decoded" in page and "data:image/png;base64," in page  # VQ-decoded images

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from interleaf import render, storage
 from interleaf.errors import UsageError
@@ -23,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", metavar="DIR", help="image store for --html (default: DIR/images beside a run's "
                                                     "documents)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json to decode token shards (default: "
+                                                            "the file their metadata names, if its sha256 matches)")
+    p.add_argument("--image-tokenizer", metavar="FILE", help="VQ checkpoint to draw image blocks in --html")
     p.set_defaults(func=run)
 
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(args.path)
     n = args.sample or (5 if args.html else 0)
 
-    texts, documents, image_rows, token_rows = [], None, None, None
+    texts, documents, image_rows, token_rows, token_html = [], None, None, None, None
     if n:
         if summary.kind == KIND_DOCUMENTS:
             documents = sample_documents(args.path, n)
@@ -46,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
                 image_rows = rows
                 texts = [render.image_row_text(r) for r in rows]
             elif summary.kind == KIND_TOKENS:
-                token_rows = texts = [render.token_row_text(r["doc_id"], r["tokens"], shards.token_info)
-                                      for r in rows]
+                from interleaf.tokenizers.preview import decoded_row_html, load_preview
+                pv = load_preview(shards.token_info, text=args.text_tokenizer, image=args.image_tokenizer,
+                                  with_images=bool(args.html))
+                for note in pv.notes:
+                    print(f"note: {note}", file=sys.stderr)
+                token_rows = texts = [render.token_row_text(r["doc_id"], r["tokens"], shards.token_info,
+                                                            codec=pv.codec) for r in rows]
+                if args.html and pv.codec is not None:
+                    token_html = [decoded_row_html(r["tokens"], pv.codec, pv.vq) for r in rows]
 
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
@@ -66,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                           for k in (node.image_sha256, node.image_url) if k}
                 images = render.load_images(store, wanted)
         page = render.html_page(args.path, summary, documents=documents, image_rows=image_rows,
-                                token_rows=token_rows, images=images)
+                                token_rows=token_rows, token_html=token_html, images=images)
         directory = os.path.dirname(args.html)
         if directory:
             storage.makedirs(directory)
