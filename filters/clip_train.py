@@ -21,9 +21,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from interleaf.filters.clip import (CHECKPOINT_META_KEY, TINY_CLIP_NAME, ClipModelConfig, ClipTextConfig,
-                                    LoadedClip, image_transform, make_tokenizer, register_model_config,
-                                    tiny_clip_config, tokenize)
+from interleaf.filters.clip import (
+    CHECKPOINT_META_KEY,
+    TINY_CLIP_NAME,
+    ClipModelConfig,
+    ClipTextConfig,
+    LoadedClip,
+    image_transform,
+    make_tokenizer,
+    register_model_config,
+    tiny_clip_config,
+    tokenize,
+)
 from interleaf.model import shapes
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import STATUS_OK, ImageRecord
@@ -120,7 +129,6 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 def train_clip(pairs: PairSet, config: ClipTrainConfig) -> TrainResult:
     """Train a CLIP of `config`'s architecture from random weights on `pairs` with open_clip's ClipLoss."""
-    import open_clip
     import torch
 
     config.validate()

@@ -27,11 +27,28 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from interleaf.filters.clip import (REASON_IMAGE_ERROR, REASON_IMAGE_MISSING, ClipConfig, ClipDecisionConfig,
-                                    ClipModelConfig, ImageDecodeError, LoadedClip, decide, decision_changes,
-                                    image_best_similarities, image_scores, image_transform, load_clip,
-                                    make_tokenizer, plan_document, preprocess_image, reset_decision,
-                                    score_document, tokenize, top_fraction_threshold)
+from interleaf.filters.clip import (
+    REASON_IMAGE_ERROR,
+    REASON_IMAGE_MISSING,
+    ClipConfig,
+    ClipDecisionConfig,
+    ClipModelConfig,
+    ImageDecodeError,
+    LoadedClip,
+    decide,
+    decision_changes,
+    image_best_similarities,
+    image_scores,
+    image_transform,
+    load_clip,
+    make_tokenizer,
+    plan_document,
+    preprocess_image,
+    reset_decision,
+    score_document,
+    tokenize,
+    top_fraction_threshold,
+)
 from interleaf.pipelines.common import Funnel
 from interleaf.schemas.document import KEPT, Document
 from interleaf.schemas.image import STATUS_OK, ImageRecord
