@@ -42,10 +42,16 @@ POSITION_THRESHOLD = 0.1  # GenEval's default: box-centre offsets are shrunk by 
 IMAGE_SIZE = 32  # the tiny VQ's image side
 
 # Detector thresholds, calibrated on renders of 6 to 16 pixel shapes (tests/model/test_geneval.py): a square
-# fills its box (1.0), a circle 0.67-0.81, a triangle 0.50-0.58.
+# fills its box (1.0), a circle 0.67-0.81, a triangle 0.50-0.58; all are drawn in square boxes.
 SQUARE_MIN_FILL = 0.86
 CIRCLE_MIN_FILL = 0.625
+# What a detector's confidence threshold does for GenEval: blobs that look like no shape are not objects.
+TRIANGLE_MIN_FILL = 0.4  # sparser components are scribbles
+MAX_ASPECT = 1.6  # box width / height (or height / width) beyond this is no shape of ours
 MIN_AREA_FRACTION = 0.008  # components smaller than this share of the image (8 px at 32x32) are noise
+# Palette colours and white are at least 122 apart in RGB (blue-purple); a pixel farther than 75 from all of
+# them is a blend (a blurred edge) or noise and belongs to no object.
+MAX_COLOR_DISTANCE = 75.0
 
 
 # ---------------------------------------------------------------- held-out combinations
@@ -189,11 +195,14 @@ class Detection:
 
 
 def pixel_classes(image: Image.Image) -> np.ndarray:
-    """(H, W) palette index of each pixel's nearest colour (order of COLORS), -1 for the white background."""
+    """(H, W) palette index of each pixel's nearest colour (order of COLORS), -1 for the white background, -2
+    for a pixel near no palette colour (farther than MAX_COLOR_DISTANCE)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
     palette = np.array([BACKGROUND, *COLORS.values()], dtype=np.float32)  # (1 + K, 3)
     dist = ((rgb[:, :, None, :] - palette[None, None]) ** 2).sum(-1)  # (H, W, 1 + K)
-    return dist.argmin(-1) - 1
+    classes = dist.argmin(-1) - 1
+    classes[dist.min(-1) > MAX_COLOR_DISTANCE ** 2] = -2
+    return classes
 
 
 def shape_of(fill: float) -> str:
@@ -217,6 +226,8 @@ def detect(image: Image.Image) -> list[Detection]:
             ys, xs = sl
             h, w = ys.stop - ys.start, xs.stop - xs.start
             fill = area / (h * w)
+            if fill < TRIANGLE_MIN_FILL or max(h / w, w / h) > MAX_ASPECT:
+                continue
             found.append(Detection(shape_of(fill), color, (xs.start, ys.start, xs.stop - 1, ys.stop - 1), area,
                                    fill))
     return sorted(found, key=lambda d: -d.area)

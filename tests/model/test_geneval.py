@@ -2,6 +2,7 @@ import copy
 import json
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -59,6 +60,14 @@ def test_checker_calibration_one_on_ground_truth_zero_on_wrong_renders():
     assert bad.overall == 0.0, bad.tasks
     blank = [[Image.new("RGB", (32, 32), (255, 255, 255))] for _ in suite]
     assert score_images(suite, blank, DEFAULT_HELD_OUT)[1].overall == 0.0
+    # noise is no object: neither pixel noise nor coarse 4x4-pixel blotches (what an untrained VQ draws)
+    noise_rng = np.random.default_rng(0)
+    pixels = [[Image.fromarray(noise_rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))] for _ in suite]
+    blotches = [[Image.fromarray(noise_rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((32, 32),
+                                                                                                Image.NEAREST)]
+                for _ in suite]
+    assert score_images(suite, pixels, DEFAULT_HELD_OUT)[1].overall == 0.0
+    assert score_images(suite, blotches, DEFAULT_HELD_OUT)[1].overall < 0.15
 
 
 def test_detector_reads_shape_colour_and_box():
