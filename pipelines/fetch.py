@@ -13,7 +13,8 @@ How the work is split, in Beam:
   1. known state: the store at config.store_dir (shards of earlier runs and their journals, for resume) plus
      the "store" input; the opt-out list is re-applied to it.
   2. unique URLs of kept image nodes, each joined with what is known of it: a URL stored ok or failed
-     permanently is not fetched again; a transient failure (timeout, 5xx, 429, connection) is.
+     permanently is not fetched again; a transient failure (timeout, 5xx, 429, connection) is, and so is a
+     size refusal that the current size rules would no longer make.
   3. URLs to fetch grouped by host, so that all of a host's URLs meet in one worker, where the per-host
      limits hold; a worker runs many hosts at once on its thread pool (filters.politeness).
   4. every finished URL is appended to the worker's journal at once (filters.fetch_journal).
@@ -40,7 +41,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from interleaf import storage
-from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient
+from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient, size_refusal
 from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
 from interleaf.filters.netguard import ALLOWED_SCHEMES
 from interleaf.filters.optout import OPTED_OUT, OptOutList, apply_to_record
@@ -139,6 +140,20 @@ def failed(url: str, status: str, error: str) -> ImageRecord:
     return ImageRecord(sha256=None, urls=[url], status=status, error=error, source="fetch")
 
 
+_SIZE_RULES = ("too_small", "bad_aspect", "too_large")
+
+
+def settled(record: ImageRecord, config: FetchConfig) -> bool:
+    """Whether a failed record stands on a rerun: not transient, and not a size refusal that the current
+    size rules would let through (a store made with min_side 150 is refetched for the images of 100-149 px
+    a side when a later run lowers min_side to 100: the original size is kept in the failed record)."""
+    if is_transient(record):
+        return False
+    if record.status in _SIZE_RULES and record.original_width and record.original_height:
+        return size_refusal(record.original_width, record.original_height, config) is not None
+    return True
+
+
 def store_key(record: ImageRecord) -> str:
     """One store row per image (sha256) and one per failed URL."""
     return record.sha256 if record.status == STATUS_OK else f"url:{record.urls[0]}"
@@ -178,11 +193,11 @@ class _Decide(beam.DoFn):
                 records.append(value)
                 if value.status == STATUS_OK:
                     ok_sha = ok_sha or value.sha256
-        permanent = [r for r in records if r.status != STATUS_OK and not is_transient(r)]
+        permanent = [r for r in records if r.status != STATUS_OK and settled(r, self.config.fetch)]
         for r in records:
-            # a failure is stale once the URL is known ok, or (transient) when refetched or decided otherwise
-            stale = r.status != STATUS_OK and (ok_sha is not None
-                                               or (is_transient(r) and (needed or bool(permanent))))
+            # a failure is stale once the URL is known ok, or (unsettled) when refetched or decided otherwise
+            stale = r.status != STATUS_OK and (ok_sha is not None or (
+                not settled(r, self.config.fetch) and (needed or bool(permanent))))
             if not stale:
                 yield r
         if not needed:

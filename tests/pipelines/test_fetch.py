@@ -160,10 +160,12 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
 
 
 class _ResumeServer(servers.BaseServer):
-    """Images at /img/<n>.jpg; /flaky.jpg answers 503 on its first request; /gone.jpg is 404."""
+    """Images at /img/<n>.jpg and a 120x100 one at /small.jpg; /flaky.jpg answers 503 on its first request;
+    /gone.jpg is 404."""
 
     def __init__(self, n):
         self.images = {f"/img/{i}.jpg": servers.jpeg((300, 240), seed=i) for i in range(n)}
+        self.images["/small.jpg"] = servers.jpeg((120, 100), seed=99)
         self.flaky = 0
         super().__init__()
 
@@ -189,7 +191,7 @@ def _docs_for(base, paths, per_doc=3):
 def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_path):
     server = _ResumeServer(6)
     try:
-        paths = [f"/img/{i}.jpg" for i in range(5)] + ["/flaky.jpg", "/gone.jpg", "/img/1.jpg"]
+        paths = [f"/img/{i}.jpg" for i in range(5)] + ["/flaky.jpg", "/gone.jpg", "/img/1.jpg", "/small.jpg"]
         docs = _docs_for(server.base, paths)
         docs[2].nodes[2].image_url += "#section"  # /img/1.jpg again: a fragment is never sent
         archived = ImageRecord(sha256="a" * 64, urls=[server.base + "/img/5.jpg"], status="ok", data=b"x",
@@ -201,10 +203,11 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
 
         docs1, images1, funnel1 = run_fetch(docs, store_dir, store=[archived], fetch=fetch)
         status1 = {r.urls[0]: r.status for r in images1 if r.status != "ok"}
-        assert status1 == {server.base + "/flaky.jpg": "http_5xx", server.base + "/gone.jpg": "http_4xx"}
+        assert status1 == {server.base + "/flaky.jpg": "http_5xx", server.base + "/gone.jpg": "http_4xx",
+                           server.base + "/small.jpg": "too_small"}
         assert server.hits["/img/5.jpg"] == 0  # archived: never fetched
         assert server.hits["/img/1.jpg"] == 1
-        assert funnel1["fetch"]["images"]["info"]["fetched"] == 7
+        assert funnel1["fetch"]["images"]["info"]["fetched"] == 8
 
         # run 2: a new opt-out entry, the same documents, the store from run 1
         optout = OptOutList.from_lines([f"url:{server.base}/img/4.jpg"])
@@ -214,7 +217,7 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
                     if v != hits_before.get(k, 0)}
         assert new_hits == {"/flaky.jpg": 1, "/robots.txt": 1}  # only the transient failure is fetched again
         info = funnel2["fetch"]["images"]["info"]
-        assert info["fetched"] == 1 and info["from_store"] == 7  # img 0-4 (4 opted out now), gone, archived
+        assert info["fetched"] == 1 and info["from_store"] == 8  # img 0-4 (4 opted out), gone, small, warc
         assert unreconciled(funnel2) == []
         by_url = {u: r for r in images2 for u in r.urls}
         assert by_url[server.base + "/flaky.jpg"].status == "ok"
@@ -240,6 +243,14 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         assert {k: v for k, v in server.hits.items() if v != hits_before.get(k, 0)} == {}
         assert "fetched" not in funnel3["fetch"]["images"].get("info", {})
         assert sorted(map(repr, images3)) == sorted(map(repr, images2))
+
+        # run 4: smaller images now allowed; only the one refused for its size is fetched again
+        hits_before = dict(server.hits)
+        docs4, _, _ = run_fetch(docs, store_dir, fetch=fetch_config(optout=optout, min_side=100))
+        assert {k: v - hits_before.get(k, 0) for k, v in server.hits.items()
+                if v != hits_before.get(k, 0)} == {"/small.jpg": 1, "/robots.txt": 1}
+        small = next(n for d in docs4 for n in d.image_nodes if n.image_url.endswith("/small.jpg"))
+        assert small.kept and small.image_sha256
     finally:
         server.close()
 
