@@ -456,6 +456,7 @@ class FetchImages(beam.PTransform):
 
         out = {"documents": documents, "images": images}
         if config.store_dir:
+            # (path, rows) per store shard, then the journals and stale shards removed once all are written
             written = images | "WriteStore" >> WriteShards(config.store_dir, images_to_table, store_key,
                                                            num_shards=config.num_shards)
             store_dir = config.store_dir
