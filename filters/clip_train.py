@@ -282,17 +282,18 @@ def mismatched_caption(scene, rng: random.Random) -> str:
 
 
 @dataclass
-class ShapesTrainReport:
+class TrainReport:
     path: str  # the checkpoint
+    pairs: int  # training pairs
     steps: int
     seconds: float  # training time
     final_loss: float  # mean of the last 10 steps
-    auc: float  # on held-out calibration pairs (half matching, half planted mismatches)
+    auc: float  # on held-out calibration pairs (each image with its caption and with a mismatched one)
     threshold: float  # calibrated on those pairs, stored in the checkpoint
 
 
 def train_on_shapes(path: str, *, n_pairs: int = 3000, n_calibration: int = 300, seed: int = 0,
-                    config: ClipTrainConfig | None = None) -> ShapesTrainReport:
+                    config: ClipTrainConfig | None = None) -> TrainReport:
     """Train a tiny CLIP on synthetic shape scenes, calibrate a threshold on held-out pairs, save it at `path`.
 
     Training scenes come from `seed`, calibration scenes from `seed + 1`: callers that measure quality should
@@ -301,28 +302,53 @@ def train_on_shapes(path: str, *, n_pairs: int = 3000, n_calibration: int = 300,
     model_cfg = model_config_for(config)
     images, captions, _ = shape_pairs(n_pairs, seed=seed)
     result = train_clip(encode_pairs(images, captions, model_cfg), config)
-    auc, threshold = _calibrate_on_shapes(result.model, config, model_cfg, n_calibration, seed + 1)
+    rng = random.Random(seed + 1)
+    held_images, held_captions, held_scenes = shape_pairs(n_calibration, seed=seed + 1)
+    matching = [c[rng.randrange(len(c))] for c in held_captions]
+    mismatched = [mismatched_caption(s, rng) for s in held_scenes]
+    return _finish(path, result, config, model_cfg, len(images), held_images, matching, mismatched)
+
+
+def train_on_documents(path: str, documents: Sequence[Document], images: dict[str, ImageRecord], *,
+                       config: ClipTrainConfig | None = None, text: ClipTextConfig | None = None,
+                       holdout: float = 0.1) -> TrainReport:
+    """Train on the (image, alt text / nearby text) pairs of curated documents and their image store.
+    `holdout` of the pairs (at least 2) calibrate the threshold, mismatched by pairing each held-out image
+    with the next one's caption."""
+    config = config or ClipTrainConfig()
+    model_cfg = model_config_for(config)
+    pair_images, captions = pairs_from_documents(documents, images, text)
+    order = list(range(len(pair_images)))
+    random.Random(config.seed).shuffle(order)
+    n_held = max(2, round(holdout * len(order)))
+    if len(order) - n_held < config.batch_size:
+        raise ValueError(f"{len(pair_images)} usable (image, text) pairs in the documents: too few for a batch of "
+                         f"{config.batch_size} plus {n_held} held out; lower --batch-size or add documents")
+    held, train = order[:n_held], order[n_held:]
+    result = train_clip(encode_pairs([pair_images[i] for i in train], [captions[i] for i in train], model_cfg),
+                        config)
+    held_images = [pair_images[i] for i in held]
+    matching = [captions[i][0] for i in held]
+    mismatched = matching[1:] + matching[:1]
+    return _finish(path, result, config, model_cfg, len(train), held_images, matching, mismatched)
+
+
+def _finish(path: str, result: TrainResult, config: ClipTrainConfig, model_cfg: ClipModelConfig, n_pairs: int,
+            held_images: Sequence, matching: Sequence[str], mismatched: Sequence[str]) -> TrainReport:
+    """Calibrate on held-out pairs, save the checkpoint, report."""
+    import torch
+
+    loaded = LoadedClip(model=result.model, device=torch.device("cpu"), dtype=torch.float32, model_id="training")
+    pos = score_pairs(loaded, model_cfg, held_images, matching)
+    neg = score_pairs(loaded, model_cfg, held_images, mismatched)
+    auc, threshold = pair_auc(pos, neg), calibrate_threshold(pos, neg)
     save_checkpoint(path, result.model, config, threshold=threshold, auc=auc, steps=result.steps,
                     seconds=round(result.seconds, 2))
     final = float(np.mean(result.losses[-10:]))
-    log.info("tiny CLIP: %d steps in %.1f s, loss %.3f, held-out AUC %.4f, threshold %.3f", result.steps,
-             result.seconds, final, auc, threshold)
-    return ShapesTrainReport(path=path, steps=result.steps, seconds=result.seconds, final_loss=final, auc=auc,
-                             threshold=threshold)
-
-
-def _calibrate_on_shapes(model, config: ClipTrainConfig, model_cfg: ClipModelConfig, n: int,
-                         seed: int) -> tuple[float, float]:
-    import torch
-
-    rng = random.Random(seed)
-    images, captions, scenes = shape_pairs(n, seed=seed)
-    matching = [c[rng.randrange(len(c))] for c in captions]
-    mismatched = [mismatched_caption(s, rng) for s in scenes]
-    loaded = LoadedClip(model=model, device=torch.device("cpu"), dtype=torch.float32, model_id="training")
-    pos = score_pairs(loaded, model_cfg, images, matching)
-    neg = score_pairs(loaded, model_cfg, images, mismatched)
-    return pair_auc(pos, neg), calibrate_threshold(pos, neg)
+    log.info("CLIP %s: %d steps in %.1f s, loss %.3f, held-out AUC %.4f, threshold %.3f", config.model_name,
+             result.steps, result.seconds, final, auc, threshold)
+    return TrainReport(path=path, pairs=n_pairs, steps=result.steps, seconds=result.seconds, final_loss=final,
+                       auc=auc, threshold=threshold)
 
 
 # ---------------------------------------------------------------- data: an image store and its documents
