@@ -1,66 +1,130 @@
-"""`interleaf run`: build and run the stages as one Beam pipeline, then write the run's manifest.
+"""`interleaf run`: the configured stages as one Beam pipeline, then the run's manifest.
+
+Stages, in order (any subset; a run that does not start with ingest reads interleaf document shards):
+    ingest    WARC / OBELICS / MMC4 -> Documents (+ archived images)         pipelines/ingest.py
+    dedup     exact and near-duplicate documents, repeated paragraphs;
+              after fetch (or on archived images): duplicate and too-frequent images   pipelines/dedup.py
+    fetch     image URLs -> the image store (consent, safety, politeness)   pipelines/fetch.py
+    clip      image-text similarity with open_clip; drop images that do not belong   pipelines/clip.py
+    tokenize  BPE text + VQ image codes -> token shards                      pipelines/tokenize.py
+After the last image stage, documents are checked once more against the image-count bounds (a page whose
+images all failed to fetch no longer has any), counted as stage "final".
 
 Output layout of a run directory:
-    DIR/documents/part-*.arrow   curated documents (the last stage's kept output)
-    DIR/rejected/part-*.arrow    documents dropped by any stage, with their reasons
-    DIR/images/part-*.arrow      the image store (archived images now; fetched ones with the fetch stage)
-    DIR/manifest.json            config, versions, inputs, timings and the funnel, reconciled
+    DIR/documents/   curated documents (kept nodes only, unless ingest.keep_dropped_nodes)
+    DIR/rejected/    documents dropped by any stage, with their reasons
+    DIR/images/      the image store: images the curated documents use, plus one row per failed URL
+    DIR/tokens/      token shards (tokenize stage)
+    DIR/cache/fetch/ the fetch stage's resumable store and journals (a rerun fetches nothing twice)
+    DIR/manifest.json  config, versions, inputs, timings and the funnel, reconciled
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 import apache_beam as beam
+from apache_beam import pvalue
 
 from interleaf import __version__, storage
-from interleaf.pipelines.common import (WriteShards, create_pipeline, funnel_from, pipeline_options,
-                                        unreconciled)
-from interleaf.pipelines.ingest import STAGE as INGEST, Ingest, IngestConfig, detect_format
-from interleaf.schemas.document import documents_to_table
-from interleaf.schemas.image import images_to_table
+from interleaf.filters.clip import ClipConfig, ClipModelConfig
+from interleaf.filters.quality import QualityConfig
+from interleaf.pipelines.common import (Funnel, ReadShards, WriteShards, create_pipeline, funnel_from,
+                                        pipeline_options, unreconciled)
+from interleaf.pipelines.dedup import (DedupDocuments, DedupImages, DocumentDedupConfig, ImageDedupConfig,
+                                       ParagraphDedupConfig, RemoveRepeatedParagraphs)
+from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig
+from interleaf.pipelines.ingest import Ingest, IngestConfig, detect_format
+from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, documents_to_table
+from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table, images_to_table
 from interleaf.shards import SHARD_SUFFIX
 
 log = logging.getLogger(__name__)
 
-STAGES = (INGEST,)  # in order; later stages (dedup, fetch, clip, tokenize) join this list
+STAGES = ("ingest", "dedup", "fetch", "clip", "tokenize")
+SHARDS_FORMAT = "shards"  # an input that is a directory of interleaf document shards
 MANIFEST = "manifest.json"
+OUTPUTS = ("documents", "rejected", "images", "tokens")
+
+
+@dataclass(kw_only=True, frozen=True)
+class DedupConfig:
+    documents: DocumentDedupConfig = field(default_factory=DocumentDedupConfig)  # exact + MinHash near dups
+    paragraphs: ParagraphDedupConfig = field(default_factory=ParagraphDedupConfig)  # per-domain repeats
+    images: ImageDedupConfig = field(default_factory=ImageDedupConfig)  # sha256, pHash, frequency cap
 
 
 @dataclass(kw_only=True)
 class RunConfig:
-    stages: list[str] = field(default_factory=lambda: list(STAGES))  # which stages to run, in order
-    num_shards: int = 1  # shards per output (documents, rejected, images); more lets workers write in parallel
+    stages: list[str] = field(default_factory=lambda: list(STAGES[:-1]))  # stages to run, in pipeline order
+    num_shards: int = 1  # shards per output; more lets workers write in parallel
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    fetch: FetchImagesConfig = field(default_factory=FetchImagesConfig)
+    # LAION's ViT-B-32 (its published threshold 0.28 applies); needs a download once, or a checkpoint file
+    clip: ClipConfig = field(default_factory=lambda: ClipConfig(
+        model=ClipModelConfig(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k")))
+    tokenize: object | None = None  # a pipelines.tokenize.TokenizeConfig: needs the tokenizer files
 
     def validate(self) -> None:
+        """Everything that can be checked before any work starts."""
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
         if not self.stages:
             raise ValueError("no stages to run")
+        if list(self.stages) != sorted(self.stages, key=STAGES.index) or len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages must be given once each, in pipeline order ({', '.join(STAGES)})")
         if self.num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, found {self.num_shards}")
         self.ingest.validate()
+        if "fetch" in self.stages:
+            self.fetch.validate()
+        if "clip" in self.stages:
+            if self.clip.model.pretrained is None:
+                raise ValueError("the clip stage needs weights: --clip-pretrained TAG (an open_clip pretrained "
+                                 "tag, downloaded) or a checkpoint file (interleaf train-clip)")
+            self.clip.validate()
+        if "tokenize" in self.stages:
+            if self.tokenize is None:
+                raise ValueError("the tokenize stage needs --text-tokenizer FILE and --image-tokenizer FILE "
+                                 "(interleaf train-text-tokenizer / train-image-tokenizer)")
+            self.tokenize.validate()
+            for path in (self.tokenize.text_tokenizer, self.tokenize.image_tokenizer):
+                if not storage.exists(path):
+                    raise ValueError(f"tokenizer file {path} does not exist")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _is_shard_dir(path: str) -> bool:
+    return storage.is_dir(path) and bool(storage.match(storage.join(path, "*" + SHARD_SUFFIX)))
 
 
 def resolve_inputs(patterns: list[str], input_format: str | None) -> dict[str, list[str]]:
-    """Input patterns (paths, globs, URIs) to {format: [paths]}; raises ValueError when nothing matches."""
+    """Input patterns (paths, globs, URIs) to {format: [paths]}; raises ValueError when nothing matches.
+    A directory of document shards is format "shards"."""
     by_format: dict[str, list[str]] = {}
     for pattern in patterns:
         paths = storage.match(pattern) if any(c in pattern for c in "*?[") else (
-            [pattern] if storage.exists(pattern) else [])
+            [pattern] if storage.exists(pattern) or _is_shard_dir(pattern) else [])
         if not paths:
             raise ValueError(f"no input matches {pattern}")
         for path in paths:
-            if storage.is_dir(path):
-                raise ValueError(f"{path} is a directory; give files or a glob such as {path}/*.warc.gz")
-            fmt = input_format or detect_format(path)
+            if _is_shard_dir(path) or path.endswith(SHARD_SUFFIX):
+                fmt = SHARDS_FORMAT
+            elif storage.is_dir(path):
+                raise ValueError(f"{path} is a directory without shards; give files or a glob such as "
+                                 f"{path}/*.warc.gz")
+            else:
+                fmt = input_format or detect_format(path)
             by_format.setdefault(fmt, []).append(path)
     return {k: sorted(set(v)) for k, v in by_format.items()}
 
@@ -74,34 +138,187 @@ def _clear_shards(directory: str) -> None:
 def versions() -> dict[str, str]:
     import apache_beam
     import pyarrow
+    import torch
     return {"interleaf": __version__, "python": platform.python_version(), "apache_beam": apache_beam.__version__,
-            "pyarrow": pyarrow.__version__}
+            "pyarrow": pyarrow.__version__, "torch": torch.__version__}
 
 
-def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: RunConfig) -> None:
-    """Add the configured stages and their writers to pipeline `p`."""
-    out = p | "Ingest" >> Ingest(inputs, config.ingest)
-    n = config.num_shards
-    _ = out["kept"] | "WriteDocuments" >> WriteShards(
-        storage.join(output, "documents"), documents_to_table, lambda d: d.doc_id, n)
-    _ = out["rejected"] | "WriteRejected" >> WriteShards(
-        storage.join(output, "rejected"), documents_to_table, lambda d: d.doc_id, n)
-    _ = out["images"] | "WriteImages" >> WriteShards(
-        storage.join(output, "images"), images_to_table, lambda r: r.sha256, n)
+# ---------------------------------------------------------------- the pipeline
 
 
-def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list[str] | None = None) -> dict:
-    """Run the pipeline over the inputs into `output` and return the manifest (also written there)."""
+class _SplitKept(beam.DoFn):
+    """Documents to the main output (kept) or "rejected"; counting is the stages' own."""
+
+    def process(self, doc: Document):
+        yield doc if doc.kept else pvalue.TaggedOutput("rejected", doc)
+
+
+class _Final(beam.DoFn):
+    """The image-count bounds once more, after the image stages changed which images a document keeps."""
+
+    def __init__(self, quality: QualityConfig):
+        self.quality = quality
+
+    def setup(self):
+        self.funnel = Funnel("final")
+
+    def process(self, doc: Document):
+        self.funnel.inc("documents", "in")
+        images = sum(1 for n in doc.nodes if n.is_image and n.kept)
+        q = self.quality
+        reason = ("too_few_images" if q.min_images is not None and images < q.min_images else
+                  "too_many_images" if q.max_images is not None and images > q.max_images else None)
+        if reason:
+            self.funnel.drop("documents", reason)
+            yield pvalue.TaggedOutput("rejected", doc.dropped(reason))
+            return
+        self.funnel.inc("documents", "out")
+        yield doc
+
+
+def _split(docs, label: str):
+    parts = docs | f"SplitKept{label}" >> beam.ParDo(_SplitKept()).with_outputs("rejected", main="kept")
+    return parts.kept, parts.rejected
+
+
+def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: RunConfig,
+          images_path: str | None = None) -> dict:
+    """Add the configured stages and writers to pipeline `p`; returns the final PCollections."""
+    stages, n = config.stages, config.num_shards
+    rejected = []
+    images = None
+    if "ingest" in stages:
+        raw = {k: v for k, v in inputs.items() if k != SHARDS_FORMAT}
+        out = p | "Ingest" >> Ingest(raw, config.ingest)
+        docs, images = out["kept"], out["images"]
+        rejected.append(out["rejected"])
+    else:
+        if set(inputs) - {SHARDS_FORMAT}:
+            raise ValueError(f"without the ingest stage, inputs must be interleaf document shards; found "
+                             f"{', '.join(sorted(set(inputs) - {SHARDS_FORMAT}))} files")
+        # Documents from the shards of an earlier run
+        parts = [p | f"ReadDocuments{i}" >> ReadShards(path, DOCUMENT_SCHEMA, documents_from_table)
+                 for i, path in enumerate(inputs[SHARDS_FORMAT])]
+        docs = parts[0] if len(parts) == 1 else tuple(parts) | "AllInputDocuments" >> beam.Flatten()
+        if images_path and storage.exists(images_path):
+            images = p | "ReadImages" >> ReadShards(images_path, IMAGE_SCHEMA, images_from_table)
+    if images is None:
+        images = p | "NoImages" >> beam.Create([]).with_output_types(object)
+
+    if "dedup" in stages:
+        docs = (docs | "DedupDocuments" >> DedupDocuments(config.dedup.documents)
+                | "RepeatedParagraphs" >> RemoveRepeatedParagraphs(config.dedup.paragraphs))
+        docs, dropped = _split(docs, "Dedup")
+        rejected.append(dropped)
+    if "fetch" in stages:
+        fetch_cfg = replace(config.fetch, store_dir=config.fetch.store_dir or storage.join(output, "cache", "fetch"))
+        out = {"documents": docs, "store": images} | "Fetch" >> FetchImages(fetch_cfg)
+        docs, images = out["documents"], out["images"]
+    if "dedup" in stages:
+        out = {"documents": docs, "images": images} | "DedupImages" >> DedupImages(config.dedup.images)
+        docs, images = out["documents"], out["images"]
+    if "clip" in stages:
+        from interleaf.pipelines.clip import ClipFilter
+        out = {"documents": docs, "images": images} | "Clip" >> ClipFilter(config.clip)
+        docs, images = out["documents"], out["images"]
+        docs, dropped = _split(docs, "Clip")
+        rejected.append(dropped)
+    if {"fetch", "dedup", "clip"} & set(stages):
+        final = docs | "Final" >> beam.ParDo(_Final(config.ingest.quality)).with_outputs("rejected", main="kept")
+        docs = final.kept
+        rejected.append(final.rejected)
+    if not config.ingest.keep_dropped_nodes:
+        docs = docs | "StripDroppedNodes" >> beam.Map(lambda d: d.kept_nodes())
+
+    _ = docs | "WriteDocuments" >> WriteShards(storage.join(output, "documents"), documents_to_table,
+                                               lambda d: d.doc_id, n)
+    all_rejected = tuple(rejected) | "AllRejected" >> beam.Flatten() if rejected else (
+        p | "NoRejected" >> beam.Create([]))
+    _ = all_rejected | "WriteRejected" >> WriteShards(storage.join(output, "rejected"), documents_to_table,
+                                                      lambda d: d.doc_id, n)
+    if "ingest" in stages or {"fetch", "dedup", "clip"} & set(stages):
+        _ = images | "WriteImages" >> WriteShards(storage.join(output, "images"), images_to_table,
+                                                  lambda r: r.sha256 or ("\x00" + r.urls[0]), n)
+    if "tokenize" in stages:
+        from interleaf.pipelines.tokenize import Tokenize, WriteTokens
+        t = Tokenize(config.tokenize)
+        rows = (docs, images) | "Tokenize" >> t
+        _ = rows | "WriteTokens" >> WriteTokens(storage.join(output, "tokens"), t.shard_info(),
+                                                config.tokenize.num_shards)
+    return {"documents": docs, "images": images}
+
+
+# ---------------------------------------------------------------- running
+
+
+def _stage_timings(result, stages: list[str]) -> dict[str, float]:
+    """Seconds of processing per stage, from the runner's per-step execution-time metrics where it reports
+    them (FnApiRunner and Dataflow do); steps are attributed by the label they carry."""
+    labels = {"ingest": ("Ingest",), "dedup": ("DedupDocuments", "RepeatedParagraphs", "DedupImages"),
+              "fetch": ("Fetch",), "clip": ("Clip",), "tokenize": ("Tokenize", "WriteTokens"),
+              "write": ("WriteDocuments", "WriteRejected", "WriteImages")}
+    totals = {s: 0.0 for s in [*stages, "write"]}
+    try:
+        infos = result.monitoring_infos()
+    except (AttributeError, NotImplementedError):
+        return {}
+    from apache_beam.metrics import monitoring_infos as mi
+    for info in infos:
+        if not info.urn.endswith("_msecs:v1") or "execution_time" not in info.urn:
+            continue
+        step = info.labels.get(mi.PTRANSFORM_LABEL, "")
+        first = step.split("/", 1)[0]
+        for stage, prefixes in labels.items():
+            if stage in totals and first.startswith(prefixes):
+                totals[stage] += mi.extract_counter_value(info) / 1000.0
+    return {k: round(v, 3) for k, v in totals.items()}
+
+
+def preflight(config: RunConfig, options) -> None:
+    """Load what the local workers will load, so that a missing model fails now with one clear message
+    rather than inside a worker. Remote runners load on their workers (which may reach what this cannot)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "FnApiRunner"):
+        return
+    if "clip" in config.stages:
+        from interleaf.filters.clip import ClipModelError, load_clip
+        try:
+            load_clip(config.clip.model)
+        except (ClipModelError, RuntimeError, OSError, ValueError) as e:
+            m = config.clip.model
+            raise ValueError(f"cannot load CLIP {m.model_name} weights {m.pretrained!r}: {str(e).splitlines()[0]}. "
+                             "Without network, pass a checkpoint file (--clip-pretrained PATH, made by "
+                             "interleaf train-clip)") from None
+
+
+def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list[str] | None = None,
+        images_path: str | None = None) -> dict:
+    """Run the pipeline over the inputs into `output` and return the manifest (also written there).
+    `images_path`: the image store of shard inputs (default: the "images" directory beside them)."""
     config.validate()
     inputs = resolve_inputs(patterns, config.ingest.input_format)
+    if "ingest" in config.stages and set(inputs) == {SHARDS_FORMAT}:
+        raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
+                         "document shards: run the later stages (--stages dedup,fetch,...)")
+    if images_path is None and SHARDS_FORMAT in inputs:
+        beside = storage.join(os.path.dirname(inputs[SHARDS_FORMAT][0].rstrip("/")), "images")
+        images_path = beside if _is_shard_dir(beside) else None
+    if images_path and any(storage.join(output, sub).rstrip("/") == images_path.rstrip("/") for sub in OUTPUTS):
+        raise ValueError(f"the input image store {images_path} is inside the output directory, which this "
+                         "run rewrites; write to another --output")
+    for path in inputs.get(SHARDS_FORMAT, []):
+        if os.path.dirname(path.rstrip("/")).rstrip("/") == output.rstrip("/"):
+            raise ValueError(f"input {path} is inside the output directory {output}, which this run "
+                             "rewrites; write to another --output")
     storage.makedirs(output)
-    for sub in ("documents", "rejected", "images"):
+    for sub in OUTPUTS:
         _clear_shards(storage.join(output, sub))
     options = pipeline_options(pipeline_args)
+    preflight(config, options)
     started = time.time()
     p = create_pipeline(options)
-    build(p, inputs, output, config)
-    log.info("running %s over %d input file(s) into %s", "+".join(config.stages),
+    build(p, inputs, output, config, images_path)
+    log.info("running %s over %d input(s) into %s", "+".join(config.stages),
              sum(len(v) for v in inputs.values()), output)
     result = p.run()
     result.wait_until_finish()
@@ -111,15 +328,17 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         "interleaf_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
+        "images_input": images_path,
         "stages": config.stages,
         "config": asdict(config),
         "pipeline_args": list(pipeline_args or []),
         "versions": versions(),
-        "timings_s": {"total": round(elapsed, 3)},
+        "timings_s": {"total": round(elapsed, 3), "processing_by_stage": _stage_timings(result, config.stages)},
         "funnel": funnel,
         "unreconciled": unreconciled(funnel),
     }
-    storage.write_bytes(storage.join(output, MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
+    storage.write_bytes(storage.join(output, MANIFEST),
+                        json.dumps(manifest, indent=2, default=str, sort_keys=False).encode())
     if manifest["unreconciled"]:
         log.error("funnel does not reconcile: %s", manifest["unreconciled"])
     return manifest

@@ -72,3 +72,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
+
+
+def build(cls: type, values: dict, where: str) -> Any:
+    """A dataclass with required fields from a dict (unknown keys refused, types checked)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise UsageError(f"unknown config key '{where}.{key}'; known keys here: {', '.join(sorted(fields))}")
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{key}")
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UsageError(f"config section '{where}' needs {', '.join(missing)}")
+    return cls(**kwargs)

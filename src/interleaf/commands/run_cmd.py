@@ -1,4 +1,5 @@
-"""`interleaf run INPUT... --output DIR`: the curation pipeline over WARC, OBELICS or MMC4 inputs."""
+"""`interleaf run INPUT... --output DIR`: the curation pipeline over WARC, OBELICS or MMC4 inputs (or the
+document shards of an earlier run)."""
 
 from __future__ import annotations
 
@@ -10,46 +11,96 @@ from interleaf.errors import UsageError
 from interleaf.pipelines.ingest import FORMATS
 from interleaf.pipelines.run import MANIFEST, STAGES, RunConfig, run as run_pipeline
 
+DEFAULT_STAGES = "ingest,dedup,fetch,clip"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run the curation pipeline (Beam) over WARC, OBELICS or MMC4 inputs",
-        description="Run the curation stages as one Apache Beam pipeline. Arguments interleaf does not know "
-                    "(--runner, --direct_num_workers, Dataflow options, ...) go to Beam untouched. With no "
-                    "--runner, Beam's local FnApiRunner runs it (no download attempts).")
+        description="Run the curation stages as one Apache Beam pipeline. Settings come from --config (TOML, "
+                    "sections as in RunConfig: [ingest.quality], [fetch.fetch], [clip.model], ...), then "
+                    "from flags. Arguments interleaf does not know (--runner, --direct_num_workers, Dataflow "
+                    "options, ...) go to Beam untouched; with no --runner, Beam's local FnApiRunner runs it "
+                    "(no download attempts).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="WARC/WARC.gz files, OBELICS or MMC4 JSONL/Parquet files, or globs (local or gs://)")
+                   help="WARC/WARC.gz files, OBELICS or MMC4 JSONL/Parquet files, globs (local or gs://), or "
+                        "the documents directory of an earlier run (for runs without the ingest stage)")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="run directory (local or gs://)")
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated stages to run, in order (available: {', '.join(STAGES)})")
-    p.add_argument("--input-format", choices=FORMATS, help="override format detection from file names")
-    p.add_argument("--config", metavar="FILE", help="TOML file with settings ([ingest], [ingest.quality], ...)")
+    p.add_argument("--stages", help=f"comma-separated stages, in order (default {DEFAULT_STAGES}; available: "
+                                    f"{', '.join(STAGES)})")
+    p.add_argument("--config", metavar="FILE", help="TOML file with settings")
     p.add_argument("--num-shards", type=int, help="shards per output (default 1)")
-    p.add_argument("--min-images", type=int, help="drop documents with fewer kept images (0 keeps text-only)")
-    p.add_argument("--max-images", type=int, help="drop documents with more kept images")
-    p.add_argument("--keep-dropped-nodes", action="store_true",
-                   help="keep filtered nodes, with their reasons, inside kept documents (for audit)")
+    p.add_argument("--images", metavar="DIR", help="image store of document-shard inputs (default: the "
+                                                   "images directory beside them)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    g = p.add_argument_group("ingest")
+    g.add_argument("--input-format", choices=FORMATS, help="override format detection from file names")
+    g.add_argument("--min-images", type=int, help="drop documents with fewer kept images (0 keeps text-only)")
+    g.add_argument("--max-images", type=int, help="drop documents with more kept images")
+    g.add_argument("--keep-dropped-nodes", action="store_true",
+                   help="keep filtered nodes, with their reasons, inside kept documents (for audit)")
+    g = p.add_argument_group("fetch")
+    g.add_argument("--allow-private-hosts", action="store_true",
+                   help="fetch from private, loopback and link-local addresses (refused by default)")
+    g.add_argument("--optout-list", metavar="FILE", help="opt-out list: domains, URL patterns, image sha256")
+    g.add_argument("--user-agent-token", help="the token robots.txt and X-Robots-Tag address this crawler by")
+    g.add_argument("--image-size", type=int, help="resize target in px (img2dataset)")
+    g.add_argument("--resize-mode", help="img2dataset resize mode (keep_ratio, center_crop, border, no)")
+    g.add_argument("--encode-format", choices=("jpg", "png", "webp"), help="stored image format")
+    g.add_argument("--fetch-threads", type=int, help="requests in flight per worker")
+    g.add_argument("--per-host-rate", type=float, help="requests per second per host (0: no limit)")
+    g = p.add_argument_group("clip")
+    g.add_argument("--clip-model", help="open_clip architecture (default ViT-B-32)")
+    g.add_argument("--clip-pretrained", help="open_clip pretrained tag, or a checkpoint file (interleaf train-clip)")
+    g.add_argument("--clip-mode", choices=("threshold", "top_fraction", "assign"), help="how images are kept")
+    g.add_argument("--clip-threshold", type=float, help="minimum similarity in threshold mode")
+    g.add_argument("--clip-device", help="cpu or cuda")
+    g = p.add_argument_group("tokenize")
+    g.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json (interleaf train-text-tokenizer)")
+    g.add_argument("--image-tokenizer", metavar="FILE", help="VQ checkpoint (interleaf train-image-tokenizer)")
+    g.add_argument("--tokenize-device", help="where the VQ encoder runs: cpu or cuda")
+    g.add_argument("--max-length", type=int, help="split token sequences longer than this at node boundaries")
     p.set_defaults(func=run, accepts_pipeline_args=True)
+
+
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig()
-    if args.config:
-        cfg = configfile.apply(cfg, configfile.load_toml(args.config))
-    overrides: dict = {"ingest": {}}
-    overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
-    if args.num_shards is not None:
-        overrides["num_shards"] = args.num_shards
-    if args.input_format:
-        overrides["ingest"]["input_format"] = args.input_format
-    if args.keep_dropped_nodes:
-        overrides["ingest"]["keep_dropped_nodes"] = True
-    quality = {k: v for k, v in (("min_images", args.min_images), ("max_images", args.max_images))
-               if v is not None}
-    if quality:
-        overrides["ingest"]["quality"] = quality
+    file_values = configfile.load_toml(args.config) if args.config else {}
+    if "tokenize" in file_values:
+        from interleaf.pipelines.tokenize import TokenizeConfig
+        cfg.tokenize = configfile.build(TokenizeConfig, file_values.pop("tokenize"), "tokenize")
+    cfg = configfile.apply(cfg, file_values)
+
+    overrides: dict = {
+        "ingest": _given(input_format=args.input_format, keep_dropped_nodes=args.keep_dropped_nodes or None,
+                         quality=_given(min_images=args.min_images, max_images=args.max_images)),
+        "fetch": _given(threads=args.fetch_threads, per_host_rate=args.per_host_rate,
+                        fetch=_given(allow_private_hosts=args.allow_private_hosts or None,
+                                     user_agent_token=args.user_agent_token, image_size=args.image_size,
+                                     resize_mode=args.resize_mode, encode_format=args.encode_format)),
+        "clip": {"model": _given(model_name=args.clip_model, pretrained=args.clip_pretrained,
+                                 device=args.clip_device),
+                 "decision": _given(mode=args.clip_mode, threshold=args.clip_threshold)},
+        **_given(num_shards=args.num_shards),
+    }
+    if args.stages or not file_values.get("stages"):
+        overrides["stages"] = [s.strip() for s in (args.stages or DEFAULT_STAGES).split(",") if s.strip()]
     cfg = configfile.apply(cfg, overrides)
+    if args.optout_list:
+        from dataclasses import replace
+
+        from interleaf.filters.optout import OptOutList
+        cfg.fetch = replace(cfg.fetch, fetch=replace(cfg.fetch.fetch, optout=OptOutList.load(args.optout_list)))
+    if args.text_tokenizer or args.image_tokenizer or args.tokenize_device or args.max_length:
+        from interleaf.pipelines.tokenize import TokenizeConfig
+        current = configfile.to_dict(cfg.tokenize) if cfg.tokenize is not None else {}
+        current.update(_given(text_tokenizer=args.text_tokenizer, image_tokenizer=args.image_tokenizer,
+                              device=args.tokenize_device, max_length=args.max_length))
+        cfg.tokenize = configfile.build(TokenizeConfig, current, "tokenize")
     try:
         cfg.validate()
     except ValueError as e:
@@ -60,8 +111,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     try:
-        manifest = run_pipeline(args.inputs, args.output, cfg, args.pipeline_args)
-    except ValueError as e:  # inputs that match nothing or whose format cannot be told
+        manifest = run_pipeline(args.inputs, args.output, cfg, args.pipeline_args, images_path=args.images)
+    except ValueError as e:  # inputs that match nothing, or whose format cannot be told
         raise UsageError(str(e)) from None
     if args.json:
         print(json.dumps(manifest, indent=2, default=str))
@@ -75,6 +126,6 @@ def run(args: argparse.Namespace) -> int:
     if manifest["unreconciled"]:
         print("funnel does NOT reconcile: " + "; ".join(manifest["unreconciled"]))
         return 1
-    print(f"manifest: {args.output.rstrip('/')}/{MANIFEST}; look inside with: interleaf inspect "
-          f"{args.output.rstrip('/')}/documents --sample 3")
+    out = args.output.rstrip("/")
+    print(f"manifest: {out}/{MANIFEST}; look inside with: interleaf inspect {out}/documents --sample 3")
     return 0
