@@ -34,7 +34,7 @@ IGNORE = -100  # target of positions that carry no loss (padding, a document's l
 class TokenCorpus:
     """The documents of a directory (or glob) of token shards, memory-mapped, addressed by a global index."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, quiet: bool = False):
         self.shards = open_shards(path, kind=KIND_TOKENS)
         self.info: TokenShardInfo = self.shards.token_info
         self.vocab: Vocabulary = self.info.vocabulary
@@ -51,7 +51,7 @@ class TokenCorpus:
         self._starts = np.concatenate([[0], np.cumsum(counts)])  # first global index of each batch
         self.lengths = np.concatenate([np.diff(o) for o in self._offsets]) if self._offsets else \
             np.zeros(0, np.int64)
-        log.info("token corpus %s: %d documents, %d tokens, vocabulary %d (%d image codes, grid %s)", path,
+        (log.debug if quiet else log.info)("token corpus %s: %d documents, %d tokens, vocabulary %d (%d image codes, grid %s)", path,
                  len(self), int(self.lengths.sum()), self.vocab.size, self.vocab.image_codebook_size,
                  "x".join(map(str, self.vocab.image_grid)))
 
@@ -229,7 +229,7 @@ class PackedStream:
                 cur.window, cur.row = cur.window + 1, 0
                 if cur.window >= self.windows_per_epoch:
                     cur.epoch, cur.window = cur.epoch + 1, 0
-                    log.info("data: starting epoch %d", cur.epoch)
+                    log.debug("data: starting epoch %d", cur.epoch)
         return out
 
     def state_dict(self) -> dict:

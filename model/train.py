@@ -296,7 +296,7 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
         torch.cuda.set_device(device)
     my_rows = rank_slice(config.batch_size, ctx.rank, ctx.world)
 
-    corpus = TokenCorpus(shards)
+    corpus = TokenCorpus(shards, quiet=not ctx.main)
     vocab = corpus.vocab
     files = _check_tokenizer_files(tokenizer_files or {}, corpus.info)
     model_config = model_preset(config.preset, vocab_size=vocab.size,
@@ -362,7 +362,7 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
         scheduler.step()
         step += 1
         tokens_seen += config.batch_size * config.seq_len
-        record = {"step": step, **stats, "grad_norm": float(grad_norm), "lr": lr,
+        record = {"step": step, "epoch": stream.cursor.epoch, **stats, "grad_norm": float(grad_norm), "lr": lr,
                   "elapsed_s": time.perf_counter() - started}
         records.append(record)
         if ctx.main:
@@ -371,8 +371,9 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
             if step % config.log_every == 0 or step == last:
                 rate = tokens_seen / record["elapsed_s"]
                 eta = (last - step) * config.batch_size * config.seq_len / rate
-                log.info("step %d/%d loss %.4f (text %.4f, image %.4f) lr %.2e %.0f tok/s eta %.0fs", step,
-                         config.steps, stats["loss"], stats["text_loss"], stats["image_loss"], lr, rate, eta)
+                log.info("step %d/%d (epoch %d) loss %.4f (text %.4f, image %.4f) lr %.2e %.0f tok/s eta %.0fs",
+                         step, config.steps, record["epoch"], stats["loss"], stats["text_loss"], stats["image_loss"],
+                         lr, rate, eta)
         if step % config.checkpoint_every == 0 or step == last:
             if ctx.main:
                 path = save_checkpoint(out, step=step, model=model, optimizer=optimizer, scheduler=scheduler,

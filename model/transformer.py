@@ -239,11 +239,9 @@ class Transformer(nn.Module):
             key_docs, key_index = cache.doc[:, :start + T], torch.arange(start + T, device=tokens.device)
         query_index = torch.arange(start, start + T, device=tokens.device)
         causal = key_index[None, :] <= query_index[:, None]  # (T, S)
-        allowed = (doc_ids[:, :, None] == key_docs[:, None, :]) & causal  # (B, T, S)
-        # additive mask, built once for all layers (SDPA would convert a boolean one in every layer)
-        mask = torch.zeros(allowed.shape, dtype=self.rope_cos.dtype if not torch.is_autocast_enabled() else
-                           torch.get_autocast_dtype(tokens.device.type), device=tokens.device)
-        mask = mask.masked_fill_(~allowed, float("-inf")).unsqueeze(1)  # (B, 1, T, S), broadcast over heads
+        mask = ((doc_ids[:, :, None] == key_docs[:, None, :]) & causal).unsqueeze(1)  # (B, 1, T, S) over heads
+        if tokens.device.type == "cpu":  # CPU SDPA converts a boolean mask in every layer: convert it once
+            mask = torch.zeros(mask.shape, device=tokens.device).masked_fill_(~mask, float("-inf"))
 
         x = self.embed(tokens)  # (B, T, C)
         for block in self.blocks:
