@@ -22,6 +22,7 @@ import io
 import ipaddress
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class FetchConfig:
     user_agent: str = f"Mozilla/5.0 (compatible; interleaf/{__version__})"  # the User-Agent header sent
     allow_private_hosts: bool = False  # fetch from private/loopback/link-local addresses (tests, intranets)
     allowed_networks: tuple[str, ...] = ()  # CIDR blocks let through while the guard stays on for the rest
+    ca_file: str | None = None  # extra trusted CA certificates (PEM) for HTTPS: a private CA, tests;
+    # the system's trust store otherwise. Certificates are always verified against the URL's host name
     respect_robots_txt: bool = True  # RFC 9309; off only for hosts you own
     disallowed_header_directives: tuple[str, ...] = DEFAULT_DISALLOWED_DIRECTIVES  # img2dataset's + "none"
     optout: OptOutList = field(default_factory=OptOutList)  # URLs, domains and sha256 never kept
@@ -204,6 +207,7 @@ class Fetcher:
                                   max_bytes=config.max_bytes)
         self._headers = {"User-Agent": config.user_agent, "Accept": "image/*",
                          "Accept-Encoding": "identity"}
+        self._ssl = ssl.create_default_context(cafile=config.ca_file)  # one per fetcher: costly to build
 
     def close(self) -> None:
         self.watchdog.close()
@@ -216,7 +220,7 @@ class Fetcher:
             response = open_url(robots_url, limits=self._limits,
                                 headers={**self._headers, "Accept": "text/plain"},
                                 allow_private=self.config.allow_private_hosts, watchdog=self.watchdog,
-                                allowed_networks=self.config.allowed_networks)
+                                allowed_networks=self.config.allowed_networks, ssl_context=self._ssl)
         except FetchError as e:
             if e.code is not None:
                 return e.code, ""
@@ -273,7 +277,8 @@ class Fetcher:
         config, record = self.config, outcome.record
         response = open_url(url, limits=self._limits, headers=self._headers,
                             allow_private=config.allow_private_hosts, watchdog=self.watchdog,
-                            allowed_networks=config.allowed_networks, before_hop=self._before_hop)
+                            allowed_networks=config.allowed_networks, before_hop=self._before_hop,
+                            ssl_context=self._ssl)
         try:
             refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [],
                                        config.user_agent_token, config.disallowed_header_directives)

@@ -1,7 +1,9 @@
 """The address guard: private, loopback, link-local and reserved addresses refused after resolution and on
 every redirect. This is the one test module that runs with the guard on (allow_private_hosts=False)."""
 
+import datetime
 import importlib.util
+import ssl
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,66 @@ def test_redirect_to_a_private_address_is_refused(hostile, target):
     assert "redirect to" in record.error
     new = {k: v - before.get(k, 0) for k, v in hostile.hits.items() if v != before.get(k, 0)}
     assert set(new) <= {"/robots.txt", f"/redirect?to={target.format(port=hostile.port)}"}
+
+
+# ---------------------------------------------------------------- HTTPS over a pinned connection
+
+
+def _self_signed(tmp_path, name: str):
+    """A self-signed certificate for `name` (its own CA) and its key, as PEM files."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """The hostile server's endpoints over TLS, with a certificate for the name "localhost"."""
+    cert, key = _self_signed(tmp_path, "localhost")
+    server = servers.HostileServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    yield server, cert, _self_signed(tmp_path, "other.example")[0]
+    server.close()
+
+
+def test_https_is_verified_against_the_url_host(https_server):
+    server, cert, other_ca = https_server
+    url = f"https://localhost:{server.port}/ok/a.jpg"
+    results = {}
+    for name, ca_file in (("trusted", cert), ("unknown CA", None), ("wrong CA", other_ca)):
+        fetcher = Fetcher(FetchConfig(allow_private_hosts=True, total_timeout_s=3.0, ca_file=ca_file))
+        try:
+            results[name] = fetcher.fetch(url).record
+        finally:
+            fetcher.close()
+    assert results["trusted"].status == "ok", results["trusted"].error
+    for name in ("unknown CA", "wrong CA"):
+        assert results[name].status == "connect" and "certificate" in results[name].error.lower()
+    # the pinned address is 127.0.0.1, yet the certificate was checked for "localhost": a fetch by address
+    # fails the name check
+    fetcher = Fetcher(FetchConfig(allow_private_hosts=True, total_timeout_s=3.0, ca_file=cert))
+    try:
+        by_ip = fetcher.fetch(f"https://127.0.0.1:{server.port}/ok/a.jpg").record
+    finally:
+        fetcher.close()
+    assert by_ip.status == "connect" and "certificate" in by_ip.error.lower()
