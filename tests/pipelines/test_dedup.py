@@ -517,3 +517,29 @@ def test_large_buckets_are_linked_as_stars(image_corpus, tmp_path):
                                out_dir=tmp_path / "images", images=True)
     assert len(images) == 1 and funnel["dedup"]["images"]["dropped"] == {"near_duplicate": 3}
     assert funnel["dedup"]["images"]["info"]["phash_bucket_capped"] > 0
+
+
+def test_no_step_gathers_the_collection():
+    """Structural check of the claim that nothing is collected into one worker: every grouping in the three
+    transforms is a keyed GroupByKey (or CoGroupByKey), and no step takes a side input or combines
+    globally."""
+    p = create_pipeline(pipeline_options())
+    docs = p | "Docs" >> beam.Create([])
+    images = p | "Images" >> beam.Create([])
+    deduped = docs | DedupDocuments() | RemoveRepeatedParagraphs()
+    _ = {"documents": deduped, "images": images} | DedupImages()
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        groupings, offenders = 0, []
+
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.GroupByKey):
+                Visitor.groupings += 1
+            if node.side_inputs or isinstance(node.transform, beam.CombineGlobally):
+                Visitor.offenders.append(node.full_label)
+
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+    p.visit(Visitor())
+    assert Visitor.offenders == [] and Visitor.groupings > 50
