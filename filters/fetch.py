@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import os
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int]:
             return im.size
     except Image.DecompressionBombError as e:
         raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
 
 

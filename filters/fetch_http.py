@@ -209,13 +209,13 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
     visited = []
     current = url
     while True:
-        parts = urlsplit(current)
         try:
+            parts = urlsplit(current)
             target = resolve(parts.scheme, parts.hostname or "", parts.port, allow_private=allow_private,
                              allowed_networks=allowed_networks)
         except GuardError as e:
             raise FetchError(e.status, str(e) if not visited else f"redirect to {current}: {e}") from None
-        except ValueError as e:  # a port that is not a number
+        except ValueError as e:  # a port that is not a number, a broken IPv6 literal
             raise FetchError("error", f"malformed URL {current!r}: {e}") from None
         if before_hop is not None:  # after the guard: a refused address gets no robots.txt request either
             before_hop(current)
@@ -252,7 +252,11 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
                             _conn=conn, _sock=sock, _raw=raw, _deadline=deadline, _watch=watch)
         if raw.status in REDIRECT_CODES and raw.headers.get("Location"):
             response.close(watchdog)
-            location = urljoin(current, raw.headers["Location"].strip())
+            try:
+                location = urljoin(current, raw.headers["Location"].strip())
+            except ValueError as e:  # a broken IPv6 literal
+                raise FetchError("error", f"redirect to a malformed URL {raw.headers['Location']!r}: "
+                                          f"{e}") from None
             if location in visited:
                 raise FetchError("too_many_redirects", f"redirect loop: {current} -> {location} "
                                                        f"after {len(visited) - 1} redirects")

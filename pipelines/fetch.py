@@ -125,7 +125,10 @@ def host_key(url: str) -> str:
 
 def fetch_url(url: str) -> str:
     """The URL as fetched and stored: without its #fragment, which is never sent to the server."""
-    return urldefrag(url.strip()).url
+    try:
+        return urldefrag(url.strip()).url
+    except ValueError:  # unparseable (a broken IPv6 literal): kept as is, it fails as "error" in _Decide
+        return url.strip()
 
 
 def needed_urls(doc: Document) -> list[tuple[int, str]]:
@@ -217,8 +220,11 @@ class _Decide(beam.DoFn):
         yield beam.pvalue.TaggedOutput("fetch", (host_key(url), url))
 
     def _precheck(self, url: str) -> ImageRecord | None:
-        """Failures known without the network: an unfetchable scheme, an opted-out URL."""
-        scheme = urlsplit(url).scheme.lower()
+        """Failures known without the network: an unparseable URL, an unfetchable scheme, an opted-out URL."""
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as e:
+            return failed(url, "error", f"malformed URL: {e}")
         if scheme not in ALLOWED_SCHEMES:
             return failed(url, "unsupported_scheme", f"scheme {scheme or '(none)'!r} is not fetched")
         entry = self.config.fetch.optout.match_url(url)

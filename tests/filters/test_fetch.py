@@ -82,6 +82,9 @@ CASES = [
     ("opted out by sha256 of the bytes", "/other.jpg", "opted_out", TOTAL_S),
     ("redirect to an opted-out URL", "/redirect?to=/ok/opted-out.jpg", "opted_out", TOTAL_S),
     ("redirect to file://", "/redirect?to=file:///etc/passwd", "unsupported_scheme", TOTAL_S),
+    ("redirect to a malformed URL", "/redirect?to=http://%5B::1/x.jpg", "error", TOTAL_S),
+    ("malformed IPv6 literal", "http://[::1/x.jpg", "error", TOTAL_S),
+    ("port that is not a number", "http://127.0.0.1:port/x.jpg", "error", TOTAL_S),
 ]
 
 
@@ -149,7 +152,7 @@ def outcomes(hostile):
 
     scheduler = HostScheduler(work, done, threads=len(CASES), per_host_concurrency=len(CASES),
                               per_host_rate=0)
-    urls = {name: (hostile.base + path if "://" not in path else path) for name, path, _, _ in CASES}
+    urls = {name: (hostile.base + path if path.startswith("/") else path) for name, path, _, _ in CASES}
     scheduler.submit("hostile", list(urls.values()))
     assert scheduler.wait(0, timeout=60), "the hostile cases did not all finish within 60 s"
     scheduler.close()

@@ -106,7 +106,9 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     dropped = Document(doc_id="dropped", url="http://x/", nodes=[Node.image_node(sites.local(next(iter(
         r["resolved"] for r in refs.values()))))]).dropped("too_short")
     resolved = Node(kind="image", image_url="http://archived.example/a.jpg", image_sha256="e" * 64)
-    docs += [dropped, Document(doc_id="warc", url="http://archived.example/", nodes=[resolved])]
+    odd = Document(doc_id="odd", url="http://odd/", nodes=[Node.image_node("http://[::1/x.jpg"),
+                                                           Node.image_node("data:image/png;base64,iVBORw0KGgo=")])
+    docs += [odd, dropped, Document(doc_id="warc", url="http://archived.example/", nodes=[resolved])]
     out_docs, images, funnel = run_fetch(docs, tmp_path / "images", num_shards=2)
     config = fetch_config()
 
@@ -115,7 +117,8 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     assert by_id["dropped"] == dropped and by_id["warc"].nodes == [resolved]
     store = {u: r for r in images for u in r.urls}
     checked = set()
-    for doc in docs[:-2]:
+    assert [n.reason for n in by_id["odd"].nodes] == ["error", "unsupported_scheme"]  # decided, not fetched
+    for doc in docs[:-3]:
         for before, after in zip(doc.nodes, by_id[doc.doc_id].nodes, strict=True):
             if not before.is_image:
                 assert after == before
@@ -146,7 +149,7 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     # the funnel reconciles, in unique URLs, nodes and documents
     assert unreconciled(funnel) == []
     f = funnel["fetch"]
-    assert f["images"]["in"] == len(checked) == f["images"]["info"]["fetched"]
+    assert f["images"]["in"] == len(checked) + 2 and f["images"]["info"]["fetched"] == len(checked)
     assert f["images"]["out"] == sum(1 for u in checked if store[u].status == "ok")
     n_nodes = sum(len(d.image_nodes) for d in docs if d.kept)
     node_drops = Counter(n.reason for d in docs if d.kept for n in by_id[d.doc_id].image_nodes if not n.kept)
