@@ -15,17 +15,15 @@ import json
 import logging
 import os
 import statistics
-import sys
 import time
 
 import torch
+from results import table, write_section  # bench/ is sys.path[0] when run as a script
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results import table, write_section  # noqa: E402
-
-from interleaf.model.generate import GenerationConfig, Generator  # noqa: E402
-from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset  # noqa: E402
-from interleaf.tokenizers.codec import build_vocabulary  # noqa: E402
+from interleaf.model.generate import GenerationConfig, Generator
+from interleaf.model.geneval import TASKS
+from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset
+from interleaf.tokenizers.codec import build_vocabulary
 
 log = logging.getLogger("model_bench")
 
@@ -71,7 +69,7 @@ def main(argv=None) -> None:
     rows = [[name, f"{count_params(model_preset(name, vocab_size=vocab_size)) / 1e6:.2f}M",
              f"{count_params(model_preset(name, vocab_size=16_384)) / 1e6:.2f}M",
              "{dim}x{n_layers}, {n_heads} heads".format(**PRESETS[name])] for name in PRESETS]
-    body.append(f"### Parameters per preset\n\n"
+    body.append("### Parameters per preset\n\n"
                 + table(["preset", f"params (vocab {vocab_size}, the recipe's)", "params (vocab 16,384)", "shape"],
                         rows))
 
@@ -102,11 +100,16 @@ def main(argv=None) -> None:
         write_section("model", "Reference model (bench/model_bench.py)", text)
 
 
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def recipe_section(out: str) -> str:
-    report = json.load(open(os.path.join(out, "recipe.json")))
+    report = _read_json(os.path.join(out, "recipe.json"))
     stages, a = report.get("stages", {}), report["args"]
-    lines = [f"### CPU recipe (bench/model_recipe.py, {a['examples']} examples, preset {a['preset']}, "
-             f"{a['steps']} steps of {a['batch_size']}x{a['seq_len']} tokens, {a['threads']} threads)\n"]
+    lines = [(f"### CPU recipe (bench/model_recipe.py, {a['examples']} examples, preset {a['preset']}, "
+              f"{a['steps']} steps of {a['batch_size']}x{a['seq_len']} tokens, {a['threads']} threads)\n")]
     if "vq" in stages:
         h = stages["vq"].get("held_out", {})
         lines.append(f"- VQ: {stages['vq']['steps']} steps in {stages['vq']['seconds']:.0f}s; held-out PSNR "
@@ -114,35 +117,41 @@ def recipe_section(out: str) -> str:
     if "train" in stages:
         tr = stages["train"]
         f, last = tr["first"], tr["last"]
-        lines.append(f"- Transformer: {tr['steps']} steps in {tr['seconds']:.0f}s of training; loss {f['loss']:.3f} -> "
-                     f"{last['loss']:.3f} (text {f['text_loss']:.3f} -> {last['text_loss']:.3f}, image "
-                     f"{f['image_loss']:.3f} -> {last['image_loss']:.3f})")
+        lines.append(f"- Transformer: {tr['steps']} steps in {tr['seconds']:.0f}s of training; loss "
+                     f"{f['loss']:.3f} -> {last['loss']:.3f} (text {f['text_loss']:.3f} -> {last['text_loss']:.3f}, "
+                     f"image {f['image_loss']:.3f} -> {last['image_loss']:.3f})")
         curve = _curve(os.path.join(out, "run", "loss.jsonl"))
         if curve:
             lines.append("\n" + table(["step", "loss", "text loss", "image loss"], curve) + "\n")
-    scores_path = os.path.join(out, "eval", "scores.json")
-    if os.path.exists(scores_path):
-        s = json.load(open(scores_path))
-        g = s["generation"]
-        lines.append(f"- Synthetic GenEval, {s['prompts']} prompts x {s['samples_per_prompt']} images (cfg "
-                     f"{g['cfg_scale']}, temperature {g['temperature']}, top-k {g['top_k']}): **overall "
-                     f"{s['overall']:.3f}**, seen {s['seen']:.3f}, held-out {s['held_out']:.3f}; "
-                     f"{s['seconds_per_image'] * 1000:.0f} ms per image in batches")
-        rows = [[t, f"{v:.3f}", f"{s.get('ceiling_vq_reconstructions', {}).get('tasks', {}).get(t, float('nan')):.3f}",
-                 f"{s.get('checker_on_ground_truth', {}).get('tasks', {}).get(t, float('nan')):.3f}"]
-                for t, v in s["tasks"].items()]
-        rows.append(["overall", f"{s['overall']:.3f}",
-                     f"{s.get('ceiling_vq_reconstructions', {}).get('overall', float('nan')):.3f}",
-                     f"{s.get('checker_on_ground_truth', {}).get('overall', float('nan')):.3f}"])
-        lines.append("\n" + table(["task", "model", "ceiling: checker on VQ reconstructions",
-                                   "checker on ground truth"], rows))
+    evals = sorted(d for d in os.listdir(out) if d.startswith("eval")
+                   and os.path.exists(os.path.join(out, d, "scores.json")))
+    if evals:
+        rows = []
+        for d in evals:
+            s = _read_json(os.path.join(out, d, "scores.json"))
+            g = s["generation"]
+            rows.append([d, g["cfg_scale"], g["temperature"], g["top_k"], f"{s['overall']:.3f}", f"{s['seen']:.3f}",
+                         f"{s['held_out']:.3f}", *[f"{s['tasks'].get(t, float('nan')):.2f}" for t in TASKS],
+                         f"{s['seconds_per_image'] * 1000:.0f} ms"])
+        lines.append(f"- Synthetic GenEval (`interleaf eval`), {s['prompts']} prompts x {s['samples_per_prompt']} "
+                     "images per setting:\n\n" + table(
+                         ["run", "cfg", "temp", "top-k", "overall", "seen", "held-out", *TASKS, "per image"], rows))
+        main = _read_json(os.path.join(out, "eval" if "eval" in evals else evals[0], "scores.json"))
+        truth, ceiling = main.get("checker_on_ground_truth"), main.get("ceiling_vq_reconstructions")
+        if truth and ceiling:
+            rows = [[t, f"{truth['tasks'][t]:.3f}", f"{ceiling['tasks'][t]:.3f}"] for t in TASKS]
+            rows.append(["overall", f"{truth['overall']:.3f}", f"{ceiling['overall']:.3f}"])
+            lines.append("\n- Checker calibration on the same prompts: ground-truth renders, and their VQ round "
+                         "trips (the ceiling a perfect generator could reach through this VQ):\n\n"
+                         + table(["task", "ground truth", "VQ reconstructions (ceiling)"], rows))
     return "\n".join(lines)
 
 
 def _curve(path: str, points: int = 8) -> list[list]:
     if not os.path.exists(path):
         return []
-    records = [json.loads(line) for line in open(path) if line.strip()]
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
     idx = sorted({0, len(records) - 1, *[round(i * (len(records) - 1) / (points - 1)) for i in range(points)]})
     return [[records[i]["step"], f"{records[i]['loss']:.3f}", f"{records[i]['text_loss']:.3f}",
              f"{records[i]['image_loss']:.3f}"] for i in idx]

@@ -29,7 +29,15 @@ from interleaf.model.geneval import DEFAULT_HELD_OUT, ground_truth, make_suite, 
 from interleaf.model.shapes import render
 from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
 from interleaf.tokenizers.text_bpe import TextTokenizer
-from interleaf.tokenizers.vq import VQModel, VQTrainConfig, image_to_tensor, load_vq, save_vq, train_vq, vq_preset
+from interleaf.tokenizers.vq import (
+    VQModel,
+    VQTrainConfig,
+    image_to_tensor,
+    load_vq,
+    save_vq,
+    train_vq,
+    vq_preset,
+)
 
 log = logging.getLogger("model_recipe")
 
@@ -63,7 +71,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     report_path = os.path.join(args.out, "recipe.json")
-    report = json.load(open(report_path)) if os.path.exists(report_path) else {}
+    report = {}
+    if os.path.exists(report_path):
+        with open(report_path) as f:
+            report = json.load(f)
     report["args"] = vars(args)
 
     def stage_done(name: str, seconds: float, **extra) -> None:

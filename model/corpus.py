@@ -14,8 +14,20 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from interleaf.model.geneval import (COUNT_SIZE, DEFAULT_HELD_OUT, IMAGE_SIZE, PAIR_SIZE, RELATIONS, SINGLE_SIZE,
-                                     HeldOut, _a, allowed_colors, object_box, place, relative_position)
+from interleaf.model.geneval import (
+    COUNT_SIZE,
+    DEFAULT_HELD_OUT,
+    IMAGE_SIZE,
+    PAIR_SIZE,
+    RELATIONS,
+    SINGLE_SIZE,
+    HeldOut,
+    _a,
+    allowed_colors,
+    object_box,
+    place,
+    relative_position,
+)
 from interleaf.model.shapes import NUMBER_WORDS, SHAPES, Scene, render
 from interleaf.schemas.document import Document, Node
 
@@ -56,7 +68,7 @@ def sample_example(rng: random.Random, kind: str, held_out: HeldOut) -> Example:
     s, t = rng.sample(SHAPES, 2)
     c = rng.choice(allowed_colors(s, held_out))
     d = rng.choice([x for x in allowed_colors(t, held_out) if x != c])
-    words = dict(s=s, t=t, c=c, d=d, a_s=_a(s), a_t=_a(t), a_c=_a(c), a_d=_a(d))
+    words = {"s": s, "t": t, "c": c, "d": d, "a_s": _a(s), "a_t": _a(t), "a_c": _a(c), "a_d": _a(d)}
     if kind in ("single_object", "colors"):
         scene = place(rng, [(s, c)], size_range=SINGLE_SIZE)
     elif kind == "counting":

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from interleaf.model.transformer import PAD_DOC
 from interleaf.schemas.meta import KIND_TOKENS
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
 from interleaf.shards import open_shards, read_shard
-from interleaf.model.transformer import PAD_DOC
 from interleaf.tokenizers.layout import IMAGE_BLOCK, token_layout
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ class TokenCorpus:
         self.vocab: Vocabulary = self.info.vocabulary
         self._offsets: list[np.ndarray] = []  # per record batch: (rows + 1,) offsets into its values
         self._values: list[np.ndarray] = []  # per record batch: the flat token ids (a view of the mapping)
-        for path in self.shards.paths:
+        for shard in self.shards.paths:
             # a local shard is memory-mapped: the table's buffers are views of the file, nothing is copied
-            for column in read_shard(path, self.shards.schema, ["tokens"]).column("tokens").chunks:
+            for column in read_shard(shard, self.shards.schema, ["tokens"]).column("tokens").chunks:
                 if column.null_count:
-                    raise ValueError(f"{path}: token shard has null token lists")
+                    raise ValueError(f"{shard}: token shard has null token lists")
                 self._offsets.append(np.asarray(column.offsets))
                 self._values.append(np.asarray(column.values))  # zero-copy: the column has no nulls
         counts = np.array([len(o) - 1 for o in self._offsets], dtype=np.int64)

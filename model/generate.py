@@ -161,7 +161,7 @@ class Generator:
         unconditional rows.
         """
         generator = generator or torch.Generator().manual_seed(config.seed)
-        grids = {self.grids[c[-1]] if c[-1] in self.grids else None for c in contexts}
+        grids = {self.grids.get(c[-1]) for c in contexts}
         if None in grids or any(c[-2] != self.boi for c in contexts) or len(grids) != 1:
             raise ValueError("every context must end with <boi> and one and the same grid token")
         rows, cols = grids.pop()

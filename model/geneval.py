@@ -174,8 +174,7 @@ def make_suite(*, seed: int = 0, color_attr: int = 30, held_out: HeldOut = DEFAU
 def write_metadata(path: str, suite: list[dict]) -> None:
     """evaluation_metadata.jsonl: one GenEval metadata object per line."""
     with open(path, "w") as f:
-        for m in suite:
-            f.write(json.dumps(m) + "\n")
+        f.writelines(json.dumps(m) + "\n" for m in suite)
 
 
 def read_metadata(path: str) -> list[dict]:
@@ -218,7 +217,7 @@ def detect(image: Image.Image) -> list[Detection]:
     names = list(COLORS)
     found = []
     for k, color in enumerate(names):
-        labels, n = ndimage.label(classes == k)  # 4-connected components
+        labels, _ = ndimage.label(classes == k)  # 4-connected components
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
             area = int((labels[sl] == i).sum())
             if area < min_area:
@@ -357,7 +356,7 @@ def scene_for(metadata: dict, rng: random.Random, *, held_out: HeldOut | None = 
     if tag == "position":
         relation = include[1]["position"][0]
 
-        def accept(scene):  # noqa: F811 - the subject is the second object, the target the first
+        def accept(scene):
             target, subject = scene.objects
             return relative_position(object_box(subject), object_box(target)) == {relation}
     elif held_out is not None:
@@ -482,8 +481,7 @@ def run_eval(generator, out: str, *, suite: list[dict] | None = None, samples: i
     names = write_geneval_folder(os.path.join(out, "images"), suite, images)
     rows, scores = score_images(suite, images, held_out, [[os.path.join("images", n) for n in r] for r in names])
     with open(os.path.join(out, "results.jsonl"), "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     result = {**scores.to_json(), "samples_per_prompt": samples, "generation": asdict(config),
               "held_out_combinations": held_out.to_json(), "generation_seconds": seconds,
               "seconds_per_image": seconds / max(1, scores.images)}

@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 PAD_DOC = -1  # document id of padding: no other token attends to it
 
@@ -56,10 +56,10 @@ class ModelConfig:
 # Presets: a debug model for tests (torchtitan's llama3 debugmodel), `tiny` for CPU training in minutes,
 # `small` and `base` (about 100M parameters with a 16k-24k joint vocabulary) for a GPU.
 PRESETS: dict[str, dict] = {
-    "debug": dict(dim=64, n_layers=2, n_heads=4, max_seq_len=256),
-    "tiny": dict(dim=256, n_layers=6, n_heads=8, max_seq_len=512),
-    "small": dict(dim=512, n_layers=8, n_heads=8, max_seq_len=1024),
-    "base": dict(dim=768, n_layers=12, n_heads=12, max_seq_len=2048),
+    "debug": {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 256},
+    "tiny": {"dim": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 512},
+    "small": {"dim": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": 1024},
+    "base": {"dim": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 2048},
 }
 
 

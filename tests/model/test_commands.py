@@ -3,6 +3,7 @@ through a randomly initialised small VQ, token shards through the codec, then tr
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,11 +36,11 @@ def trained(tmp_path_factory):
 def test_train_writes_checkpoint_with_tokenizer_copies(trained):
     info = open_shards(str(trained / "tokens")).token_info
     assert info.vocabulary.image_grid == (4, 4) and info.config["shapes"]["held_out"]
-    meta = json.load(open(trained / "run" / "checkpoints" / "step-000003" / "meta.json"))
+    meta = json.loads(Path(trained / "run" / "checkpoints" / "step-000003" / "meta.json").read_text())
     assert set(meta["tokenizer_files"]) == {"text", "image"}  # found through the shards' config
     for rel in meta["tokenizer_files"].values():
         assert os.path.exists(trained / "run" / "checkpoints" / "step-000003" / rel)
-    assert len(open(trained / "run" / "loss.jsonl").readlines()) == 3
+    assert len(Path(trained / "run" / "loss.jsonl").read_text().splitlines()) == 3
 
 
 def test_generate_writes_an_image(trained, capsys):
@@ -47,7 +48,7 @@ def test_generate_writes_an_image(trained, capsys):
     rc = model_cmd.main(["generate", "--checkpoint", str(trained / "run"), "--prompt", "a photo of a red circle",
                          "--out", str(out), "--image", "--samples", "2", "--top-k", "8"])
     assert rc == 0
-    result = json.load(open(out / "generation.json"))
+    result = json.loads(Path(out / "generation.json").read_text())
     assert len(result["samples"]) == 2
     images = [s["image"] for sample in result["samples"] for s in sample["segments"] if "image" in s]
     assert len(images) == 2 and all((out / name).exists() for name in images)
@@ -62,12 +63,12 @@ def test_eval_writes_genevals_files(trained):
     rc = model_cmd.main(["eval", "--checkpoint", str(trained / "run"), "--out", str(out), "--samples", "2",
                          "--metadata", str(trained / "meta.jsonl")])
     assert rc == 0
-    scores = json.load(open(out / "scores.json"))
+    scores = json.loads(Path(out / "scores.json").read_text())
     assert scores["images"] == 8 and scores["prompts"] == 4 and 0 <= scores["overall"] <= 1
     assert {"checker_on_ground_truth", "ceiling_vq_reconstructions", "seen", "held_out"} <= set(scores)
-    assert len(open(out / "results.jsonl").readlines()) == 8
+    assert len(Path(out / "results.jsonl").read_text().splitlines()) == 8
     assert (out / "images" / "00000" / "samples" / "0001.png").exists()
-    assert json.load(open(out / "images" / "00002" / "metadata.jsonl")) == small[2]
+    assert json.loads(Path(out / "images" / "00002" / "metadata.jsonl").read_text()) == small[2]
 
 
 def test_usage_errors_are_one_line(trained, capsys):

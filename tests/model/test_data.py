@@ -3,8 +3,18 @@ import random
 import numpy as np
 import pytest
 
-from interleaf.model.data import (IGNORE, PackConfig, PackedStream, TokenCorpus, collate, drop_captions,
-                                  first_fit, image_blocks, rank_slice, split_document)
+from interleaf.model.data import (
+    IGNORE,
+    PackConfig,
+    PackedStream,
+    TokenCorpus,
+    collate,
+    drop_captions,
+    first_fit,
+    image_blocks,
+    rank_slice,
+    split_document,
+)
 from interleaf.model.transformer import PAD_DOC
 from interleaf.shards import ShardError
 

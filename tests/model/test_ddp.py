@@ -32,8 +32,9 @@ def _free_port() -> int:
 def test_two_process_step_matches_one_process(tmp_path, corpus):
     rng = random.Random(0)
     shards = corpus.write(tmp_path / "tok", [corpus.captioned(rng) for _ in range(40)])
-    config = dict(preset="debug", model_overrides=dict(dim=32, n_layers=2, n_heads=2), seq_len=64, batch_size=4,
-                  steps=2, warmup_steps=1, caption_dropout=0.2, pack_window=16, log_every=1, z_loss=1e-4)
+    config = {"preset": "debug", "model_overrides": {"dim": 32, "n_layers": 2, "n_heads": 2}, "seq_len": 64,
+              "batch_size": 4, "steps": 2, "warmup_steps": 1, "caption_dropout": 0.2, "pack_window": 16,
+              "log_every": 1, "z_loss": 1e-4}
     port = _free_port()
     procs = []
     for rank in range(2):

@@ -1,15 +1,28 @@
 import copy
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from interleaf.model.corpus import CorpusConfig, make_examples, to_documents, write_site
-from interleaf.model.geneval import (CONVERSE, DEFAULT_HELD_OUT, TASKS, HeldOut, detect, evaluate, ground_truth,
-                                     make_suite, read_metadata, relative_position, scene_for, score_images,
-                                     write_metadata)
+from interleaf.model.geneval import (
+    CONVERSE,
+    DEFAULT_HELD_OUT,
+    TASKS,
+    HeldOut,
+    detect,
+    evaluate,
+    ground_truth,
+    make_suite,
+    read_metadata,
+    relative_position,
+    scene_for,
+    score_images,
+    write_metadata,
+)
 from interleaf.model.shapes import COLORS, SHAPES, Scene, ShapeObject, render
 
 
@@ -96,7 +109,7 @@ def test_training_corpus_leaves_held_out_combinations_out(tmp_path):
     assert [n.kind for n in docs[0].nodes] == ["text", "image"] and docs[0].nodes[0].text == examples[0].caption
     pages = write_site(str(tmp_path / "site"), examples[:10], per_page=4)
     assert len(pages) == 3 and (tmp_path / "site" / "index.html").exists()
-    html = open(pages[0]).read()
+    html = Path(pages[0]).read_text()
     assert html.count("<img ") == 4 and examples[0].caption in html
     img = Image.open(tmp_path / "site" / "images" / "000000.png")
     assert img.size == (32, 32) and img.format == "PNG"

@@ -1,20 +1,28 @@
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
-from interleaf.model.train import TrainConfig, latest_checkpoint, load_checkpoint, lr_factor, read_loss_log, train
+from interleaf.model.train import (
+    TrainConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    lr_factor,
+    read_loss_log,
+    train,
+)
 from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset
 
-SMALL = dict(dim=32, n_layers=2, n_heads=2)
+SMALL = {"dim": 32, "n_layers": 2, "n_heads": 2}
 
 
 def _config(**kw):
-    base = dict(preset="debug", model_overrides=SMALL, seq_len=64, batch_size=4, steps=6, lr=3e-3,
-                warmup_steps=2, caption_dropout=0.2, pack_window=32, log_every=1, checkpoint_every=100,
-                z_loss=1e-4)
+    base = {"preset": "debug", "model_overrides": SMALL, "seq_len": 64, "batch_size": 4, "steps": 6, "lr": 3e-3,
+            "warmup_steps": 2, "caption_dropout": 0.2, "pack_window": 32, "log_every": 1,
+            "checkpoint_every": 100, "z_loss": 1e-4}
     return TrainConfig(**{**base, **kw})
 
 
@@ -59,7 +67,7 @@ def test_checkpoint_holds_everything_to_resume(tmp_path, shards):
     assert {"step", "optimizer", "scheduler", "rng", "data"} <= set(state)
     assert {"python", "numpy", "torch"} <= set(state["rng"])
     assert state["data"]["cursor"]["row"] > 0 or state["data"]["cursor"]["window"] > 0
-    meta = json.load(open(os.path.join(path, "meta.json")))
+    meta = json.loads(Path(os.path.join(path, "meta.json")).read_text())
     assert meta["vocabulary"]["image_grid"] == [4, 4] and meta["model"]["dim"] == 32
 
 
