@@ -1,0 +1,307 @@
+"""What the run report shows, read from a run directory: the manifest, and per-chart columns of the shards.
+
+Each reader opens the shards memory-mapped and touches only the columns (and struct fields) its charts need:
+the documents' node kinds, statuses, texts and CLIP scores, never their other fields; the image store's
+status, URLs and sizes, never its bytes (those are read for the sample documents' images only). Anything a
+run did not produce (no token shards, no CLIP scores, no manifest) becomes a note saying so, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from interleaf import storage
+from interleaf.schemas.document import DROPPED, IMAGE, TEXT, Document, documents_from_table
+from interleaf.schemas.image import STATUS_OK
+from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS
+from interleaf.shards import ShardError, open_shards, read_shard
+
+log = logging.getLogger(__name__)
+
+# The host of a URL: after the scheme and any user info, up to a port, path, query or fragment.
+_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^/:?#]*)"
+ARCHIVED, FETCHED = "archived (WARC)", "fetched"
+EXAMPLES_PER_REASON = 3
+
+
+@dataclass
+class DocumentStats:
+    documents: int = 0
+    images_per_doc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # kept image nodes per document
+    words_per_doc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # words in kept text nodes
+    image_nodes: int = 0  # kept image nodes in all
+    image_nodes_stored: int = 0  # ... of which have an image in the store (sha256 resolved)
+    clip_kept: np.ndarray = field(default_factory=lambda: np.zeros(0))  # scores of kept image nodes
+    clip_dropped: np.ndarray = field(default_factory=lambda: np.zeros(0))  # scores of dropped image nodes
+    samples: list[tuple[str, int]] = field(default_factory=list)  # (shard, row) picked as samples
+
+
+@dataclass
+class RejectedStats:
+    documents: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few URLs
+    clip_dropped: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass
+class ImageStats:
+    rows: int = 0
+    ok: int = 0
+    width: np.ndarray = field(default_factory=lambda: np.zeros(0))  # as served, before resizing
+    height: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    kilobytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # as served
+    clip: np.ndarray = field(default_factory=lambda: np.zeros(0))  # best score per image (store)
+    formats: Counter = field(default_factory=Counter)
+    outcomes: Counter = field(default_factory=Counter)  # (host, outcome) -> URLs
+    errors: dict[str, str] = field(default_factory=dict)  # outcome -> one error message as an example
+
+
+@dataclass
+class TokenStats:
+    rows: int = 0
+    tokens: int = 0
+    per_doc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens per doc_id (split rows summed)
+    vocabulary: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunData:
+    directory: str
+    manifest: dict | None = None
+    documents: DocumentStats | None = None
+    rejected: RejectedStats | None = None
+    images: ImageStats | None = None
+    tokens: TokenStats | None = None
+    clip_threshold: float | None = None
+    absent: dict[str, str] = field(default_factory=dict)  # what -> why it is not in the report
+
+    @property
+    def funnel(self) -> dict:
+        return (self.manifest or {}).get("funnel") or {}
+
+
+def collect(directory: str, samples: int = 4) -> RunData:
+    """Everything the report draws, from run directory `directory`."""
+    d = RunData(directory=directory.rstrip("/") or "/")
+    path = storage.join(d.directory, "manifest.json")
+    if storage.exists(path):
+        try:
+            d.manifest = json.loads(storage.read_bytes(path))
+        except ValueError as e:
+            d.absent["manifest"] = f"{path} is not valid JSON ({e})"
+    else:
+        d.absent["manifest"] = f"no {path}: the funnel and timings are unknown (not a run directory?)"
+    d.documents = _guard(d, "documents", lambda p: documents_stats(p, samples), KIND_DOCUMENTS)
+    d.rejected = _guard(d, "rejected", rejected_stats, KIND_DOCUMENTS)
+    d.images = _guard(d, "images", image_stats, KIND_IMAGES)
+    d.tokens = _guard(d, "tokens", token_stats, KIND_TOKENS)
+    d.clip_threshold = _clip_threshold(d)
+    return d
+
+
+def _guard(d: RunData, sub: str, reader, kind: str):
+    path = storage.join(d.directory, sub)
+    if not storage.is_dir(path):
+        d.absent[sub] = f"no {sub}/ directory in the run"
+        return None
+    try:
+        open_shards(path, kind=kind)
+    except ShardError as e:
+        d.absent[sub] = str(e)
+        return None
+    return reader(path)
+
+
+# ---------------------------------------------------------------- documents
+
+
+def _node_columns(nodes: pa.ListArray):
+    """Flattened node fields as numpy, with each node's document index."""
+    flat = pc.list_flatten(nodes)
+    parent = pc.list_parent_indices(nodes).to_numpy()
+    kind = flat.field("kind").to_numpy(zero_copy_only=False)
+    kept = flat.field("status").to_numpy(zero_copy_only=False) != DROPPED
+    return flat, parent, kind, kept
+
+
+def _scores(flat: pa.StructArray, mask: np.ndarray) -> np.ndarray:
+    scores = flat.field("clip_score").to_numpy(zero_copy_only=False).astype(float)
+    return scores[mask & ~np.isnan(scores)]
+
+
+def documents_stats(path: str, samples: int) -> DocumentStats:
+    s = DocumentStats()
+    images, words, kept_scores, dropped_scores = [], [], [], []
+    with_images, text_only = [], []  # sample candidates: (shard, row)
+    for shard, table in open_shards(path).tables(columns=["nodes"]):
+        n = table.num_rows
+        s.documents += n
+        flat, parent, kind, kept = _node_columns(table["nodes"].combine_chunks())
+        is_img, is_txt = (kind == IMAGE) & kept, (kind == TEXT) & kept
+        per_doc = np.bincount(parent[is_img], minlength=n)
+        stored = is_img & pc.is_valid(flat.field("image_sha256")).to_numpy(zero_copy_only=False)
+        stored_per_doc = np.bincount(parent[stored], minlength=n)
+        images.append(per_doc)
+        s.image_nodes += int(is_img.sum())
+        s.image_nodes_stored += int(stored.sum())
+        # words as runs of non-space characters, counted without splitting the text into lists
+        w = pc.fill_null(pc.count_substring_regex(flat.field("text"), r"\S+"), 0)
+        w = w.to_numpy(zero_copy_only=False)
+        words.append(np.bincount(parent[is_txt], weights=w[is_txt], minlength=n))
+        kept_scores.append(_scores(flat, is_img))
+        dropped_scores.append(_scores(flat, (kind == IMAGE) & ~kept))
+        with_images += [(shard, int(i)) for i in np.flatnonzero(stored_per_doc)]
+        text_only += [(shard, int(i)) for i in np.flatnonzero(stored_per_doc == 0)]
+    s.images_per_doc = np.concatenate(images) if images else np.zeros(0)
+    s.words_per_doc = np.concatenate(words) if words else np.zeros(0)
+    s.clip_kept = np.concatenate(kept_scores) if kept_scores else np.zeros(0)
+    s.clip_dropped = np.concatenate(dropped_scores) if dropped_scores else np.zeros(0)
+    # Samples spread evenly over the run, documents with stored images first (they show what the run made)
+    s.samples = _spread(with_images, samples)
+    s.samples += _spread(text_only, samples - len(s.samples))
+    return s
+
+
+def _spread(items: list, n: int) -> list:
+    if n <= 0 or not items:
+        return []
+    if len(items) <= n:
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
+
+
+def read_samples(picks: list[tuple[str, int]]) -> list[Document]:
+    """The picked documents, whole, reading only their rows' pages of each memory-mapped shard."""
+    docs = []
+    for shard in dict.fromkeys(p for p, _ in picks):
+        table = read_shard(shard)
+        rows = [r for p, r in picks if p == shard]
+        docs += documents_from_table(table.take(pa.array(rows, pa.int64())))
+    return docs
+
+
+def rejected_stats(path: str) -> RejectedStats:
+    s = RejectedStats()
+    scores = []
+    for _, table in open_shards(path).tables(columns=["url", "reason", "nodes"]):
+        s.documents += table.num_rows
+        reasons = table["reason"].to_pylist()
+        s.reasons.update(r or "(none)" for r in reasons)
+        for url, reason in zip(table["url"].to_pylist(), reasons):
+            examples = s.examples.setdefault(reason or "(none)", [])
+            if len(examples) < EXAMPLES_PER_REASON:
+                examples.append(url)
+        flat, _, kind, kept = _node_columns(table["nodes"].combine_chunks())
+        scores.append(_scores(flat, (kind == IMAGE) & ~kept))
+    s.clip_dropped = np.concatenate(scores) if scores else np.zeros(0)
+    return s
+
+
+# ---------------------------------------------------------------- image store
+
+
+def image_stats(path: str) -> ImageStats:
+    s = ImageStats()
+    columns = ["status", "source", "urls", "error", "format", "original_width", "original_height",
+               "original_bytes", "clip_score"]
+    widths, heights, sizes, scores = [], [], [], []
+    for _, table in open_shards(path).tables(columns=columns):
+        s.rows += table.num_rows
+        status = table["status"].combine_chunks()
+        ok = pc.equal(status, STATUS_OK)
+        s.ok += int(pc.sum(ok).as_py() or 0)
+        good = table.filter(ok)
+        widths.append(_floats(good["original_width"]))
+        heights.append(_floats(good["original_height"]))
+        sizes.append(_floats(good["original_bytes"]) / 1024)
+        scores.append(_floats(table["clip_score"]))
+        s.formats.update(f for f in good["format"].to_pylist() if f)
+        # One outcome per URL: an ok image counts once for each URL that resolved to it
+        archived = pc.equal(pc.fill_null(table["source"], ""), "warc")
+        outcome = pc.if_else(ok, pc.if_else(archived, ARCHIVED, FETCHED), status)
+        urls = table["urls"].combine_chunks()
+        found = pc.extract_regex(pc.list_flatten(urls), _HOST)
+        hosts = pc.if_else(pc.is_valid(found), found.field("host"), pa.scalar(None, pa.string()))
+        hosts = pc.fill_null(pc.utf8_lower(hosts), "(no host)")
+        per_url = pc.take(outcome, pc.list_parent_indices(urls))
+        s.outcomes.update(zip(hosts.to_pylist(), per_url.to_pylist()))
+        failed = pc.invert(ok)
+        errors = pc.filter(table["error"], failed).to_pylist()
+        for st, err in zip(pc.filter(status, failed).to_pylist(), errors):
+            if err and st not in s.errors:
+                s.errors[st] = err
+    s.width, s.height = _cat(widths), _cat(heights)
+    s.kilobytes, s.clip = _cat(sizes), _cat(scores)
+    return s
+
+
+def _floats(col) -> np.ndarray:
+    a = pc.drop_null(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    return a.to_numpy(zero_copy_only=False).astype(float)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def host_table(outcomes: Counter) -> list[tuple[str, int, Counter]]:
+    """[(host, URLs, Counter(outcome))], hosts with most URLs first."""
+    by_host: dict[str, Counter] = {}
+    for (host, outcome), n in outcomes.items():
+        by_host.setdefault(host, Counter())[outcome] += n
+    return sorted(((h, sum(c.values()), c) for h, c in by_host.items()), key=lambda t: (-t[1], t[0]))
+
+
+# ---------------------------------------------------------------- tokens and CLIP
+
+
+def token_stats(path: str) -> TokenStats:
+    s = TokenStats()
+    shards = open_shards(path)
+    s.vocabulary = shards.token_info.vocabulary.to_json() if shards.token_info else {}
+    ids, lengths = [], []
+    for _, table in shards.tables(columns=["doc_id", "tokens"]):
+        s.rows += table.num_rows
+        ids.append(table["doc_id"].combine_chunks())
+        # list lengths come from the offsets alone: the token values are never paged in
+        lengths.append(pc.list_value_length(table["tokens"].combine_chunks()))
+    if ids:
+        t = pa.table({"doc_id": pa.concat_arrays(ids), "n": pa.concat_arrays(lengths).cast(pa.int64())})
+        per_doc = t.group_by("doc_id").aggregate([("n", "sum")])["n_sum"]
+        s.per_doc = per_doc.to_numpy().astype(float)
+        s.tokens = int(s.per_doc.sum())
+    return s
+
+
+def _clip_threshold(d: RunData) -> float | None:
+    """The CLIP threshold the run applied: the configured one, else the one recorded in the first scored
+    document's decision (a threshold calibrated in a checkpoint, or a corpus quantile)."""
+    decision = ((((d.manifest or {}).get("config") or {}).get("clip") or {}).get("decision")) or {}
+    if decision.get("mode") == "threshold" and decision.get("threshold") is not None and \
+            "clip" in (d.manifest or {}).get("stages", []):
+        return float(decision["threshold"])
+    if d.documents is None or not (d.documents.clip_kept.size or d.documents.clip_dropped.size):
+        return None
+    for shard in open_shards(storage.join(d.directory, "documents")).paths:
+        meta = read_shard(shard, columns=["meta"])["meta"].slice(0, 200).to_pylist()
+        for m in meta:
+            decision = (json.loads(m or "{}").get("clip") or {}).get("decision") or {}
+            if decision.get("threshold") is not None:
+                return float(decision["threshold"])
+    return None
+
+
+def describe_inputs(manifest: dict | None) -> list[tuple[str, int, str]]:
+    """[(format, files, first file name)] from the manifest's inputs."""
+    inputs = (manifest or {}).get("inputs") or {}
+    return [(fmt, len(paths), os.path.basename(paths[0].rstrip("/")) if paths else "")
+            for fmt, paths in inputs.items()]

@@ -1,0 +1,329 @@
+"""The run report's sections as HTML: overview, funnel, distributions, downloads per host, rejections.
+
+Each section is a function of the collected RunData that returns one <section> with a heading, a short
+caption saying what the chart shows and where its numbers come from, and the chart; a section whose data
+the run did not produce says what is absent and why instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from interleaf.report import svg
+from interleaf.report.collect import ARCHIVED, FETCHED, RunData, describe_inputs, host_table
+from interleaf.report.svg import DROP_COLOURS, KEPT, OTHER, Row, Segment, esc, fmt
+
+STAGE_ORDER = ("ingest", "dedup", "fetch", "clip", "clip_reapply", "tokenize", "final")
+UNITS = (("documents", "Documents"), ("nodes", "Nodes (paragraphs and images)"),
+         ("images", "Images"), ("records", "WARC records"))
+TOP_HOSTS = 20  # hosts drawn; the table lists up to TABLE_HOSTS
+TABLE_HOSTS = 50
+
+
+def section(key: str, title: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{esc(title)}</h2>\n{body}\n</section>'
+
+
+def caption(text: str) -> str:
+    return f'<p class="caption">{text}</p>'
+
+
+def absent_box(text: str) -> str:
+    return f'<div class="absent"><strong>Absent:</strong> {esc(text)}</div>'
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "–"
+
+
+# ---------------------------------------------------------------- overview
+
+
+def overview(d: RunData) -> str:
+    m = d.manifest or {}
+    funnel = d.funnel
+    tiles = []
+    docs = _first_last(funnel, "documents")
+    if docs:
+        tiles.append(("documents kept", docs[1], f"of {fmt(docs[0])} parsed ({_pct(docs[1], docs[0])})"))
+    elif d.documents:
+        tiles.append(("documents kept", d.documents.documents, "in documents/"))
+    if d.documents:
+        tiles.append(("images in documents", d.documents.image_nodes,
+                      f"{fmt(d.documents.image_nodes_stored)} with bytes in the store"))
+    if d.images:
+        tiles.append(("images stored", d.images.ok, f"{fmt(d.images.rows - d.images.ok)} URLs failed"))
+    if d.tokens:
+        tiles.append(("tokens", d.tokens.tokens, f"in {fmt(d.tokens.rows)} sequences"))
+    if d.rejected:
+        tiles.append(("documents rejected", d.rejected.documents, "in rejected/"))
+    body = ['<div class="tiles">' + "".join(
+        f'<div class="tile"><div class="num">{fmt(v)}</div><div class="what">{esc(k)}</div>'
+        f'<div class="sub">{esc(sub)}</div></div>' for k, v, sub in tiles) + "</div>"]
+    facts = []
+    if m:
+        inputs = ", ".join(f"{n} {esc(kind)} input{'s' if n != 1 else ''} ({esc(first)}{', …' if n > 1 else ''})"
+                           for kind, n, first in describe_inputs(m))
+        facts += [("stages", esc(" → ".join(m.get("stages", [])))), ("inputs", inputs),
+                  ("created", esc(m.get("created", "?"))),
+                  ("versions", esc(", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())))]
+    body.append("<table class=\"facts\">" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+                + "</table>")
+    timings = (m.get("timings_s") or {})
+    by_stage = {k: v for k, v in (timings.get("processing_by_stage") or {}).items() if v}
+    if by_stage:
+        body.append(svg.bars(list(by_stage.items()), "Processing seconds per stage", unit=" s"))
+        body.append(caption(f"Processing time per stage summed over workers, from the runner's per-step "
+                            f"metrics (manifest timings_s); the whole run took {fmt(timings.get('total', 0))} s "
+                            f"of wall time."))
+    if m.get("unreconciled"):
+        body.append('<div class="warn"><strong>The funnel does not reconcile:</strong> '
+                    + esc("; ".join(m["unreconciled"])) + "</div>")
+    if d.absent:
+        body.append('<div class="absent"><strong>Not in this run:</strong><ul>' + "".join(
+            f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in d.absent.items()) + "</ul></div>")
+    return section("overview", "Overview", "\n".join(body))
+
+
+def _first_last(funnel: dict, unit: str) -> tuple[int, int] | None:
+    stages = [s for s in _stages(funnel) if unit in funnel[s]]
+    if not stages:
+        return None
+    return funnel[stages[0]][unit]["in"], funnel[stages[-1]][unit]["out"]
+
+
+def _stages(funnel: dict) -> list[str]:
+    known = [s for s in STAGE_ORDER if s in funnel]
+    return known + [s for s in funnel if s not in known]
+
+
+# ---------------------------------------------------------------- funnel
+
+
+def reason_colours(per_stage: list[dict[str, int]]) -> dict[str, str]:
+    """Colours for the drop reasons that matter most: each stage's largest reason first, then each stage's
+    second, and so on, so that a small stage's main reason is not lost to a big stage's tail."""
+    chosen: dict[str, str] = {}
+    ranked = [sorted(d, key=lambda r: (-d[r], r)) for d in per_stage]
+    for rank in range(max((len(r) for r in ranked), default=0)):
+        for reasons in ranked:
+            if rank < len(reasons) and reasons[rank] not in chosen and len(chosen) < len(DROP_COLOURS):
+                chosen[reasons[rank]] = DROP_COLOURS[len(chosen)]
+    return chosen
+
+
+def funnel_chart(funnel: dict, unit: str, title: str) -> str:
+    stages = [s for s in _stages(funnel) if unit in funnel[s]]
+    entries = [funnel[s][unit] for s in stages]
+    colours = reason_colours([e["dropped"] for e in entries])
+    rows = []
+    for stage, e in zip(stages, entries):
+        segments = [Segment("kept", e["out"], KEPT)]
+        segments += [Segment(r, e["dropped"][r], c) for r, c in colours.items() if e["dropped"].get(r)]
+        rest = {r: n for r, n in e["dropped"].items() if r not in colours and n}
+        if rest:
+            segments.append(Segment("other: " + ", ".join(f"{r} {n}" for r, n in rest.items()),
+                                    sum(rest.values()), OTHER))
+        rows.append(Row(stage, segments, f"{fmt(e['in'])} → {fmt(e['out'])} kept ({_pct(e['out'], e['in'])})"))
+    totals = Counter()
+    for e in entries:
+        totals.update(e["dropped"])
+    items = [("kept (survived the stage)", KEPT)] + [(f"{r} ({fmt(totals[r])})", c) for r, c in colours.items()]
+    others = [r for r in totals if r not in colours and totals[r]]
+    if others:
+        items.append(((f"{len(others)} other reason{'s' if len(others) > 1 else ''} "
+                      f"({fmt(sum(totals[r] for r in others))})"), OTHER))
+    chart = svg.stacked_bars(rows, f"{title}: in, kept and dropped by reason at each stage")
+    info = "; ".join(f"{s} {k} {fmt(v)}" for s, e in zip(stages, entries) for k, v in e.get("info", {}).items())
+    details = "".join(f"<tr><td>{esc(s)}</td><td>{esc(r)}</td><td class=\"n\">{fmt(n)}</td></tr>"
+                      for s, e in zip(stages, entries) for r, n in sorted(e["dropped"].items(), key=lambda kv: -kv[1]))
+    return (f'<figure class="wide"><figcaption><strong>{esc(title)}</strong></figcaption>{chart}'
+            + svg.legend(items)
+            + (caption("Also counted (informational): " + esc(info)) if info else "")
+            + (f"<details><summary>every drop reason</summary><table><tr><th>stage</th><th>reason</th>"
+               f"<th>count</th></tr>{details}</table></details>" if details else "")
+            + "</figure>")
+
+
+def funnel_section(d: RunData) -> str:
+    if not d.funnel:
+        return section("funnel", "Funnel", absent_box(d.absent.get("manifest", "the manifest has no funnel")))
+    body = [caption("What entered each stage and what it kept; each bar is as long as the stage's input, its "
+                    "blue part survived, the coloured parts were dropped for the reasons named. Bars of one unit "
+                    "share a scale. From the manifest's funnel (Beam counters; in = kept + dropped).")]
+    present = list(dict.fromkeys(u for units in d.funnel.values() for u in units))
+    titles = dict(UNITS)
+    for unit in [u for u, _ in UNITS if u in present] + [u for u in present if u not in titles]:
+        title = titles.get(unit, unit.capitalize())
+        entries = [(s, d.funnel[s][unit]) for s in _stages(d.funnel) if unit in d.funnel[s]]
+        if any(e["in"] or e["out"] or e["dropped"] for _, e in entries):
+            body.append(funnel_chart(d.funnel, unit, title))
+        else:  # a unit with informational counters only (e.g. tokens: text and image counts)
+            info = "; ".join(f"{s} {k} {fmt(v)}" for s, e in entries for k, v in e.get("info", {}).items())
+            body.append(f"<p><strong>{esc(title)}</strong>: {esc(info or 'no counts')}</p>")
+    return section("funnel", "Funnel", "\n".join(body))
+
+
+# ---------------------------------------------------------------- distributions
+
+
+def _stats_line(values: np.ndarray, unit: str = "") -> str:
+    if not values.size:
+        return "no values"
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return (f"n = {fmt(values.size)}, median {fmt(round(p50, 3))}{unit}, "
+            f"10–90% {fmt(round(p10, 3))}–{fmt(round(p90, 3))}{unit}, max {fmt(round(values.max(), 3))}{unit}")
+
+
+def _hist_card(title: str, values: np.ndarray | None, source: str, x_label: str, why_absent: str,
+               **kwargs) -> str:
+    if values is None or not values.size:
+        return (f'<figure class="card"><figcaption><strong>{esc(title)}</strong></figcaption>'
+                f"{absent_box(why_absent)}</figure>")
+    series = kwargs.pop("series", None) or [(x_label, values, KEPT)]
+    median = float(np.median(values))
+    markers = kwargs.pop("markers", None) or [(median, f"median {fmt(round(median, 3))}")]
+    chart = svg.histogram(series, title, x_label=x_label, markers=markers, **kwargs)
+    legend = svg.legend([(name, c) for name, _, c in series]) if len(series) > 1 else ""
+    return (f'<figure class="card"><figcaption><strong>{esc(title)}</strong></figcaption>{chart}{legend}'
+            f'{caption(esc(_stats_line(values)) + ". " + source)}</figure>')
+
+
+def distributions(d: RunData) -> str:
+    docs, images, tokens = d.documents, d.images, d.tokens
+    no_docs = d.absent.get("documents", "no curated documents")
+    no_store = d.absent.get("images", "no image store")
+    cards = [
+        _hist_card("Words per document", docs.words_per_doc if docs else None,
+                   "Whitespace-separated words in the kept text nodes of documents/.", "words", no_docs),
+        _hist_card("Images per document", docs.images_per_doc if docs else None,
+                   f"Kept image nodes per document in documents/; {fmt(docs.image_nodes_stored if docs else 0)} "
+                   f"of {fmt(docs.image_nodes if docs else 0)} have their bytes in the image store.",
+                   "images", no_docs),
+        _hist_card("Image width (px, as served)", images.width if images else None,
+                   "original_width of the images with status ok in images/ (before resizing).", "pixels",
+                   no_store if not images else "no image in the store has status ok"),
+        _hist_card("Image height (px, as served)", images.height if images else None,
+                   "original_height of the images with status ok in images/.", "pixels",
+                   no_store if not images else "no image in the store has status ok"),
+        _hist_card("Image file size (KiB, as served)", images.kilobytes if images else None,
+                   "original_bytes of the images with status ok in images/"
+                   + (f"; formats stored: {esc(', '.join(f'{k} {v}' for k, v in images.formats.most_common()))}."
+                      if images and images.formats else "."), "KiB",
+                   no_store if not images else "no image in the store has status ok"),
+        _clip_card(d),
+        _hist_card("Tokens per document", tokens.per_doc if tokens else None,
+                   (f"Token ids per doc_id in tokens/ (rows split at max length summed), read from the list "
+                    f"offsets alone. Vocabulary {fmt(tokens.vocabulary.get('size', 0))}: "
+                    f"{fmt(tokens.vocabulary.get('text_vocab_size', 0))} text, "
+                    f"{fmt(tokens.vocabulary.get('image_codebook_size', 0))} image codes.") if tokens else "",
+                   "tokens", d.absent.get("tokens", "no token shards") + " (the tokenize stage did not run)"),
+    ]
+    return section("distributions", "Distributions", caption(
+        "How documents and images are shaped after curation. The dashed line marks the median (or the CLIP "
+        "threshold); hover a bar for its range and count.") + '<div class="grid">' + "".join(cards) + "</div>")
+
+
+def _clip_card(d: RunData) -> str:
+    kept = d.documents.clip_kept if d.documents else np.zeros(0)
+    dropped = np.concatenate([d.documents.clip_dropped if d.documents else np.zeros(0),
+                              d.rejected.clip_dropped if d.rejected else np.zeros(0)])
+    title = "CLIP image-text similarity"
+    if kept.size or dropped.size:
+        series = [("kept image nodes", kept, KEPT), ("dropped image nodes", dropped, DROP_COLOURS[1])]
+        values = np.concatenate([kept, dropped])
+        markers = [(d.clip_threshold, f"threshold {d.clip_threshold:.3g}")] if d.clip_threshold is not None else None
+        source = "clip_score of the kept image nodes in documents/ and of dropped ones in documents/ and rejected/."
+        clip_drops = sum(n for r, n in ((d.funnel.get("clip") or {}).get("nodes") or {}).get("dropped", {}).items()
+                         if r != "clip_no_image")
+        if clip_drops > dropped.size:
+            source += (f" {fmt(clip_drops - dropped.size)} image nodes the clip stage dropped are not in the shards "
+                       "(dropped nodes are stripped from kept documents unless --keep-dropped-nodes), so the "
+                       "scores below the threshold are under-counted.")
+        return _hist_card(title, values, source, "cosine similarity", "", series=[s for s in series if s[1].size],
+                          markers=markers, kind="linear")
+    if d.images is not None and d.images.clip.size:
+        return _hist_card(title, d.images.clip, "Best clip_score per image in the image store (no image node "
+                          "carries a score).", "cosine similarity", "", kind="linear")
+    stages = (d.manifest or {}).get("stages", [])
+    why = ("the clip stage ran but no image node or stored image has a score" if "clip" in stages else
+           "no CLIP scores: the clip stage did not run")
+    return _hist_card(title, None, "", "", why)
+
+
+# ---------------------------------------------------------------- downloads
+
+
+OUTCOME_COLOURS = {FETCHED: KEPT, ARCHIVED: "#56B4E9"}
+
+
+def _outcome_colours(outcomes: Counter) -> dict[str, str]:
+    colours = dict(OUTCOME_COLOURS)
+    failures = Counter()
+    for (_, outcome), n in outcomes.items():
+        if outcome not in colours:
+            failures[outcome] += n
+    palette = [c for c in DROP_COLOURS if c != "#56B4E9"]
+    for i, (outcome, _) in enumerate(failures.most_common()):
+        colours[outcome] = palette[i] if i < len(palette) else OTHER
+    return colours
+
+
+def downloads(d: RunData) -> str:
+    if d.images is None:
+        return section("downloads", "Image downloads per host", absent_box(d.absent.get("images", "no image store")))
+    if not d.images.outcomes:
+        return section("downloads", "Image downloads per host", absent_box("the image store has no URLs"))
+    colours = _outcome_colours(d.images.outcomes)
+    hosts = host_table(d.images.outcomes)
+    order = [o for o in colours if any(o in c for _, _, c in hosts)]
+    rows = [Row(h, [Segment(o, c[o], colours[o]) for o in order if c.get(o)],
+                f"{fmt(n)} URL{'s' if n != 1 else ''}, {_pct(c[FETCHED] + c[ARCHIVED], n)} ok")
+            for h, n, c in hosts[:TOP_HOSTS]]
+    totals = Counter()
+    for _, _, c in hosts:
+        totals.update(c)
+    chart = svg.stacked_bars(rows, "Image URLs per host by outcome", bar_h=16)
+    legend = svg.legend([(f"{o} ({fmt(totals[o])})", colours[o]) for o in order])
+    head = "".join(f"<th>{esc(o)}</th>" for o in order)
+    table_rows = "".join(
+        f"<tr><td>{esc(h)}</td><td class=\"n\">{fmt(n)}</td><td class=\"n\">{_pct(c[FETCHED] + c[ARCHIVED], n)}</td>"
+        + "".join(f"<td class=\"n\">{fmt(c[o]) if c.get(o) else ''}</td>" for o in order) + "</tr>"
+        for h, n, c in hosts[:TABLE_HOSTS])
+    more = f" ({len(hosts) - TABLE_HOSTS} more hosts not listed)" if len(hosts) > TABLE_HOSTS else ""
+    errors = "".join(f"<tr><td>{esc(k)}</td><td class=\"err\">{esc(v[:200])}</td></tr>"
+                     for k, v in sorted(d.images.errors.items()))
+    shown = f"the {TOP_HOSTS} hosts with most URLs" if len(hosts) > TOP_HOSTS else f"all {len(hosts)} hosts"
+    body = [caption(f"Every image URL the run resolved or tried, by host and outcome: archived in the WARC, "
+                    f"fetched, or the fetch status that stopped it. From the image store (images/: status, "
+                    f"source, urls; an image counts once per URL that led to it). Showing {shown}."),
+            f'<figure class="wide">{chart}{legend}</figure>',
+            (f'<div class="scroll"><table class="hosts"><tr><th>host</th><th>URLs</th><th>ok</th>{head}</tr>'
+            f"{table_rows}</table></div>{caption(esc(more)) if more else ''}")]
+    if errors:
+        body.append(f"<details><summary>an example error per failure status</summary><table>{errors}</table>"
+                    "</details>")
+    return section("downloads", "Image downloads per host", "\n".join(body))
+
+
+# ---------------------------------------------------------------- rejected
+
+
+def rejected(d: RunData) -> str:
+    r = d.rejected
+    if r is None:
+        return section("rejected", "Rejected documents", absent_box(d.absent.get("rejected", "no rejected/")))
+    if not r.documents:
+        return section("rejected", "Rejected documents", caption("No document was rejected (rejected/ is empty)."))
+    items = r.reasons.most_common()
+    chart = svg.bars(items, "Rejected documents by reason", colour=DROP_COLOURS[0])
+    examples = "".join(
+        f"<tr><td>{esc(reason)}</td><td class=\"n\">{fmt(n)}</td><td>"
+        + "<br>".join(f'<a href="{esc(u)}">{esc(u)}</a>' for u in r.examples.get(reason, [])) + "</td></tr>"
+        for reason, n in items)
+    return section("rejected", "Rejected documents", caption(
+        f"{fmt(r.documents)} documents in rejected/, by the reason of the stage that dropped them, with example "
+        "pages.") + chart + f"<details><summary>example URLs per reason</summary><table><tr><th>reason</th>"
+        f"<th>documents</th><th>examples</th></tr>{examples}</table></details>")
