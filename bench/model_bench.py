@@ -34,10 +34,10 @@ def random_generator(preset: str = "tiny") -> Generator:
     return Generator(Transformer(model_preset(preset, vocab_size=vocab.size)), vocab)
 
 
-def time_images(gen: Generator, *, batch: int, cfg: float, use_cache: bool, repeats: int) -> dict:
-    """Seconds to sample `batch` image blocks after a 12-token prompt, median of `repeats`."""
+def time_images(gen: Generator, *, batch: int, cfg: float, use_cache: bool, repeats: int, context: int = 12) -> dict:
+    """Seconds to sample `batch` image blocks after a `context`-token prompt, median of `repeats`."""
     grid = next(iter(gen.grids))
-    text = [gen.vocab.text_offset + i for i in range(10)]
+    text = [gen.vocab.text_offset + i % gen.vocab.text_vocab_size for i in range(context - 2)]
     contexts = [[gen.bos, *text, gen.boi, grid]] * batch
     config = GenerationConfig(cfg_scale=cfg, use_cache=use_cache, top_k=50)
     gen.image_codes(contexts[:1], config)  # warm up
@@ -74,22 +74,22 @@ def main(argv=None) -> None:
                         rows))
 
     cases = []
-    for batch, cfg in ((1, 1.0), (1, 3.0), (16, 3.0)):
-        with_cache = time_images(gen, batch=batch, cfg=cfg, use_cache=True, repeats=args.repeats)
-        without = time_images(gen, batch=batch, cfg=cfg, use_cache=False, repeats=args.repeats)
+    for batch, cfg, context in ((1, 1.0, 12), (1, 3.0, 12), (16, 3.0, 12), (1, 1.0, 200)):
+        with_cache = time_images(gen, batch=batch, cfg=cfg, use_cache=True, repeats=args.repeats, context=context)
+        without = time_images(gen, batch=batch, cfg=cfg, use_cache=False, repeats=args.repeats, context=context)
         speedup = without["seconds"] / with_cache["seconds"]
-        log.info("batch %d cfg %.1f: %.3fs with cache, %.3fs without (%.1fx)", batch, cfg, with_cache["seconds"],
-                 without["seconds"], speedup)
-        cases.append([batch, cfg, f"{with_cache['seconds_per_image'] * 1000:.0f} ms",
+        log.info("batch %d cfg %.1f context %d: %.3fs with cache, %.3fs without (%.1fx)", batch, cfg, context,
+                 with_cache["seconds"], without["seconds"], speedup)
+        cases.append([batch, cfg, context, f"{with_cache['seconds_per_image'] * 1000:.0f} ms",
                       f"{with_cache['image_tokens_per_s']:.0f}", f"{without['seconds_per_image'] * 1000:.0f} ms",
                       f"{without['image_tokens_per_s']:.0f}", f"{speedup:.1f}x"])
     grid = gen.vocab.image_grid
     body.append(f"### Image generation, KV cache vs recomputing the sequence\n\n"
                 f"{'Checkpoint ' + args.checkpoint if args.checkpoint else 'Random tiny model'} "
                 f"({gen.model.num_params() / 1e6:.2f}M parameters), one image = {grid[0]}x{grid[1]} codes after a "
-                f"12-token prompt; with CFG every image also runs an unconditional row; median of {args.repeats}; "
-                f"{torch.get_num_threads()} threads.\n\n"
-                + table(["prompts", "cfg", "latency/image (cache)", "image tok/s (cache)", "latency/image (no cache)",
+                f"prompt of `context` tokens; with CFG every image also runs an unconditional row; median of "
+                f"{args.repeats}; {torch.get_num_threads()} threads.\n\n"
+                + table(["prompts", "cfg", "context", "latency/image (cache)", "image tok/s (cache)", "latency/image (no cache)",
                          "image tok/s (no cache)", "speedup"], cases))
 
     if args.recipe:

@@ -4,7 +4,10 @@ GenEval asks a text-to-image model for prompts of six kinds and checks each imag
 and a CLIP colour classifier. Here the objects are the flat-coloured shapes of model/shapes.py (circle, square,
 triangle; the palette's colours), so the detector is a rule: every pixel takes the nearest palette colour
 (or the white background), each colour's 4-connected components are objects, and an object's shape follows
-from how much of its bounding box it fills (square ~1, circle ~pi/4, triangle ~1/2). The scoring logic is
+from its bounding box: how much of the box it fills (square ~1, circle ~pi/4, triangle ~1/2) and how its area
+splits between the box's top and bottom halves (a triangle, apex up, has about a third as much above the middle
+as below it; circles and squares are balanced), which keeps triangles apart from the rounded shapes a VQ
+reconstruction blurs them into. The scoring logic is
 GenEval's own (evaluation/evaluate_images.py): `include` clauses must all hold, checked on the largest objects
 of a class; any `exclude` clause fails an image; relative positions use its rule (the offset of the box
 centres, shrunk by 0.1 of the summed box sizes, must point mostly along the named direction).
@@ -41,12 +44,15 @@ CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 POSITION_THRESHOLD = 0.1  # GenEval's default: box-centre offsets are shrunk by 0.1 x (summed box sizes)
 IMAGE_SIZE = 32  # the tiny VQ's image side
 
-# Detector thresholds, calibrated on renders of 6 to 16 pixel shapes (tests/model/test_geneval.py): a square
-# fills its box (1.0), a circle 0.67-0.81, a triangle 0.50-0.58; all are drawn in square boxes.
-SQUARE_MIN_FILL = 0.86
-CIRCLE_MIN_FILL = 0.625
+# Detector thresholds, calibrated on renders of 6 to 16 pixel shapes and on their round trips through the
+# recipe's tiny VQ (27 dB): renders fill their box 1.0 (square), 0.71-0.81 (circle), 0.50-0.58 (triangle),
+# reconstructions 0.81-1.0 (square, 5th percentile 0.86) and 0.61-0.86 (circle, 95th percentile 0.80).
+# A triangle's top/bottom area balance is 0.29-0.43 rendered, 0.0-0.67 reconstructed (95th percentile 0.54);
+# a circle's or square's is 1.0 rendered and 0.55-1.62 reconstructed (5th percentile 0.77).
+SQUARE_MIN_FILL = 0.84
+TRIANGLE_MAX_BALANCE = 0.65
 # What a detector's confidence threshold does for GenEval: blobs that look like no shape are not objects.
-TRIANGLE_MIN_FILL = 0.4  # sparser components are scribbles
+MIN_FILL = 0.4  # sparser components are scribbles
 MAX_ASPECT = 1.6  # box width / height (or height / width) beyond this is no shape of ours
 MIN_AREA_FRACTION = 0.008  # components smaller than this share of the image (8 px at 32x32) are noise
 # Palette colours and white are at least 122 apart in RGB (blue-purple); a pixel farther than 75 from all of
@@ -204,10 +210,11 @@ def pixel_classes(image: Image.Image) -> np.ndarray:
     return classes
 
 
-def shape_of(fill: float) -> str:
-    if fill >= SQUARE_MIN_FILL:
-        return "square"
-    return "circle" if fill >= CIRCLE_MIN_FILL else "triangle"
+def shape_of(fill: float, balance: float) -> str:
+    """The class of a component from its box fill and its top/bottom area balance."""
+    if balance < TRIANGLE_MAX_BALANCE:
+        return "triangle"
+    return "square" if fill >= SQUARE_MIN_FILL else "circle"
 
 
 def detect(image: Image.Image) -> list[Detection]:
@@ -219,16 +226,18 @@ def detect(image: Image.Image) -> list[Detection]:
     for k, color in enumerate(names):
         labels, _ = ndimage.label(classes == k)  # 4-connected components
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-            area = int((labels[sl] == i).sum())
+            mask = labels[sl] == i  # (h, w) the component within its box
+            area = int(mask.sum())
             if area < min_area:
                 continue
             ys, xs = sl
-            h, w = ys.stop - ys.start, xs.stop - xs.start
+            h, w = mask.shape
             fill = area / (h * w)
-            if fill < TRIANGLE_MIN_FILL or max(h / w, w / h) > MAX_ASPECT:
+            if fill < MIN_FILL or max(h / w, w / h) > MAX_ASPECT:
                 continue
-            found.append(Detection(shape_of(fill), color, (xs.start, ys.start, xs.stop - 1, ys.stop - 1), area,
-                                   fill))
+            balance = mask[:h // 2].sum() / max(1, mask[h - h // 2:].sum())  # top half / bottom half
+            found.append(Detection(shape_of(fill, balance), color, (xs.start, ys.start, xs.stop - 1, ys.stop - 1),
+                                   area, fill))
     return sorted(found, key=lambda d: -d.area)
 
 
