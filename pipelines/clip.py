@@ -47,7 +47,6 @@ from interleaf.filters.clip import (
     reset_decision,
     score_document,
     tokenize,
-    top_fraction_threshold,
 )
 from interleaf.pipelines.common import Funnel
 from interleaf.schemas.document import KEPT, Document
@@ -64,9 +63,10 @@ FAILED = "failed"
 # Image-level drop reasons (images unit); their nodes are dropped with REASON_IMAGE_ERROR.
 IMAGE_DECODE_ERROR = "clip_decode_error"
 IMAGE_INFERENCE_ERROR = "clip_inference_error"
-# Quantiles kept to find the top-fraction threshold: its rank is exact below this many scores, and within
-# 1/(QUANTILES - 1) of the corpus above (Beam's ApproximateQuantiles, Manku et al. 1998).
-QUANTILES = 1001
+# The top-fraction threshold is found exactly in two global passes: a histogram of every score over
+# cosine similarity's [-1, 1] (512 KiB per accumulator), then the scores of the one bin holding the k-th
+# best. A bin is 3e-5 wide, so the second pass carries a handful of floats, not the corpus.
+HISTOGRAM_BINS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -300,16 +300,54 @@ class _Decide(beam.DoFn):
         yield after
 
 
-def _threshold_from_quantiles(quantiles: list[float], fraction: float) -> float:
-    """The top-fraction threshold from ApproximateQuantiles' output: exact when it returned every score."""
-    if len(quantiles) < QUANTILES:
-        return top_fraction_threshold(quantiles, fraction)
-    return float(quantiles[math.floor((1 - fraction) * (QUANTILES - 1))])
+def score_bin(score: float) -> int:
+    """Histogram bin of a cosine similarity (values outside [-1, 1] go to the end bins)."""
+    return min(HISTOGRAM_BINS - 1, max(0, math.floor((score + 1.0) / 2.0 * HISTOGRAM_BINS)))
+
+
+class _ScoreHistogram(beam.CombineFn):
+    """Scores -> counts per bin (int64, HISTOGRAM_BINS)."""
+
+    def create_accumulator(self):
+        return np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+
+    def add_input(self, counts, score):
+        counts[score_bin(score)] += 1
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        total = next(accumulators).copy()
+        for counts in accumulators:
+            total += counts
+        return total
+
+    def extract_output(self, counts):
+        return counts
+
+
+def _locate(counts: np.ndarray, fraction: float) -> tuple[int, int] | None:
+    """The bin holding the k-th best score (k = ceil(fraction * n), as top_fraction_threshold) and its rank
+    from the top inside that bin; None without scores."""
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    k = max(1, math.ceil(fraction * n))
+    above = np.cumsum(counts[::-1])  # above[j]: scores in the top j + 1 bins
+    j = int(np.searchsorted(above, k))
+    before = int(above[j - 1]) if j else 0
+    return HISTOGRAM_BINS - 1 - j, k - before
+
+
+def _threshold_in_bin(values: list[float], located: tuple[int, int] | None) -> float:
+    if located is None:
+        return math.inf
+    return sorted(values, reverse=True)[located[1] - 1]
 
 
 class ApplyClipDecision(beam.PTransform):
-    """Scored documents -> decided documents: a fixed threshold, a corpus top fraction (the threshold found
-    by ApproximateQuantiles over every scored image, handed to the workers as a side input), or MMC4
+    """Scored documents -> decided documents: a fixed threshold, a corpus top fraction (the exact threshold
+    found in the engine over every scored image, handed to the workers as a side input), or MMC4
     assignment. Counted under `stage`; count_in=False when the "in" side was counted upstream."""
 
     def __init__(self, decision: ClipDecisionConfig, *, threshold: float | None = None, stage: str = STAGE,
@@ -325,12 +363,18 @@ class ApplyClipDecision(beam.PTransform):
         if self.decision.mode != "top_fraction":
             return docs | "Decide" >> beam.ParDo(fn, threshold=self.threshold)
         fraction = self.decision.top_fraction
-        # one score per scored, kept image node
+        # one score per scored, kept image node of a kept document
         scores = docs | "Scores" >> beam.FlatMap(lambda d: image_scores(reset_decision(d)))
-        # the corpus threshold, one float
+        # (bin, rank inside it) of the k-th best score, or None
+        located = (scores
+                   | "Histogram" >> beam.CombineGlobally(_ScoreHistogram())
+                   | "Locate" >> beam.Map(_locate, fraction))
+        # the corpus threshold, one float: the k-th best among the few scores of that bin
         threshold = (scores
-                     | "Quantiles" >> beam.ApproximateQuantiles.Globally(QUANTILES)
-                     | "Threshold" >> beam.Map(_threshold_from_quantiles, fraction))
+                     | "InBin" >> beam.Filter(lambda s, loc: loc is not None and score_bin(s) == loc[0],
+                                              pvalue.AsSingleton(located))
+                     | "BinScores" >> beam.combiners.ToList()
+                     | "Threshold" >> beam.Map(_threshold_in_bin, pvalue.AsSingleton(located)))
         return docs | "Decide" >> beam.ParDo(fn, threshold=pvalue.AsSingleton(threshold))
 
 
