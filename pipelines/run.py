@@ -35,6 +35,7 @@ from apache_beam import pvalue
 from interleaf import __version__, storage
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
 from interleaf.filters.quality import QualityConfig
+from interleaf.pipelines import dataflow
 from interleaf.pipelines.common import (Funnel, ReadShards, WriteShards, create_pipeline, funnel_from,
                                         pipeline_options, unreconciled)
 from interleaf.pipelines.dedup import (DedupDocuments, DedupImages, DocumentDedupConfig, ImageDedupConfig,
@@ -71,6 +72,10 @@ class RunConfig:
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(
         model=ClipModelConfig(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k")))
     tokenize: object | None = None  # a pipelines.tokenize.TokenizeConfig: needs the tokenizer files
+    # Beam accelerator resource hints for the GPU steps on Dataflow, e.g.
+    # "type:nvidia-tesla-t4;count:1;install-nvidia-driver" (with clip.model.device / tokenize.device "cuda")
+    clip_accelerator: str | None = None
+    tokenize_accelerator: str | None = None
 
     def validate(self) -> None:
         """Everything that can be checked before any work starts."""
@@ -219,7 +224,10 @@ def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: R
         docs, images = out["documents"], out["images"]
     if "clip" in stages:
         from interleaf.pipelines.clip import ClipFilter
-        out = {"documents": docs, "images": images} | "Clip" >> ClipFilter(config.clip)
+        clip = ClipFilter(config.clip)
+        if config.clip_accelerator:
+            clip = clip.with_resource_hints(accelerator=config.clip_accelerator)
+        out = {"documents": docs, "images": images} | "Clip" >> clip
         docs, images = out["documents"], out["images"]
         docs, dropped = _split(docs, "Clip")
         rejected.append(dropped)
@@ -242,7 +250,8 @@ def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: R
     if "tokenize" in stages:
         from interleaf.pipelines.tokenize import Tokenize, WriteTokens
         t = Tokenize(config.tokenize)
-        rows = (docs, images) | "Tokenize" >> t
+        tokenize = t.with_resource_hints(accelerator=config.tokenize_accelerator) if config.tokenize_accelerator else t
+        rows = (docs, images) | "Tokenize" >> tokenize
         _ = rows | "WriteTokens" >> WriteTokens(storage.join(output, "tokens"), t.shard_info(),
                                                 config.tokenize.num_shards)
     return {"documents": docs, "images": images}
@@ -296,6 +305,9 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
     """Run the pipeline over the inputs into `output` and return the manifest (also written there).
     `images_path`: the image store of shard inputs (default: the "images" directory beside them)."""
     config.validate()
+    pipeline_args = dataflow.prepare(list(pipeline_args or []))
+    options = pipeline_options(pipeline_args)
+    dry_run = dataflow.is_dry_run(options)
     inputs = resolve_inputs(patterns, config.ingest.input_format)
     if "ingest" in config.stages and set(inputs) == {SHARDS_FORMAT}:
         raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
@@ -310,10 +322,10 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         if os.path.dirname(path.rstrip("/")).rstrip("/") == output.rstrip("/"):
             raise ValueError(f"input {path} is inside the output directory {output}, which this run "
                              "rewrites; write to another --output")
-    storage.makedirs(output)
-    for sub in OUTPUTS:
-        _clear_shards(storage.join(output, sub))
-    options = pipeline_options(pipeline_args)
+    if not dry_run:
+        storage.makedirs(output)
+        for sub in OUTPUTS:
+            _clear_shards(storage.join(output, sub))
     preflight(config, options)
     started = time.time()
     p = create_pipeline(options)
@@ -321,6 +333,9 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
     log.info("running %s over %d input(s) into %s", "+".join(config.stages),
              sum(len(v) for v in inputs.values()), output)
     result = p.run()
+    if dry_run:  # translated, not submitted: report the job's graph
+        return {"dry_run": True, "stages": config.stages, "remote": dataflow.describe(options),
+                "pipeline_args": pipeline_args, "graph": dataflow.job_graph(result)}
     result.wait_until_finish()
     elapsed = time.time() - started
     funnel = funnel_from(result)
@@ -331,7 +346,8 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         "images_input": images_path,
         "stages": config.stages,
         "config": asdict(config),
-        "pipeline_args": list(pipeline_args or []),
+        "pipeline_args": pipeline_args,
+        "runner": dataflow.describe(options),
         "versions": versions(),
         "timings_s": {"total": round(elapsed, 3), "processing_by_stage": _stage_timings(result, config.stages)},
         "funnel": funnel,

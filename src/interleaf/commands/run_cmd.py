@@ -55,11 +55,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--clip-mode", choices=("threshold", "top_fraction", "assign"), help="how images are kept")
     g.add_argument("--clip-threshold", type=float, help="minimum similarity in threshold mode")
     g.add_argument("--clip-device", help="cpu or cuda")
+    g.add_argument("--clip-accelerator", metavar="HINT", help="Beam accelerator hint for the CLIP step on "
+                   "Dataflow, e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver'")
     g = p.add_argument_group("tokenize")
     g.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json (interleaf train-text-tokenizer)")
     g.add_argument("--image-tokenizer", metavar="FILE", help="VQ checkpoint (interleaf train-image-tokenizer)")
     g.add_argument("--tokenize-device", help="where the VQ encoder runs: cpu or cuda")
     g.add_argument("--max-length", type=int, help="split token sequences longer than this at node boundaries")
+    g.add_argument("--tokenize-accelerator", metavar="HINT", help="Beam accelerator hint for the VQ step")
     p.set_defaults(func=run, accepts_pipeline_args=True)
 
 
@@ -85,7 +88,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         "clip": {"model": _given(model_name=args.clip_model, pretrained=args.clip_pretrained,
                                  device=args.clip_device),
                  "decision": _given(mode=args.clip_mode, threshold=args.clip_threshold)},
-        **_given(num_shards=args.num_shards),
+        **_given(num_shards=args.num_shards, clip_accelerator=args.clip_accelerator,
+                 tokenize_accelerator=args.tokenize_accelerator),
     }
     if args.stages or not file_values.get("stages"):
         overrides["stages"] = [s.strip() for s in (args.stages or DEFAULT_STAGES).split(",") if s.strip()]
@@ -114,6 +118,15 @@ def run(args: argparse.Namespace) -> int:
         manifest = run_pipeline(args.inputs, args.output, cfg, args.pipeline_args, images_path=args.images)
     except ValueError as e:  # inputs that match nothing, or whose format cannot be told
         raise UsageError(str(e)) from None
+    if manifest.get("dry_run"):
+        graph = manifest["graph"]
+        print(f"dry run: {manifest['remote']['runner']} job translated, not submitted "
+              f"({len(graph['transforms'])} transforms; stages {', '.join(manifest['stages'])})")
+        for step, hints in graph["resource_hints"].items():
+            print(f"  resource hints on {step}: {hints}")
+        if args.json:
+            print(json.dumps(manifest, indent=2, default=str))
+        return 0
     if args.json:
         print(json.dumps(manifest, indent=2, default=str))
         return 0 if not manifest["unreconciled"] else 1
