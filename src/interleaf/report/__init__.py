@@ -15,7 +15,7 @@ import time
 
 from interleaf import render, storage
 from interleaf.report import sections
-from interleaf.report.collect import RunData, collect, read_samples
+from interleaf.report.collect import RunData, read_run, read_samples
 from interleaf.report.samples import document_card
 from interleaf.report.svg import esc
 
@@ -90,7 +90,7 @@ def build_report(directory: str, *, samples: int = 4) -> str:
     if samples < 0:
         raise ValueError(f"samples must be 0 or more, found {samples}")
     started = time.time()
-    d = collect(directory, samples=samples)
+    d = read_run(directory, samples=samples)
     log.info("read %s in %.1f s", directory, time.time() - started)
     parts = [("overview", "Overview", sections.overview(d)), ("funnel", "Funnel", sections.funnel_section(d)),
              ("distributions", "Distributions", sections.distributions(d)),

@@ -26,17 +26,21 @@ from interleaf.shards import ShardError, open_shards, read_shard
 
 log = logging.getLogger(__name__)
 
-# The host of a URL: after the scheme and any user info, up to a port, path, query or fragment.
-_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^/:?#]*)"
+# The host of a URL with its port, as the fetch stage's politeness key has it (pipelines/fetch.py host_key):
+# after the scheme and any user info, up to the path, query or fragment.
+_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>[^/?#]*)"
 ARCHIVED, FETCHED = "archived (WARC)", "fetched"
 EXAMPLES_PER_REASON = 3
+WORD_SAMPLE = 250_000  # documents whose words are counted (reading text is the costly part of a report)
 
 
 @dataclass
 class DocumentStats:
     documents: int = 0
+    shards: int = 0
     images_per_doc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # kept image nodes per document
     words_per_doc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # words in kept text nodes
+    word_shards: int = 0  # shards whose words were counted (the first ones, up to WORD_SAMPLE documents)
     image_nodes: int = 0  # kept image nodes in all
     image_nodes_stored: int = 0  # ... of which have an image in the store (sha256 resolved)
     clip_kept: np.ndarray = field(default_factory=lambda: np.zeros(0))  # scores of kept image nodes
@@ -89,7 +93,7 @@ class RunData:
         return (self.manifest or {}).get("funnel") or {}
 
 
-def collect(directory: str, samples: int = 4) -> RunData:
+def read_run(directory: str, samples: int = 4) -> RunData:
     """Everything the report draws, from run directory `directory`."""
     d = RunData(directory=directory.rstrip("/") or "/")
     path = storage.join(d.directory, "manifest.json")
@@ -138,45 +142,53 @@ def _scores(flat: pa.StructArray, mask: np.ndarray) -> np.ndarray:
     return scores[mask & ~np.isnan(scores)]
 
 
-def documents_stats(path: str, samples: int) -> DocumentStats:
+def documents_stats(path: str, samples: int, word_sample: int = WORD_SAMPLE) -> DocumentStats:
     s = DocumentStats()
     images, words, kept_scores, dropped_scores = [], [], [], []
-    with_images, text_only = [], []  # sample candidates: (shard, row)
-    for shard, table in open_shards(path).tables(columns=["nodes"]):
+    with_images, text_only = [], []  # sample candidates: (shard, row indices)
+    shards = open_shards(path)
+    s.shards = len(shards.paths)
+    for shard, table in shards.tables(columns=["nodes"]):
         n = table.num_rows
         s.documents += n
         flat, parent, kind, kept = _node_columns(table["nodes"].combine_chunks())
         is_img, is_txt = (kind == IMAGE) & kept, (kind == TEXT) & kept
-        per_doc = np.bincount(parent[is_img], minlength=n)
         stored = is_img & pc.is_valid(flat.field("image_sha256")).to_numpy(zero_copy_only=False)
         stored_per_doc = np.bincount(parent[stored], minlength=n)
-        images.append(per_doc)
+        images.append(np.bincount(parent[is_img], minlength=n))
         s.image_nodes += int(is_img.sum())
         s.image_nodes_stored += int(stored.sum())
-        # words as runs of non-space characters, counted without splitting the text into lists
-        w = pc.fill_null(pc.count_substring_regex(flat.field("text"), r"\S+"), 0)
-        w = w.to_numpy(zero_copy_only=False)
-        words.append(np.bincount(parent[is_txt], weights=w[is_txt], minlength=n))
+        # Words need the text itself, the bulk of a run: counted on whole shards until `word_sample`
+        # documents, an unbiased sample since the writers partition documents by a hash of doc_id.
+        if sum(len(w) for w in words) < word_sample:
+            w = pc.list_value_length(pc.utf8_split_whitespace(flat.field("text")))
+            w = pc.fill_null(w, 0).to_numpy(zero_copy_only=False)
+            words.append(np.bincount(parent[is_txt], weights=w[is_txt], minlength=n))
         kept_scores.append(_scores(flat, is_img))
         dropped_scores.append(_scores(flat, (kind == IMAGE) & ~kept))
-        with_images += [(shard, int(i)) for i in np.flatnonzero(stored_per_doc)]
-        text_only += [(shard, int(i)) for i in np.flatnonzero(stored_per_doc == 0)]
-    s.images_per_doc = np.concatenate(images) if images else np.zeros(0)
-    s.words_per_doc = np.concatenate(words) if words else np.zeros(0)
-    s.clip_kept = np.concatenate(kept_scores) if kept_scores else np.zeros(0)
-    s.clip_dropped = np.concatenate(dropped_scores) if dropped_scores else np.zeros(0)
+        with_images.append((shard, np.flatnonzero(stored_per_doc)))
+        text_only.append((shard, np.flatnonzero(stored_per_doc == 0)))
+    s.images_per_doc, s.words_per_doc, s.word_shards = _cat(images), _cat(words), len(words)
+    s.clip_kept, s.clip_dropped = _cat(kept_scores), _cat(dropped_scores)
     # Samples spread evenly over the run, documents with stored images first (they show what the run made)
     s.samples = _spread(with_images, samples)
     s.samples += _spread(text_only, samples - len(s.samples))
     return s
 
 
-def _spread(items: list, n: int) -> list:
-    if n <= 0 or not items:
+def _spread(parts: list[tuple[str, np.ndarray]], n: int) -> list[tuple[str, int]]:
+    """n (shard, row) picks evenly spaced over the rows of `parts`, in order."""
+    total = sum(len(rows) for _, rows in parts)
+    if n <= 0 or not total:
         return []
-    if len(items) <= n:
-        return list(items)
-    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
+    wanted = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
+    bounds = np.cumsum([len(rows) for _, rows in parts])
+    picks = []
+    for i in wanted:
+        k = int(np.searchsorted(bounds, i, side="right"))
+        shard, rows = parts[k]
+        picks.append((shard, int(rows[i - (bounds[k - 1] if k else 0)])))
+    return picks
 
 
 def read_samples(picks: list[tuple[str, int]]) -> list[Document]:

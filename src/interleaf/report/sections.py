@@ -20,6 +20,7 @@ UNITS = (("documents", "Documents"), ("nodes", "Nodes (paragraphs and images)"),
          ("images", "Images"), ("records", "WARC records"))
 TOP_HOSTS = 20  # hosts drawn; the table lists up to TABLE_HOSTS
 TABLE_HOSTS = 50
+SCATTER_POINTS = 3000  # points drawn in the image dimensions plot (SVG stays light on large stores)
 
 
 def section(key: str, title: str, body: str) -> str:
@@ -36,6 +37,14 @@ def absent_box(text: str) -> str:
 
 def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "–"
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+def card(title: str, body: str) -> str:
+    return f'<figure class="card"><figcaption><strong>{esc(title)}</strong></figcaption>{body}</figure>'
 
 
 # ---------------------------------------------------------------- overview
@@ -64,7 +73,7 @@ def overview(d: RunData) -> str:
         f'<div class="sub">{esc(sub)}</div></div>' for k, v, sub in tiles) + "</div>"]
     facts = []
     if m:
-        inputs = ", ".join(f"{n} {esc(kind)} input{'s' if n != 1 else ''} ({esc(first)}{', …' if n > 1 else ''})"
+        inputs = ", ".join(f"{n} {esc(kind)} input{_s(n)} ({esc(first)}{', …' if n > 1 else ''})"
                            for kind, n, first in describe_inputs(m))
         facts += [("stages", esc(" → ".join(m.get("stages", [])))), ("inputs", inputs),
                   ("created", esc(m.get("created", "?"))),
@@ -75,9 +84,9 @@ def overview(d: RunData) -> str:
     by_stage = {k: v for k, v in (timings.get("processing_by_stage") or {}).items() if v}
     if by_stage:
         body.append(svg.bars(list(by_stage.items()), "Processing seconds per stage", unit=" s"))
+        total = fmt(timings.get("total", 0))
         body.append(caption(f"Processing time per stage summed over workers, from the runner's per-step "
-                            f"metrics (manifest timings_s); the whole run took {fmt(timings.get('total', 0))} s "
-                            f"of wall time."))
+                            f"metrics (manifest timings_s); the whole run took {total} s of wall time."))
     if m.get("unreconciled"):
         body.append('<div class="warn"><strong>The funnel does not reconcile:</strong> '
                     + esc("; ".join(m["unreconciled"])) + "</div>")
@@ -126,19 +135,22 @@ def funnel_chart(funnel: dict, unit: str, title: str) -> str:
         if rest:
             segments.append(Segment("other: " + ", ".join(f"{r} {n}" for r, n in rest.items()),
                                     sum(rest.values()), OTHER))
-        rows.append(Row(stage, segments, f"{fmt(e['in'])} → {fmt(e['out'])} kept ({_pct(e['out'], e['in'])})"))
+        note = f"{fmt(e['in'])} → {fmt(e['out'])} kept ({_pct(e['out'], e['in'])})"
+        rows.append(Row(stage, segments, note))
     totals = Counter()
     for e in entries:
         totals.update(e["dropped"])
-    items = [("kept (survived the stage)", KEPT)] + [(f"{r} ({fmt(totals[r])})", c) for r, c in colours.items()]
+    items = [("kept (survived the stage)", KEPT)]
+    items += [(f"{r} ({fmt(totals[r])})", c) for r, c in colours.items()]
     others = [r for r in totals if r not in colours and totals[r]]
     if others:
-        items.append(((f"{len(others)} other reason{'s' if len(others) > 1 else ''} "
-                      f"({fmt(sum(totals[r] for r in others))})"), OTHER))
+        items.append((f"{len(others)} other reason{_s(len(others))} ({fmt(sum(totals[r] for r in others))})",
+                      OTHER))
     chart = svg.stacked_bars(rows, f"{title}: in, kept and dropped by reason at each stage")
-    info = "; ".join(f"{s} {k} {fmt(v)}" for s, e in zip(stages, entries) for k, v in e.get("info", {}).items())
+    info = _info(zip(stages, entries))
     details = "".join(f"<tr><td>{esc(s)}</td><td>{esc(r)}</td><td class=\"n\">{fmt(n)}</td></tr>"
-                      for s, e in zip(stages, entries) for r, n in sorted(e["dropped"].items(), key=lambda kv: -kv[1]))
+                      for s, e in zip(stages, entries)
+                      for r, n in sorted(e["dropped"].items(), key=lambda kv: -kv[1]))
     return (f'<figure class="wide"><figcaption><strong>{esc(title)}</strong></figcaption>{chart}'
             + svg.legend(items)
             + (caption("Also counted (informational): " + esc(info)) if info else "")
@@ -147,12 +159,18 @@ def funnel_chart(funnel: dict, unit: str, title: str) -> str:
             + "</figure>")
 
 
+def _info(stage_entries) -> str:
+    """The informational counters (neither in, out nor dropped) of (stage, entry) pairs, in one line."""
+    return "; ".join(f"{s} {k} {fmt(v)}" for s, e in stage_entries for k, v in e.get("info", {}).items())
+
+
 def funnel_section(d: RunData) -> str:
     if not d.funnel:
-        return section("funnel", "Funnel", absent_box(d.absent.get("manifest", "the manifest has no funnel")))
+        why = d.absent.get("manifest", "the manifest has no funnel")
+        return section("funnel", "Funnel", absent_box(why))
     body = [caption("What entered each stage and what it kept; each bar is as long as the stage's input, its "
-                    "blue part survived, the coloured parts were dropped for the reasons named. Bars of one unit "
-                    "share a scale. From the manifest's funnel (Beam counters; in = kept + dropped).")]
+                    "blue part survived, the coloured parts were dropped for the reasons named. Bars of one "
+                    "unit share a scale. From the manifest's funnel (Beam counters; in = kept + dropped).")]
     present = list(dict.fromkeys(u for units in d.funnel.values() for u in units))
     titles = dict(UNITS)
     for unit in [u for u, _ in UNITS if u in present] + [u for u in present if u not in titles]:
@@ -161,7 +179,7 @@ def funnel_section(d: RunData) -> str:
         if any(e["in"] or e["out"] or e["dropped"] for _, e in entries):
             body.append(funnel_chart(d.funnel, unit, title))
         else:  # a unit with informational counters only (e.g. tokens: text and image counts)
-            info = "; ".join(f"{s} {k} {fmt(v)}" for s, e in entries for k, v in e.get("info", {}).items())
+            info = _info(entries)
             body.append(f"<p><strong>{esc(title)}</strong>: {esc(info or 'no counts')}</p>")
     return section("funnel", "Funnel", "\n".join(body))
 
@@ -173,80 +191,108 @@ def _stats_line(values: np.ndarray, unit: str = "") -> str:
     if not values.size:
         return "no values"
     p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return (f"n = {fmt(values.size)}, median {fmt(round(p50, 3))}{unit}, "
-            f"10–90% {fmt(round(p10, 3))}–{fmt(round(p90, 3))}{unit}, max {fmt(round(values.max(), 3))}{unit}")
+    def r(v: float) -> str:
+        return fmt(round(float(v), 3)) + unit
+
+    return f"n = {fmt(values.size)}, median {r(p50)}, 10–90% {r(p10)}–{r(p90)}, max {r(values.max())}"
 
 
 def _hist_card(title: str, values: np.ndarray | None, source: str, x_label: str, why_absent: str,
                **kwargs) -> str:
     if values is None or not values.size:
-        return (f'<figure class="card"><figcaption><strong>{esc(title)}</strong></figcaption>'
-                f"{absent_box(why_absent)}</figure>")
+        return card(title, absent_box(why_absent))
     series = kwargs.pop("series", None) or [(x_label, values, KEPT)]
     median = float(np.median(values))
     markers = kwargs.pop("markers", None) or [(median, f"median {fmt(round(median, 3))}")]
     chart = svg.histogram(series, title, x_label=x_label, markers=markers, **kwargs)
     legend = svg.legend([(name, c) for name, _, c in series]) if len(series) > 1 else ""
-    return (f'<figure class="card"><figcaption><strong>{esc(title)}</strong></figcaption>{chart}{legend}'
-            f'{caption(esc(_stats_line(values)) + ". " + source)}</figure>')
+    return card(title, chart + legend + caption(esc(_stats_line(values)) + ". " + source))
 
 
 def distributions(d: RunData) -> str:
     docs, images, tokens = d.documents, d.images, d.tokens
     no_docs = d.absent.get("documents", "no curated documents")
-    no_store = d.absent.get("images", "no image store")
+    no_ok = (d.absent.get("images", "no image store") if images is None else
+             "no image in the store has status ok")
+    stored = (f"Kept image nodes per document in documents/; {fmt(docs.image_nodes_stored)} of "
+              f"{fmt(docs.image_nodes)} have their bytes in the image store.") if docs else ""
+    vocab = tokens.vocabulary if tokens else {}
+    token_note = (f"Token ids per doc_id in tokens/ (rows split at max length summed), read from the list "
+                  f"offsets alone. Vocabulary {fmt(vocab.get('size', 0))}: "
+                  f"{fmt(vocab.get('text_vocab_size', 0))} text, {fmt(vocab.get('image_codebook_size', 0))} "
+                  "image codes.")
+    words_note = "Whitespace-separated words in the kept text nodes of documents/"
+    if docs and docs.word_shards < docs.shards:
+        words_note += (f" (counted on {docs.word_shards} of {docs.shards} shards: a random sample, as the "
+                       "writers partition documents by a hash of doc_id)")
+    words_note += "."
+    formats = ", ".join(f"{k} {v}" for k, v in images.formats.most_common()) if images else ""
     cards = [
-        _hist_card("Words per document", docs.words_per_doc if docs else None,
-                   "Whitespace-separated words in the kept text nodes of documents/.", "words", no_docs),
-        _hist_card("Images per document", docs.images_per_doc if docs else None,
-                   f"Kept image nodes per document in documents/; {fmt(docs.image_nodes_stored if docs else 0)} "
-                   f"of {fmt(docs.image_nodes if docs else 0)} have their bytes in the image store.",
-                   "images", no_docs),
-        _hist_card("Image width (px, as served)", images.width if images else None,
-                   "original_width of the images with status ok in images/ (before resizing).", "pixels",
-                   no_store if not images else "no image in the store has status ok"),
-        _hist_card("Image height (px, as served)", images.height if images else None,
-                   "original_height of the images with status ok in images/.", "pixels",
-                   no_store if not images else "no image in the store has status ok"),
+        _hist_card("Words per document", docs.words_per_doc if docs else None, words_note, "words", no_docs),
+        _hist_card("Images per document", docs.images_per_doc if docs else None, stored, "images", no_docs),
+        _hist_card("Tokens per document", tokens.per_doc if tokens else None, token_note, "tokens",
+                   d.absent.get("tokens", "no token shards") + " (the tokenize stage did not run)"),
+        _size_card(d, no_ok),
         _hist_card("Image file size (KiB, as served)", images.kilobytes if images else None,
                    "original_bytes of the images with status ok in images/"
-                   + (f"; formats stored: {esc(', '.join(f'{k} {v}' for k, v in images.formats.most_common()))}."
-                      if images and images.formats else "."), "KiB",
-                   no_store if not images else "no image in the store has status ok"),
+                   + (f"; formats: {esc(formats)}." if formats else "."), "KiB", no_ok),
         _clip_card(d),
-        _hist_card("Tokens per document", tokens.per_doc if tokens else None,
-                   (f"Token ids per doc_id in tokens/ (rows split at max length summed), read from the list "
-                    f"offsets alone. Vocabulary {fmt(tokens.vocabulary.get('size', 0))}: "
-                    f"{fmt(tokens.vocabulary.get('text_vocab_size', 0))} text, "
-                    f"{fmt(tokens.vocabulary.get('image_codebook_size', 0))} image codes.") if tokens else "",
-                   "tokens", d.absent.get("tokens", "no token shards") + " (the tokenize stage did not run)"),
     ]
     return section("distributions", "Distributions", caption(
         "How documents and images are shaped after curation. The dashed line marks the median (or the CLIP "
-        "threshold); hover a bar for its range and count.") + '<div class="grid">' + "".join(cards) + "</div>")
+        "threshold); hover a bar or point for its numbers.") + f'<div class="grid">{"".join(cards)}</div>')
+
+
+def _size_card(d: RunData, why_absent: str) -> str:
+    title = "Image dimensions (px, as served)"
+    images = d.images
+    if images is None or not images.width.size:
+        return card(title, absent_box(why_absent))
+    chart = svg.scatter(images.width, images.height, title, x_label="width", y_label="height",
+                        max_points=SCATTER_POINTS)
+    square = int(np.sum(images.width == images.height))
+    note = (f"original_width × original_height of the {fmt(images.width.size)} images with status ok in "
+            f"images/ (before resizing); {fmt(square)} square, on the dashed diagonal. Width: "
+            f"{_stats_line(images.width, ' px')}. Height: {_stats_line(images.height, ' px')}.")
+    if images.width.size > SCATTER_POINTS:
+        note += f" {fmt(SCATTER_POINTS)} images drawn, evenly sampled."
+    return card(title, chart + caption(esc(note)))
 
 
 def _clip_card(d: RunData) -> str:
+    """Scores of image nodes (the unit the clip stage decides on), kept and dropped; when the dropped nodes
+    were stripped from the shards, the image store's best score per image instead, split at the threshold."""
+    title, x_label = "CLIP image-text similarity", "cosine similarity"
     kept = d.documents.clip_kept if d.documents else np.zeros(0)
     dropped = np.concatenate([d.documents.clip_dropped if d.documents else np.zeros(0),
                               d.rejected.clip_dropped if d.rejected else np.zeros(0)])
-    title = "CLIP image-text similarity"
-    if kept.size or dropped.size:
+    t = d.clip_threshold
+    markers = [(t, f"threshold {t:.3g}")] if t is not None else None
+    clip_nodes = (d.funnel.get("clip") or {}).get("nodes") or {}
+    missing = sum(n for r, n in clip_nodes.get("dropped", {}).items() if r != "clip_no_image") - dropped.size
+    store = d.images.clip if d.images is not None else np.zeros(0)
+    if (kept.size or dropped.size) and (missing <= 0 or not store.size):
         series = [("kept image nodes", kept, KEPT), ("dropped image nodes", dropped, DROP_COLOURS[1])]
-        values = np.concatenate([kept, dropped])
-        markers = [(d.clip_threshold, f"threshold {d.clip_threshold:.3g}")] if d.clip_threshold is not None else None
-        source = "clip_score of the kept image nodes in documents/ and of dropped ones in documents/ and rejected/."
-        clip_drops = sum(n for r, n in ((d.funnel.get("clip") or {}).get("nodes") or {}).get("dropped", {}).items()
-                         if r != "clip_no_image")
-        if clip_drops > dropped.size:
-            source += (f" {fmt(clip_drops - dropped.size)} image nodes the clip stage dropped are not in the shards "
-                       "(dropped nodes are stripped from kept documents unless --keep-dropped-nodes), so the "
-                       "scores below the threshold are under-counted.")
-        return _hist_card(title, values, source, "cosine similarity", "", series=[s for s in series if s[1].size],
+        series = [s for s in series if s[1].size]
+        source = ("clip_score of the kept image nodes in documents/ and of dropped ones in documents/ and "
+                  "rejected/.")
+        if missing > 0:
+            source += (f" {fmt(missing)} image nodes the clip stage dropped are not in the shards (dropped "
+                       "nodes are stripped unless --keep-dropped-nodes): low scores are under-counted.")
+        return _hist_card(title, np.concatenate([kept, dropped]), source, x_label, "", series=series,
                           markers=markers, kind="linear")
-    if d.images is not None and d.images.clip.size:
-        return _hist_card(title, d.images.clip, "Best clip_score per image in the image store (no image node "
-                          "carries a score).", "cosine similarity", "", kind="linear")
+    if store.size:
+        series = ([("at or above the threshold", store[store >= t], KEPT),
+                   ("below the threshold", store[store < t], DROP_COLOURS[1])] if t is not None else
+                  [("images", store, KEPT)])
+        source = "Best clip_score of each image in the image store (its best match with any document's text)"
+        if missing > 0:
+            source += (f"; the image nodes' own scores are partly absent ({fmt(missing)} dropped nodes were "
+                       "stripped from the documents, keep them with --keep-dropped-nodes).")
+        else:
+            source += "."
+        return _hist_card(title, store, source, x_label, "", series=[s for s in series if s[1].size],
+                          markers=markers, kind="linear")
     stages = (d.manifest or {}).get("stages", [])
     why = ("the clip stage ran but no image node or stored image has a score" if "clip" in stages else
            "no CLIP scores: the clip stage did not run")
@@ -272,15 +318,15 @@ def _outcome_colours(outcomes: Counter) -> dict[str, str]:
 
 
 def downloads(d: RunData) -> str:
-    if d.images is None:
-        return section("downloads", "Image downloads per host", absent_box(d.absent.get("images", "no image store")))
-    if not d.images.outcomes:
-        return section("downloads", "Image downloads per host", absent_box("the image store has no URLs"))
+    title = "Image downloads per host"
+    if d.images is None or not d.images.outcomes:
+        why = d.absent.get("images", "no image store") if d.images is None else "the image store has no URLs"
+        return section("downloads", title, absent_box(why))
     colours = _outcome_colours(d.images.outcomes)
     hosts = host_table(d.images.outcomes)
     order = [o for o in colours if any(o in c for _, _, c in hosts)]
     rows = [Row(h, [Segment(o, c[o], colours[o]) for o in order if c.get(o)],
-                f"{fmt(n)} URL{'s' if n != 1 else ''}, {_pct(c[FETCHED] + c[ARCHIVED], n)} ok")
+                f"{fmt(n)} URL{_s(n)}, {_pct(c[FETCHED] + c[ARCHIVED], n)} ok")
             for h, n, c in hosts[:TOP_HOSTS]]
     totals = Counter()
     for _, _, c in hosts:
@@ -289,41 +335,42 @@ def downloads(d: RunData) -> str:
     legend = svg.legend([(f"{o} ({fmt(totals[o])})", colours[o]) for o in order])
     head = "".join(f"<th>{esc(o)}</th>" for o in order)
     table_rows = "".join(
-        f"<tr><td>{esc(h)}</td><td class=\"n\">{fmt(n)}</td><td class=\"n\">{_pct(c[FETCHED] + c[ARCHIVED], n)}</td>"
-        + "".join(f"<td class=\"n\">{fmt(c[o]) if c.get(o) else ''}</td>" for o in order) + "</tr>"
-        for h, n, c in hosts[:TABLE_HOSTS])
+        f"<tr><td>{esc(h)}</td>" + "".join(f'<td class="n">{v}</td>' for v in (
+            fmt(n), _pct(c[FETCHED] + c[ARCHIVED], n), *(fmt(c[o]) if c.get(o) else "" for o in order)))
+        + "</tr>" for h, n, c in hosts[:TABLE_HOSTS])
     more = f" ({len(hosts) - TABLE_HOSTS} more hosts not listed)" if len(hosts) > TABLE_HOSTS else ""
     errors = "".join(f"<tr><td>{esc(k)}</td><td class=\"err\">{esc(v[:200])}</td></tr>"
                      for k, v in sorted(d.images.errors.items()))
     shown = f"the {TOP_HOSTS} hosts with most URLs" if len(hosts) > TOP_HOSTS else f"all {len(hosts)} hosts"
     body = [caption(f"Every image URL the run resolved or tried, by host and outcome: archived in the WARC, "
                     f"fetched, or the fetch status that stopped it. From the image store (images/: status, "
-                    f"source, urls; an image counts once per URL that led to it). Showing {shown}."),
+                    f"source, urls; an image counts once per URL that led to it, with the source of the "
+                    f"stored bytes). Showing {shown}."),
             f'<figure class="wide">{chart}{legend}</figure>',
             (f'<div class="scroll"><table class="hosts"><tr><th>host</th><th>URLs</th><th>ok</th>{head}</tr>'
             f"{table_rows}</table></div>{caption(esc(more)) if more else ''}")]
     if errors:
         body.append(f"<details><summary>an example error per failure status</summary><table>{errors}</table>"
                     "</details>")
-    return section("downloads", "Image downloads per host", "\n".join(body))
+    return section("downloads", title, "\n".join(body))
 
 
 # ---------------------------------------------------------------- rejected
 
 
 def rejected(d: RunData) -> str:
-    r = d.rejected
+    r, title = d.rejected, "Rejected documents"
     if r is None:
-        return section("rejected", "Rejected documents", absent_box(d.absent.get("rejected", "no rejected/")))
+        return section("rejected", title, absent_box(d.absent.get("rejected", "no rejected/")))
     if not r.documents:
-        return section("rejected", "Rejected documents", caption("No document was rejected (rejected/ is empty)."))
+        return section("rejected", title, caption("No document was rejected (rejected/ is empty)."))
     items = r.reasons.most_common()
     chart = svg.bars(items, "Rejected documents by reason", colour=DROP_COLOURS[0])
     examples = "".join(
         f"<tr><td>{esc(reason)}</td><td class=\"n\">{fmt(n)}</td><td>"
         + "<br>".join(f'<a href="{esc(u)}">{esc(u)}</a>' for u in r.examples.get(reason, [])) + "</td></tr>"
         for reason, n in items)
-    return section("rejected", "Rejected documents", caption(
-        f"{fmt(r.documents)} documents in rejected/, by the reason of the stage that dropped them, with example "
-        "pages.") + chart + f"<details><summary>example URLs per reason</summary><table><tr><th>reason</th>"
-        f"<th>documents</th><th>examples</th></tr>{examples}</table></details>")
+    return section("rejected", title, caption(
+        f"{fmt(r.documents)} documents in rejected/, by the reason of the stage that dropped them, with "
+        "example pages.") + chart + "<details><summary>example URLs per reason</summary><table><tr>"
+        f"<th>reason</th><th>documents</th><th>examples</th></tr>{examples}</table></details>")

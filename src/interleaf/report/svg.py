@@ -63,8 +63,13 @@ def _text_colour(fill: str) -> str:
 
 def _svg(width: float, height: float, title: str, body: list[str]) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
-            f'width="{width:.0f}" height="{height:.0f}" role="img" aria-label="{esc(title)}" class="chart" {FONT} font-size="12">'
+            f'width="{width:.0f}" height="{height:.0f}" role="img" aria-label="{esc(title)}" class="chart" '
+            f'{FONT} font-size="12">'
             f"<title>{esc(title)}</title>" + "".join(body) + "</svg>")
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, stroke: str, extra: str = "") -> str:
+    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{stroke}"{extra}/>'
 
 
 def _text(x: float, y: float, s: object, *, anchor: str = "start", fill: str = INK, size: int | None = None,
@@ -212,9 +217,9 @@ def histogram(series: list[tuple[str, np.ndarray, str]], title: str, *, x_label:
     body = []
     for tick in np.arange(step, y_max + step / 2, step):  # gridlines, labelled with their count
         gy = top + plot_h * (1 - tick / y_max)
-        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" stroke="{GRID}"/>')
+        body.append(_line(left, gy, left + plot_w, gy, GRID))
         body.append(_text(left - 5, gy + 4, fmt(tick), anchor="end", fill=MUTED, size=11))
-    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{MUTED}"/>')
+    body.append(_line(left, top + plot_h, left + plot_w, top + plot_h, MUTED))
     for i in range(len(edges) - 1):
         x0, x1 = axis.x(edges[i]), axis.x(edges[i + 1])
         bw, base = x1 - x0, top + plot_h
@@ -223,8 +228,9 @@ def histogram(series: list[tuple[str, np.ndarray, str]], title: str, *, x_label:
                 continue
             h = max(plot_h * c[i] / y_max, 1.0)
             base -= h
-            body.append(f'<rect x="{x0 + 0.5:.1f}" y="{base:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
-                        f'fill="{colour}"><title>{esc(_bin_label(edges, i, scale))}: {fmt(c[i])} {esc(name)}'
+            body.append(f'<rect x="{x0 + 0.5:.1f}" y="{base:.1f}" width="{max(bw - 1, 1):.1f}" '
+                        f'height="{h:.1f}" fill="{colour}"><title>{esc(_bin_label(edges, i, scale))}: '
+                        f'{fmt(c[i])} {esc(name)}'
                         f"</title></rect>")
         if total[i] and bw >= CHAR_W * 0.85 * len(fmt(total[i])):
             body.append(_text(x0 + bw / 2, base - 3, fmt(total[i]), anchor="middle", size=11))
@@ -232,14 +238,13 @@ def histogram(series: list[tuple[str, np.ndarray, str]], title: str, *, x_label:
         x = axis.x(tick)
         if x is None:
             continue
-        body.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="{MUTED}"/>')
+        body.append(_line(x, top + plot_h, x, top + plot_h + 4, MUTED))
         body.append(_text(x, top + plot_h + 15, _short(tick), anchor="middle", fill=MUTED, size=11))
     for value, label in marks:
         x = axis.x(value)
         if x is None:
             continue
-        body.append(f'<line x1="{x:.1f}" y1="{top - 8}" x2="{x:.1f}" y2="{top + plot_h}" stroke="{INK}" '
-                    f'stroke-dasharray="4 3"/>')
+        body.append(_line(x, top - 8, x, top + plot_h, INK, ' stroke-dasharray="4 3"'))
         anchor = "end" if x > left + plot_w * 0.6 else "start"
         body.append(_text(x + (-4 if anchor == "end" else 4), top - 14, label, anchor=anchor, size=11))
     body.append(_text(left + plot_w / 2, height - 6, x_label + (" (log scale)" if scale == "log" else ""),
@@ -261,3 +266,54 @@ def _bin_label(edges: np.ndarray, i: int, scale: str) -> str:
     if scale == "int":
         return fmt(edges[i] + 0.5)
     return f"{_short(edges[i])}–{_short(edges[i + 1])}"
+
+
+# ---------------------------------------------------------------- scatter
+
+
+def scatter(x: np.ndarray, y: np.ndarray, title: str, *, x_label: str, y_label: str, width: int = 330,
+            max_points: int = 3000, colour: str = KEPT) -> str:
+    """Points on a square plot with one scale for both axes (log when the values span orders of magnitude),
+    and the diagonal x = y; at most `max_points`, evenly sampled, so a large run stays light."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size > max_points:
+        keep = np.linspace(0, x.size - 1, max_points).astype(int)
+        x, y = x[keep], y[keep]
+    both = np.concatenate([x, y])
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+    scale = "log" if lo > 0 and hi / lo >= 30 else "linear"
+    if scale == "linear":
+        step = nice_step(hi - min(lo, 0), 5)
+        lo, hi = 0.0, math.ceil(hi / step) * step or 1.0
+    else:  # the nearest 1, 2 or 5 times a power of ten outside the data
+        lo = max(m * 10 ** e for e in range(math.floor(math.log10(lo)) - 1, math.floor(math.log10(lo)) + 1)
+                 for m in (1, 2, 5) if m * 10 ** e <= lo)
+        hi = min(m * 10 ** e for e in range(math.floor(math.log10(hi)), math.floor(math.log10(hi)) + 2)
+                 for m in (1, 2, 5) if m * 10 ** e >= hi)
+    left, top, bottom = 44, 10, 36
+    side = width - left - 20
+    height = top + side + bottom
+    axis = _Axis(np.array([lo, hi]), scale, 0, side)
+    body = [f'<rect x="{left}" y="{top}" width="{side}" height="{side}" fill="none" stroke="{GRID}"/>']
+    for tick in axis.ticks():
+        p = axis.x(tick)
+        if p is None:
+            continue
+        body.append(_line(left + p, top, left + p, top + side, GRID))
+        body.append(_line(left, top + side - p, left + side, top + side - p, GRID))
+        body.append(_text(left + p, top + side + 15, _short(tick), anchor="middle", fill=MUTED, size=11))
+        body.append(_text(left - 5, top + side - p + 4, _short(tick), anchor="end", fill=MUTED, size=11))
+    body.append(f'<line x1="{left}" y1="{top + side}" x2="{left + side}" y2="{top}" stroke="{MUTED}" '
+                f'stroke-dasharray="4 3"><title>square: width = height</title></line>')
+    body.append(f'<g fill="{colour}" fill-opacity="0.55" stroke="{colour}" stroke-width="0.6">')
+    for a, b in zip(x, y):
+        px, py = axis.x(a), axis.x(b)
+        if px is not None and py is not None:
+            body.append(f'<circle cx="{left + px:.1f}" cy="{top + side - py:.1f}" r="3.2">'
+                        f"<title>{fmt(a)} × {fmt(b)}</title></circle>")
+    body.append("</g>")
+    log_note = " (log scale)" if scale == "log" else ""
+    body.append(_text(left + side / 2, height - 6, x_label + log_note, anchor="middle", fill=MUTED))
+    body.append(f'<text transform="translate(12 {top + side / 2:.0f}) rotate(-90)" text-anchor="middle" '
+                f'fill="{MUTED}">{esc(y_label + log_note)}</text>')
+    return _svg(width, height, title, body)
