@@ -51,7 +51,7 @@ figure{margin:0} figure.wide{margin:1em 0 1.4em} figure>figcaption{margin-bottom
 .absent ul{margin:.3em 0 0 1.2em;padding:0}
 .warn{background:#fff1e6;border-left:4px solid #D55E00;padding:.5em .8em;margin:.6em 0}
 details{margin:.4em 0;font-size:.9em} summary{cursor:pointer;color:#0b5cad}
-.docs{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:1em}
+.docs{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:1em;align-items:start}
 .doc{border:1px solid #d6d6d6;border-radius:8px;padding:.6em .9em;font-size:.9em;overflow:hidden}
 .doc .meta{font-size:.85em;color:var(--muted);word-break:break-all;margin-bottom:.3em}
 .doc p{margin:.35em 0} .doc p.fold{color:var(--muted);font-style:italic;font-size:.9em}

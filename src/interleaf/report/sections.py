@@ -211,7 +211,7 @@ def _hist_card(title: str, values: np.ndarray | None, source: str, x_label: str,
 
 def distributions(d: RunData) -> str:
     docs, images, tokens = d.documents, d.images, d.tokens
-    no_docs = d.absent.get("documents", "no curated documents")
+    no_docs = d.absent.get("documents", "documents/ holds no documents")
     no_ok = (d.absent.get("images", "no image store") if images is None else
              "no image in the store has status ok")
     stored = (f"Kept image nodes per document in documents/; {fmt(docs.image_nodes_stored)} of "
@@ -293,8 +293,9 @@ def _clip_card(d: RunData) -> str:
             source += "."
         return _hist_card(title, store, source, x_label, "", series=[s for s in series if s[1].size],
                           markers=markers, kind="linear")
-    stages = (d.manifest or {}).get("stages", [])
-    why = ("the clip stage ran but no image node or stored image has a score" if "clip" in stages else
+    stages = (d.manifest or {}).get("stages")
+    why = ("no CLIP scores in documents/ or images/" if stages is None else
+           "the clip stage ran but no image node or stored image has a score" if "clip" in stages else
            "no CLIP scores: the clip stage did not run")
     return _hist_card(title, None, "", "", why)
 
