@@ -119,3 +119,10 @@ def test_document_mask_isolates_packed_documents():
         together = model(packed, positions=pos, doc_ids=doc)
         alone = model(b)
     assert torch.allclose(together[:, 7:], alone, atol=1e-5)
+
+
+def test_cpu_bf16_autocast_trains(tmp_path, shards):
+    records = train(_config(steps=3, cpu_bf16=True), shards, str(tmp_path / "run"))
+    assert all(r["loss"] == r["loss"] and r["loss"] < 10 for r in records)  # finite
+    model, meta = load_checkpoint(str(tmp_path / "run"))
+    assert meta["train"]["cpu_bf16"] and next(model.parameters()).dtype == torch.float32  # fp32 master weights
