@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle")
-# Palette: mutually distant in RGB (min pairwise distance > 150) and far from the white background.
+# Palette: mutually distant in RGB (at least 122 apart; blue-purple is the closest pair) and far from white.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
