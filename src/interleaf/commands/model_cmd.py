@@ -23,6 +23,7 @@ def _gen_args(p: argparse.ArgumentParser, *, cfg: float, temperature: float, top
     p.add_argument("--no-cache", action="store_true", help="recompute the sequence every step (no KV cache)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json (default: the checkpoint's copy)")
     p.add_argument("--vq", metavar="FILE", help="VQ checkpoint (default: the checkpoint's copy)")
 
@@ -153,6 +154,9 @@ def _generation_config(args: argparse.Namespace, **extra):
 
 def _load(args: argparse.Namespace):
     from interleaf.model.generate import Generator
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     return Generator.from_checkpoint(args.checkpoint, _device(args.device), text_tokenizer=args.text_tokenizer,
                                      vq=args.vq)
 
