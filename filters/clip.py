@@ -373,6 +373,7 @@ class LoadedClip:
     device: object  # torch.device
     dtype: object  # torch dtype of its weights (inputs are cast to it)
     model_id: str
+    tokenizer: object = None  # open_clip's tokenizer for the model (encode_strings)
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) preprocessed float32 -> (B, D) float32, L2-normalised."""
@@ -389,6 +390,10 @@ class LoadedClip:
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device)
             return self.model.encode_text(t, normalize=True).float().cpu().numpy()
+
+    def encode_strings(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (B, D) float32, L2-normalised; tokenized as one batch (open_clip's BPE truncates each)."""
+        return self.encode_texts(tokenize(self.tokenizer, texts))
 
 
 def load_clip(config: ClipModelConfig, *, model_id: str | None = None) -> LoadedClip:
@@ -421,7 +426,7 @@ def load_clip(config: ClipModelConfig, *, model_id: str | None = None) -> Loaded
     log.info("loaded CLIP %s (%.1fM parameters) on %s, %s", config.model_name,
              sum(p.numel() for p in model.parameters()) / 1e6, config.device, dtype)
     return LoadedClip(model=model, device=torch.device(config.device), dtype=dtype,
-                      model_id=model_id or config.model_id())
+                      model_id=model_id or config.model_id(), tokenizer=make_tokenizer(config))
 
 
 def file_sha256(path: str) -> str:

@@ -41,12 +41,10 @@ from interleaf.filters.clip import (
     image_scores,
     image_transform,
     load_clip,
-    make_tokenizer,
     plan_document,
     preprocess_image,
     reset_decision,
     score_document,
-    tokenize,
 )
 from interleaf.pipelines.common import Funnel
 from interleaf.schemas.document import KEPT, Document
@@ -82,12 +80,13 @@ class ClipFailure:
 # ---------------------------------------------------------------- RunInference
 
 
-class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray], np.ndarray, LoadedClip]):
+class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray | str], np.ndarray, LoadedClip]):
     """RunInference handler for any open_clip model.
 
-    Examples are (kind, array): (IMAGE, (3, H, W) float32 pixels already preprocessed to the model's size,
-    so batches of mixed-size images stack) or (TEXT, (context_length,) int64 token ids). Inferences are
-    L2-normalised (D,) float32 embeddings. One batch may mix both kinds; each kind is one forward pass.
+    Examples are (IMAGE, (3, H, W) float32 pixels already preprocessed to the model's size, so batches of
+    mixed-size images stack) or (TEXT, str), tokenized here a batch at a time (the tokenizer pads every
+    text to the model's context). Inferences are L2-normalised (D,) float32 embeddings. One batch may mix
+    both kinds; each kind is one forward pass.
     """
 
     def __init__(self, config: ClipModelConfig, *, model_id: str | None = None):
@@ -99,14 +98,17 @@ class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray], np.ndarray, Load
     def load_model(self) -> LoadedClip:
         return load_clip(self._config, model_id=self._model_id)
 
-    def run_inference(self, batch: Sequence[tuple[str, np.ndarray]], model: LoadedClip,
+    def run_inference(self, batch: Sequence[tuple[str, np.ndarray | str]], model: LoadedClip,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
         results: list[PredictionResult | None] = [None] * len(batch)
-        for kind, encode in ((IMAGE, model.encode_images), (TEXT, model.encode_texts)):
+        for kind in (IMAGE, TEXT):
             index = [i for i, (k, _) in enumerate(batch) if k == kind]
             if not index:
                 continue
-            embeddings = encode(np.stack([batch[i][1] for i in index]))  # (B, D)
+            if kind == IMAGE:
+                embeddings = model.encode_images(np.stack([batch[i][1] for i in index]))  # (B, D)
+            else:
+                embeddings = model.encode_strings([batch[i][1] for i in index])  # (B, D)
             for i, e in zip(index, embeddings):
                 results[i] = PredictionResult(batch[i], e, self._model_id)
         if any(r is None for r in results):
@@ -114,8 +116,8 @@ class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray], np.ndarray, Load
             raise ValueError(f"CLIP examples must be ({IMAGE!r}, pixels) or ({TEXT!r}, tokens), found kinds {kinds}")
         return results
 
-    def get_num_bytes(self, batch: Sequence[tuple[str, np.ndarray]]) -> int:
-        return sum(a.nbytes for _, a in batch)
+    def get_num_bytes(self, batch: Sequence[tuple[str, np.ndarray | str]]) -> int:
+        return sum(a.nbytes if isinstance(a, np.ndarray) else len(a.encode("utf-8")) for _, a in batch)
 
     def get_metrics_namespace(self) -> str:
         return INFERENCE_NAMESPACE
@@ -205,16 +207,13 @@ def document_key(doc: Document, texts: Sequence[str], shas: Sequence[str]) -> st
 
 
 class _PrepareDocuments(beam.DoFn):
-    """Document -> main (key, doc) for kept documents; text examples ((TEXT, key, slot), (TEXT, tokens));
+    """Document -> main (key, doc) for kept documents; text examples ((TEXT, key, slot), (TEXT, text));
     image references (sha256, key); dropped documents pass through."""
 
     TEXTS, REFS, OTHER = "texts", "refs", "other"
 
     def __init__(self, config: ClipConfig):
         self.config = config
-
-    def setup(self):
-        self.tokenizer = make_tokenizer(self.config.model)
 
     def process(self, doc: Document):
         if doc.status != KEPT:
@@ -224,10 +223,8 @@ class _PrepareDocuments(beam.DoFn):
         shas = plan.shas(doc)
         key = document_key(doc, plan.texts, shas)
         yield key, doc
-        if plan.texts:
-            tokens = tokenize(self.tokenizer, plan.texts)  # (S, context_length)
-            for slot, t in enumerate(tokens):
-                yield pvalue.TaggedOutput(self.TEXTS, ((TEXT, key, slot), (TEXT, t)))
+        for slot, text in enumerate(plan.texts):
+            yield pvalue.TaggedOutput(self.TEXTS, ((TEXT, key, slot), (TEXT, text)))
         for sha in sorted(set(shas)):
             yield pvalue.TaggedOutput(self.REFS, (sha, key))
 

@@ -330,7 +330,7 @@ def test_failed_inference_batches_go_to_the_dead_letters():
     good = preprocess_image(_record(shapes.render(shapes.random_scene(random.Random(1), 1), 40)).data, transform)
     examples = [((IMAGE, "good"), (IMAGE, good)),
                 ((IMAGE, "wrong-size"), (IMAGE, np.zeros((3, 8, 8), np.float32))),  # not the model's 32 px
-                ((TEXT, "doc", 0), (TEXT, np.zeros(32, np.int64)))]
+                ((TEXT, "doc", 0), (TEXT, "a red circle"))]
     p = create_pipeline(pipeline_options())
     out = p | beam.Create(examples) | ClipEmbed(model)
     assert_that(out["embeddings"] | beam.Map(lambda kv: (kv[0], kv[1].shape)),
