@@ -133,3 +133,16 @@ def test_refuses_shards_from_different_tokenizers(tmp_path, corpus):
     shutil.copy(tmp_path / "tok2" / "part-00000-of-00001.arrow", tmp_path / "tok" / "part-00001-of-00002.arrow")
     with pytest.raises(ShardError, match="different tokenizers"):
         TokenCorpus(str(tmp_path / "tok"))
+
+
+def test_corpus_is_memory_mapped_not_loaded(tmp_path, corpus):
+    import pyarrow as pa
+
+    rng = random.Random(3)
+    path = corpus.write(tmp_path / "tok", [corpus.interleaved(rng, images=4) for _ in range(1500)], shards=2)
+    before = pa.total_allocated_bytes()
+    tc = TokenCorpus(path)
+    size = int(tc.lengths.sum()) * 2  # uint16 ids
+    assert size > 200_000
+    assert pa.total_allocated_bytes() - before < size // 20  # the token values stay in the mapped files
+    assert tc.document(1499).base is not None  # a view, not a copy
