@@ -97,12 +97,15 @@ class ClipModelConfig:
     # open_clip precision. fp32 on CPU: bf16 autocast was slower than fp32 on these CPUs (ENVIRONMENT.md).
     precision: str = "fp32"
     # torch.set_num_threads in each worker process; None keeps torch's default (one per core). Beam runs
-    # several DoFn threads per process: they share one model, and torch's intra-op pool, through this.
+    # several DoFn threads per process: they share one model, and torch's intra-op pool, through this. On
+    # shared machines whose cores are busy, 1 ran 10-20x faster than 2 (filters/clip_train.py).
     num_threads: int | None = None
     # Inference batch bounds. 32 is where ViT-B-32 fp32 was measured on 2 cores (23 images/s,
     # ENVIRONMENT.md); larger batches only add latency on a CPU, a GPU wants 256 or more.
     max_batch_size: int = 32
-    min_batch_size: int = 1
+    # Smallest batch Beam's BatchElements may emit; None fixes batches at max_batch_size (a batch job wants
+    # full batches, and BatchElements' adaptive sizing otherwise starts at 1 and grows).
+    min_batch_size: int | None = None
     cache_dir: str | None = None  # open_clip's download cache for pretrained tags
 
     @property
@@ -124,7 +127,7 @@ class ClipModelConfig:
             raise ClipModelError("fp16 needs a GPU; use precision='fp32' (or 'bf16') on the CPU")
         if self.num_threads is not None and self.num_threads < 1:
             raise ClipModelError(f"num_threads must be at least 1 or None, found {self.num_threads}")
-        if not 1 <= self.min_batch_size <= self.max_batch_size:
+        if self.max_batch_size < 1 or not 1 <= (self.min_batch_size or 1) <= self.max_batch_size:
             raise ClipModelError(f"need 1 <= min_batch_size <= max_batch_size, found {self.min_batch_size} "
                                  f"and {self.max_batch_size}")
         if self.is_checkpoint and not os.path.isfile(self.pretrained):

@@ -91,7 +91,8 @@ class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray | str], np.ndarray
 
     def __init__(self, config: ClipModelConfig, *, model_id: str | None = None):
         config.validate()
-        super().__init__(min_batch_size=config.min_batch_size, max_batch_size=config.max_batch_size)
+        super().__init__(min_batch_size=config.min_batch_size or config.max_batch_size,
+                         max_batch_size=config.max_batch_size)
         self._config = config
         self._model_id = model_id or config.model_id()
 
@@ -181,7 +182,7 @@ class _PrepareImages(beam.DoFn):
 
     def process(self, record: ImageRecord):
         if record.status != STATUS_OK or record.data is None or not record.sha256:
-            self.funnel.inc("images", "not_scored")  # informational: failed fetches and the like
+            self.funnel.inc("images", "not_ok")  # informational: failed fetches, passed through
             yield pvalue.TaggedOutput(self.OTHER, record)
             return
         self.funnel.inc("images", "in")
@@ -409,8 +410,8 @@ class _CountImagesOut(beam.DoFn):
     def process(self, record: ImageRecord):
         if record.clip_embedding is not None:
             self.funnel.inc("images", "out")
-            if record.clip_score is None:
-                self.funnel.inc("images", "unreferenced")  # informational: no kept document uses it
+            if record.clip_score is None:  # informational: no kept document compared it with any text
+                self.funnel.inc("images", "unscored")
         yield record
 
 

@@ -200,7 +200,7 @@ def test_clip_filter_edge_cases_dead_letters_and_funnel(filtered):
     n_ok = len(filtered["records"]) + 3  # + broken, shared, unused
     assert (clip["images"]["in"], clip["images"]["out"]) == (n_ok, n_ok - 1)
     assert clip["images"]["dropped"] == {"clip_decode_error": 1}
-    assert clip["images"]["info"] == {"not_scored": 1, "unreferenced": 1}
+    assert clip["images"]["info"] == {"not_ok": 1, "unscored": 1}  # a failed fetch; the unused image
     assert clip["documents"] == {"in": n_pages + 3, "out": n_pages + 3, "dropped": {}}
     assert clip["nodes"]["in"] == len(filtered["truth"]) + 3 + 2
     assert set(clip["nodes"]["dropped"]) == {"clip_below_threshold", "clip_image_error", "clip_image_missing",
