@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = []
-    tiny = ClipModelConfig(model_name=TINY_CLIP_NAME, num_threads=args.threads, max_batch_size=256)
-    rows.append(measure("tiny CLIP (7.2M)", tiny, args.tiny_images, (32, 48, 64), args.repeats))
+    if args.tiny_images:
+        tiny = ClipModelConfig(model_name=TINY_CLIP_NAME, num_threads=args.threads, max_batch_size=256)
+        rows.append(measure("tiny CLIP (7.2M)", tiny, args.tiny_images, (32, 48, 64), args.repeats))
     if args.vit_images:
         vit = ClipModelConfig(model_name="ViT-B-32", num_threads=args.threads, max_batch_size=32)
         rows.append(measure("ViT-B-32 (151M)", vit, args.vit_images, (96, 160, 256), args.repeats))
