@@ -551,8 +551,8 @@ def score_document(doc: Document, plan: ScoringPlan, *, image_embeddings: dict[s
         nodes[i] = replace(nodes[i], clip_score=score)
         entries.append(entry)
     meta = dict(doc.meta)
-    meta[META_KEY] = {"model": model_id, "sentences": list(plan.sentence_nodes), "all_sentences": all_sentences,
-                      "images": entries}
+    meta[META_KEY] = {"model": model_id, "nodes": len(nodes), "sentences": list(plan.sentence_nodes),
+                      "all_sentences": all_sentences, "images": entries}
     return replace(doc, nodes=nodes, meta=meta)
 
 
@@ -646,12 +646,14 @@ def assign_images(similarity: np.ndarray, *, min_similarity: float,
 def _original_nodes(doc: Document, stored: dict) -> list:
     """The nodes in the order they had when scored (an "assign" decision may have moved images)."""
     order = stored.get("order")
+    expected = len(order) if order is not None else stored.get("nodes", len(doc.nodes))
+    if expected != len(doc.nodes):
+        raise ValueError(f"document {doc.doc_id}: it has {len(doc.nodes)} nodes but had {expected} when CLIP "
+                         "scored it; it was changed after scoring (dropped nodes stripped?), so its stored "
+                         "similarities no longer point at its nodes. Re-apply decisions before stripping, or "
+                         "score it again")
     if order is None:
         return list(doc.nodes)
-    if len(order) != len(doc.nodes):
-        raise ValueError(f"document {doc.doc_id}: it has {len(doc.nodes)} nodes but {len(order)} when its CLIP "
-                         "decision placed images; it was changed after scoring (dropped nodes stripped?). "
-                         "Re-apply decisions before stripping, or score it again")
     nodes = [None] * len(order)
     for position, original in enumerate(order):
         nodes[original] = doc.nodes[position]
@@ -763,7 +765,8 @@ def clip_meta_from_mmc4(doc: Document, *, model_id: str = "mmc4:ViT-L-14") -> Do
     entries = [{"node": position[url], "alt": None, "sims": [_round(float(s)) for s in row],
                 "window": list(range(len(sentences)))} for url, row in zip(order, matrix)]
     meta = dict(doc.meta)
-    meta[META_KEY] = {"model": model_id, "sentences": sentences, "all_sentences": True, "images": entries}
+    meta[META_KEY] = {"model": model_id, "nodes": len(doc.nodes), "sentences": sentences, "all_sentences": True,
+                      "images": entries}
     return replace(doc, meta=meta)
 
 

@@ -147,7 +147,7 @@ def test_score_document_stores_similarities():
     assert a.clip_score == pytest.approx(1.0) and b.clip_score == pytest.approx(0.8)  # best of alt and window
     assert (c.reason, e.reason) == ("clip_image_error", "clip_image_missing")
     stored = scored.meta["clip"]
-    assert stored["model"] == "m" and stored["sentences"] == [1, 3, 5, 7]
+    assert stored["model"] == "m" and stored["nodes"] == 8 and stored["sentences"] == [1, 3, 5, 7]
     assert stored["images"][0] == {"node": 0, "alt": pytest.approx(0.8), "sims": [1.0, 0.0, 0.0, 0.0], "window": [0]}
     assert json.loads(json.dumps(scored.meta)) == scored.meta  # JSON-serialisable for the Arrow meta column
     assert clip.image_best_similarities(scored) == {"a": pytest.approx(1.0), "b": pytest.approx(0.8)}
@@ -170,6 +170,9 @@ def test_threshold_decisions_reapply_without_recomputing():
     assert (none.status, none.reason) == ("dropped", "clip_no_images")
     assert decide(none, ClipDecisionConfig(drop_empty_documents=True), threshold=0.5).kept
     assert decision_changes(reset_decision(none), none)["documents.dropped.clip_no_images"] == 1
+    # stripping dropped nodes breaks the stored node indices: refused, not silently misapplied
+    with pytest.raises(ValueError, match="changed after scoring"):
+        decide(strict.kept_nodes(), ClipDecisionConfig(), threshold=0.5)
 
 
 def test_assign_needs_every_sentence():
