@@ -1,60 +1,68 @@
-"""`interleaf demo`: the pipeline on the bundled sample crawl, end to end, with a page to look at."""
+"""`interleaf demo`: from a served web site to a trained model and its report, on the bundled sample."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import time
-from importlib import resources
 
-from interleaf import render
-from interleaf.inspect import sample_documents, summarize
-from interleaf.pipelines.run import RunConfig, run as run_pipeline
-
-
-def sample_inputs() -> list[str]:
-    root = resources.files("interleaf") / "data" / "sample"
-    return sorted(str(p) for p in root.iterdir() if p.name.endswith((".warc", ".warc.gz")))
+from interleaf.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the pipeline on the bundled sample crawl and write a page to look at",
-                       description="Ingest the bundled sample WARCs (real crawls: 22 dolma pages, the "
-                                   "Wikipedia Mona Lisa article with its archived images, a 2008 site with "
-                                   "revisits), then summarise the result and write an HTML page.")
+    from interleaf.demo import DemoConfig
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="the whole pipeline on a bundled sample site, then train, generate, eval",
+                       description="Serve a sample web site (synthetic captioned shapes plus real 2008 pages) "
+                                   "on 127.0.0.1, crawl it into a WARC, train tiny CLIP/VQ/BPE models, run "
+                                   "every interleaf stage over the crawl with Apache Beam, train the reference "
+                                   "model on the token shards, generate images, run the benchmark and write "
+                                   "the report. About 15 minutes on 2 cores.")
     p.add_argument("--output", "-o", default="demo-output", metavar="DIR", help="where to write (default: %(default)s)")
+    p.add_argument("--examples", type=int, default=d.examples, help=f"captioned images on the site ({d.examples})")
+    p.add_argument("--model-seconds", type=float, default=d.model_seconds,
+                   help=f"training budget of the reference model ({d.model_seconds:.0f} s)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster demo (about 3 minutes; weak model)")
     p.set_defaults(func=run, accepts_pipeline_args=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from interleaf.demo import DemoConfig, run_demo
+
+    if args.examples < 16:
+        raise UsageError(f"--examples must be at least 16, found {args.examples}")
+    cfg = DemoConfig(examples=args.examples, model_seconds=args.model_seconds, pipeline_args=args.pipeline_args)
+    if args.quick:
+        cfg = DemoConfig(examples=min(args.examples, 400), clip_pairs=800, clip_seconds=20, vq_steps=120,
+                         vq_images=1500, model_steps=80, model_seconds=40, eval_prompts=24,
+                         pipeline_args=args.pipeline_args)
     out = args.output.rstrip("/")
-    inputs = sample_inputs()
-    print(f"[1/3] ingest: {len(inputs)} bundled WARC files -> {out}/ (Apache Beam, local runner)")
     started = time.time()
-    cfg = RunConfig(stages=["ingest"])
-    manifest = run_pipeline(inputs, out, cfg, args.pipeline_args)
-    f = manifest["funnel"]["ingest"]
-    for unit in ("records", "documents", "nodes", "images"):
-        if unit in f:
-            e = f[unit]
-            top = ", ".join(f"{r} {n}" for r, n in sorted(e["dropped"].items(), key=lambda kv: -kv[1])[:4])
-            print(f"      {unit:9s} in {e['in']:>5}  kept {e['out']:>5}  dropped {sum(e['dropped'].values()):>5}"
-                  f"{'  (' + top + ')' if top else ''}")
-    print(f"[2/3] summary of {out}/documents")
-    summary = summarize(f"{out}/documents")
-    print("      " + render.summary_text(summary, f"{out}/documents").replace("\n", "\n      "))
-    print(f"[3/3] HTML page with sample documents and their archived images")
-    docs = sample_documents(f"{out}/documents", 8)
-    wanted = {k for d in docs for n in d.image_nodes for k in (n.image_sha256, n.image_url) if k}
-    images = render.load_images(f"{out}/images", wanted)
-    page = f"{out}/inspect.html"
-    with open(page, "w", encoding="utf-8") as fh:
-        fh.write(render.html_page(f"{out}/documents", summary, documents=docs, images=images))
-    ok = not manifest["unreconciled"]
-    print(f"\ndone in {time.time() - started:.0f} s; the funnel {'reconciles' if ok else 'does NOT reconcile'}.")
-    print(f"  curated documents  {out}/documents   (interleaf inspect {out}/documents --sample 3)")
-    print(f"  rejected, reasons  {out}/rejected")
-    print(f"  image store        {out}/images      (archived images from the WARCs)")
-    print(f"  manifest + funnel  {out}/manifest.json")
-    print(f"  page to open       {os.path.abspath(page)}")
-    return 0 if ok else 1
+    print(f"interleaf demo -> {out}/ (progress is logged below; about {'3' if args.quick else '15'} minutes)")
+    s = run_demo(out, cfg)
+    f = s["pipeline"]["funnel"]
+    docs = f.get("ingest", {}).get("documents", {})
+    images = f.get("fetch", {}).get("images", {})
+    planted = s["planted_mismatches"]
+    ev = s["eval"]
+    print(f"\ndone in {time.time() - started:.0f} s. What it produced:")
+    print(f"  site and crawl     {out}/site, {s['crawl']['warc']} ({s['crawl']['pages']} pages)")
+    print(f"  models             {out}/models: tiny CLIP (held-out AUC {s['models']['clip']['auc_held_out']}), "
+          f"VQ (held-out PSNR {s['models']['vq']['held_out'].get('psnr', '?')} dB), BPE")
+    print(f"  pipeline run       {out}/run: {docs.get('in', 0)} pages in, {docs.get('out', 0)} kept after ingest; "
+          f"{images.get('out', 0)} of {images.get('in', 0)} image URLs fetched; funnel "
+          f"{'reconciles' if not s['pipeline']['unreconciled'] else 'does NOT reconcile'}")
+    print(f"  CLIP filtering     planted mismatches dropped {planted['planted']['dropped']} of "
+          f"{sum(planted['planted'].values())}; true pairs kept {planted['true']['kept']} of "
+          f"{sum(planted['true'].values())}")
+    print(f"  reference model    {out}/model: {s['model']['steps']} steps, loss {s['model']['first']['loss']:.2f} -> "
+          f"{s['model']['last']['loss']:.2f}")
+    print(f"  generated images   {out}/generated ({', '.join(repr(g['prompt']) for g in s['generated'])})")
+    print(f"  benchmark          {out}/eval/scores.json: overall {ev['overall']:.3f}, seen {_f(ev['seen'])}, "
+          f"held-out {_f(ev['held_out'])} (a short demo run; bench/model_recipe.py is the full recipe)")
+    print(f"  report             {os.path.abspath(s['report'])}")
+    return 0 if not s["pipeline"]["unreconciled"] else 1
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
