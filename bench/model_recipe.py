@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vq-steps", type=int, default=600, help="VQ steps (tiny preset: 27 dB in 600, tokenizers/vq.py)")
     p.add_argument("--text-vocab", type=int, default=384, help="BPE size (256 bytes + merges)")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model config field, e.g. --set dim=128 (repeatable)")
     p.add_argument("--steps", type=int, default=900, help="transformer steps")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=256)
@@ -117,7 +119,8 @@ def main(argv=None) -> dict:
         stage_done("tokenize", time.perf_counter() - t, text_vocab=text.vocab_size)
 
     run = os.path.join(args.out, "run")
-    config = TrainConfig(preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
+    from interleaf.commands.model_cmd import _parse_overrides
+    config = TrainConfig(preset=args.preset, model_overrides=_parse_overrides(args.set), seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
                          lr=args.lr, caption_dropout=args.caption_dropout, seed=args.seed, log_every=25,
                          checkpoint_every=100, cpu_bf16=not args.fp32)
     done = latest_checkpoint(run)
