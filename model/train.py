@@ -23,7 +23,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -301,10 +301,9 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
     corpus = TokenCorpus(shards, quiet=not ctx.main)
     vocab = corpus.vocab
     files = _check_tokenizer_files(tokenizer_files or {}, corpus.info)
-    model_config = model_preset(config.preset, vocab_size=vocab.size,
-                                **{"max_seq_len": max(config.seq_len, 64), **config.model_overrides})
-    if model_config.max_seq_len < config.seq_len:
-        raise ValueError(f"seq_len {config.seq_len} exceeds the model's max_seq_len {model_config.max_seq_len}")
+    model_config = model_preset(config.preset, vocab_size=vocab.size, **config.model_overrides)
+    if model_config.max_seq_len < config.seq_len:  # rows longer than the preset's rotary table: extend it
+        model_config = replace(model_config, max_seq_len=config.seq_len)
     torch.manual_seed(config.seed)
     model = Transformer(model_config).to(device)
     optimizer = make_optimizer(model, config)
