@@ -54,7 +54,8 @@ def time_images(gen: Generator, *, batch: int, cfg: float, use_cache: bool, repe
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="a trained checkpoint (default: random tiny model)")
-    p.add_argument("--recipe", help="a bench/model_recipe.py output directory (training curve, eval scores)")
+    p.add_argument("--recipe", action="append", default=[],
+                   help="a bench/model_recipe.py output directory (training curve, eval scores); repeatable")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -92,8 +93,7 @@ def main(argv=None) -> None:
                 + table(["prompts", "cfg", "context", "latency/image (cache)", "image tok/s (cache)", "latency/image (no cache)",
                          "image tok/s (no cache)", "speedup"], cases))
 
-    if args.recipe:
-        body.append(recipe_section(args.recipe))
+    body += [recipe_section(out) for out in args.recipe]
     text = "\n\n".join(body)
     print(text)
     if not args.no_write:
@@ -108,8 +108,10 @@ def _read_json(path: str) -> dict:
 def recipe_section(out: str) -> str:
     report = _read_json(os.path.join(out, "recipe.json"))
     stages, a = report.get("stages", {}), report["args"]
-    lines = [(f"### CPU recipe (bench/model_recipe.py, {a['examples']} examples, preset {a['preset']}, "
-              f"{a['steps']} steps of {a['batch_size']}x{a['seq_len']} tokens, {a['threads']} threads)\n")]
+    overrides = "".join(f" --set {s}" for s in a.get("set", []))
+    lines = [(f"### CPU recipe: `bench/model_recipe.py --preset {a['preset']}{overrides} --steps {a['steps']}` "
+              f"({a['examples']} examples, rows of {a['batch_size']}x{a['seq_len']} tokens, {a['threads']} thread(s), "
+              f"{'fp32' if a.get('fp32') else 'bf16 autocast'})\n")]
     if "vq" in stages:
         h = stages["vq"].get("held_out", {})
         lines.append(f"- VQ: {stages['vq']['steps']} steps in {stages['vq']['seconds']:.0f}s; held-out PSNR "
