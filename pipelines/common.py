@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -52,10 +54,36 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
 # ---------------------------------------------------------------- funnel counters
 
 
+class _Progress:
+    """What this worker process has counted so far, logged every `interval` seconds: Beam's own metrics
+    reach the launcher only when the pipeline ends, and a long local run should show that it moves."""
+
+    interval = 15.0
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.last = time.monotonic()
+
+    def add(self, key: str, n: int) -> None:
+        with self.lock:
+            self.counts[key] += n
+            now = time.monotonic()
+            if now - self.last < self.interval:
+                return
+            self.last = now
+            line = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        log.info("progress (this worker): %s", line)
+
+
+_PROGRESS = _Progress()
+
+
 class Funnel:
     """Counters of one stage: `Funnel("ingest").inc("documents", "in")`, `.drop("nodes", "too_short", 3)`."""
 
     def __init__(self, stage: str):
+        self.stage = stage
         self.namespace = NAMESPACE_PREFIX + stage
         self._counters: dict[str, object] = {}
 
@@ -68,6 +96,8 @@ class Funnel:
     def inc(self, unit: str, what: str, n: int = 1) -> None:
         if n:
             self._counter(f"{unit}.{what}").inc(n)
+            if what == "in":
+                _PROGRESS.add(f"{self.stage} {unit}", n)
 
     def drop(self, unit: str, reason: str, n: int = 1) -> None:
         if n:

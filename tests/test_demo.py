@@ -1,0 +1,41 @@
+"""The demo end to end, small: a served site crawled into a WARC, tiny models trained, every stage of the
+pipeline over the crawl, a model trained on the token shards, images generated, the benchmark and the report.
+The README's main command runs the same code at full size."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from interleaf.demo import DemoConfig, run_demo
+from interleaf.schemas.meta import KIND_TOKENS
+from interleaf.shards import open_shards
+
+
+@pytest.mark.slow
+def test_small_demo_runs_end_to_end(tmp_path):
+    cfg = DemoConfig(examples=160, clip_pairs=600, clip_seconds=15, vq_steps=60, vq_images=800, model_steps=30,
+                     model_seconds=20, eval_prompts=6)
+    s = run_demo(str(tmp_path), cfg)
+    # the pipeline ran every stage over the crawl, and its funnel reconciles
+    funnel = s["pipeline"]["funnel"]
+    assert {"ingest", "dedup", "fetch", "clip", "tokenize", "final"} <= set(funnel)
+    assert s["pipeline"]["unreconciled"] == []
+    assert funnel["ingest"]["records"]["in"] == 2 * s["crawl"]["pages"] + 1  # request + response + warcinfo
+    assert funnel["fetch"]["images"]["out"] > 0.9 * funnel["fetch"]["images"]["in"]  # served on 127.0.0.1
+    # the real 2008 pages are too short for the quality rules: rejected with a reason, not lost
+    assert funnel["ingest"]["documents"]["dropped"].get("too_few_words", 0) >= 1
+    # every site image that was fetched reached CLIP and is counted as kept or dropped, planted or true
+    reached = sum(sum(v.values()) for v in s["planted_mismatches"].values())
+    assert reached == funnel["fetch"]["images"]["out"]
+    tokens = open_shards(os.path.join(tmp_path, "run", "tokens"))
+    assert tokens.kind == KIND_TOKENS and tokens.read().num_rows > 0
+    # a model trained on those shards, generated images, was evaluated
+    assert s["model"]["steps"] >= 20 and s["model"]["last"]["loss"] < s["model"]["first"]["loss"]
+    for g in s["generated"]:
+        assert g["images"] and all(Image.open(p).size == (128, 128) for p in g["images"])
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert 0.0 <= scores["overall"] <= 1.0 and scores["checker_on_ground_truth"]["overall"] == 1.0
+    assert os.path.getsize(s["report"]) > 10_000
+    assert json.loads((tmp_path / "demo.json").read_text())["timings_s"]["total"] > 0
