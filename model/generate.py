@@ -166,6 +166,10 @@ class Generator:
             raise ValueError("every context must end with <boi> and one and the same grid token")
         rows, cols = grids.pop()
         n, B = rows * cols, len(contexts)
+        longest = max(len(c) for c in contexts)
+        if longest + n > self.model.config.max_seq_len:
+            raise ValueError(f"a context of {longest} tokens leaves no room for {n} image codes within the "
+                             f"model's max_seq_len {self.model.config.max_seq_len}")
         guided = config.cfg_scale != 1.0
         batch = contexts + ([self.unconditional + [contexts[0][-1]]] * B if guided else [])
         state = _Rows(self.model, batch, pad_id=self.pad, extra=n, use_cache=config.use_cache)
