@@ -66,7 +66,7 @@ def train_models(models_dir: str) -> None:
     site = os.path.join(models_dir, "site")
     from interleaf.demo import build_site
     build_site(site, DemoConfig(examples=64))
-    models = train_tokenizers(models_dir, site, DemoConfig(clip_pairs=600, clip_seconds=15, vq_steps=60,
+    models = train_tokenizers(models_dir, site, DemoConfig(clip_pairs=600, clip_steps=40, clip_seconds=15, vq_steps=60,
                                                           vq_images=800))
     with open(os.path.join(models_dir, "models.json"), "w") as f:
         json.dump(models, f)

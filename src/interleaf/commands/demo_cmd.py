@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--examples must be at least 16, found {args.examples}")
     cfg = DemoConfig(examples=args.examples, model_seconds=args.model_seconds, pipeline_args=args.pipeline_args)
     if args.quick:
-        cfg = DemoConfig(examples=min(args.examples, 400), clip_pairs=800, clip_seconds=20, vq_steps=120,
+        cfg = DemoConfig(examples=min(args.examples, 400), clip_pairs=800, clip_steps=80, clip_seconds=20, vq_steps=120,
                          vq_images=1500, model_steps=80, model_seconds=40, eval_prompts=24,
                          pipeline_args=args.pipeline_args)
     out = args.output.rstrip("/")
