@@ -317,7 +317,8 @@ def _generate_and_eval(model_dir: str, out: str, config: DemoConfig) -> tuple[li
     generated = []
     for i, prompt in enumerate(PROMPTS):
         # captions on the site read "Figure N: <caption>." before each image
-        tokens = generator.generate(generator.prompt(f"Figure {i}: {prompt}.", open_image=True), gcfg)
+        context = generator.prompt(f"Figure {i}: {prompt}.", open_image=True)
+        tokens = context + generator.generate(context, gcfg)  # generate() returns what follows the context
         generated.append({"prompt": prompt, "images": _save(generator, tokens, gen_dir, i)})
     suite = make_suite()
     if config.eval_prompts is not None:
