@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "on 127.0.0.1, crawl it into a WARC, train tiny CLIP/VQ/BPE models, run "
                                    "every interleaf stage over the crawl with Apache Beam, train the reference "
                                    "model on the token shards, generate images, run the benchmark and write "
-                                   "the report. About 15 minutes on 2 cores.")
+                                   "the report. About 11 minutes on 2 cores (measured: 643 s), plus setup.")
     p.add_argument("--output", "-o", default="demo-output", metavar="DIR", help="where to write (default: %(default)s)")
     p.add_argument("--examples", type=int, default=d.examples, help=f"captioned images on the site ({d.examples})")
     p.add_argument("--model-seconds", type=float, default=d.model_seconds,
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                          pipeline_args=args.pipeline_args)
     out = args.output.rstrip("/")
     started = time.time()
-    print(f"interleaf demo -> {out}/ (progress is logged below; about {'3' if args.quick else '15'} minutes)")
+    print(f"interleaf demo -> {out}/ (progress is logged below; about {'3' if args.quick else '11'} minutes)")
     s = run_demo(out, cfg)
     f = s["pipeline"]["funnel"]
     docs = f.get("ingest", {}).get("documents", {})
