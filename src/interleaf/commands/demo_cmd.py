@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=d.examples, help=f"captioned images on the site ({d.examples})")
     p.add_argument("--model-seconds", type=float, default=d.model_seconds,
                    help=f"training budget of the reference model ({d.model_seconds:.0f} s)")
-    p.add_argument("--quick", action="store_true", help="a smaller, faster demo (about 3 minutes; weak model)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster demo (weak model)")
     p.set_defaults(func=run, accepts_pipeline_args=True)
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                          pipeline_args=args.pipeline_args)
     out = args.output.rstrip("/")
     started = time.time()
-    print(f"interleaf demo -> {out}/ (progress is logged below; about {'3' if args.quick else '11'} minutes)")
+    print(f"interleaf demo -> {out}/ (progress is logged below{'' if args.quick else '; about 11 minutes'})")
     s = run_demo(out, cfg)
     f = s["pipeline"]["funnel"]
     docs = f.get("ingest", {}).get("documents", {})
