@@ -24,7 +24,7 @@ from interleaf.model.transformer import PAD_DOC
 from interleaf.schemas.meta import KIND_TOKENS
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
 from interleaf.shards import open_shards, read_shard
-from interleaf.tokenizers.layout import IMAGE_BLOCK, token_layout
+from interleaf.tokenizers.layout import IMAGE_BLOCK, grid_tokens, token_layout
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,26 @@ def image_blocks(tokens, vocab: Vocabulary) -> list[tuple[int, int]]:
             n = len(span.tokens)
         at += n
     return blocks
+
+
+def next_cells(tokens: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """(T, 2): for each position, the (row, column) in its image grid of the code the *next* token is, or
+    (-1, -1) where the next token is no image code. The model adds embeddings of these cells (transformer.py,
+    `grid_positions`), so it knows where in the image the code it predicts goes.
+
+    An image block is `<boi> <grid:RxC> codes <eoi>`: the grid token predicts cell (0, 0), code k predicts
+    cell k + 1 in raster order, the last code predicts <eoi> (no cell)."""
+    tokens = np.asarray(tokens)
+    cells = np.full((len(tokens), 2), -1, dtype=np.int64)
+    grids = grid_tokens(vocab)
+    for b in np.flatnonzero(tokens == vocab.special_tokens["<boi>"]):
+        grid = grids.get(int(tokens[b + 1])) if b + 1 < len(tokens) else None
+        if grid is None:
+            continue
+        rows, cols = grid
+        k = np.arange(min(rows * cols, len(tokens) - b - 1))
+        cells[b + 1 + k, 0], cells[b + 1 + k, 1] = k // cols, k % cols
+    return cells
 
 
 def drop_captions(tokens: np.ndarray, vocab: Vocabulary, rng: np.random.Generator, p: float) -> np.ndarray:
@@ -144,20 +164,23 @@ class PackedRow:
     tokens: np.ndarray  # (T,) token ids, <pad> after the last document
     doc: np.ndarray  # (T,) document index within the row, PAD_DOC for padding
     pos: np.ndarray  # (T,) position within the document (rotary restarts per document)
+    cells: np.ndarray  # (T, 2) image-grid cell of the next token's code, -1 where it is none (next_cells)
 
 
-def pack_row(chunks: list[np.ndarray], seq_len: int, pad_id: int) -> PackedRow:
+def pack_row(chunks: list[np.ndarray], seq_len: int, pad_id: int, vocab: Vocabulary) -> PackedRow:
     tokens = np.full(seq_len, pad_id, dtype=np.int64)
     doc = np.full(seq_len, PAD_DOC, dtype=np.int64)
     pos = np.zeros(seq_len, dtype=np.int64)
+    cells = np.full((seq_len, 2), -1, dtype=np.int64)
     at = 0
     for d, chunk in enumerate(chunks):
         n = len(chunk)
         tokens[at:at + n] = chunk
         doc[at:at + n] = d
         pos[at:at + n] = np.arange(n)
+        cells[at:at + n] = next_cells(chunk, vocab)
         at += n
-    return PackedRow(tokens, doc, pos)
+    return PackedRow(tokens, doc, pos, cells)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -213,7 +236,7 @@ class PackedStream:
             chunks += split_document(tokens, c.seq_len, self.vocab)
         bins = first_fit([len(x) for x in chunks], c.seq_len)
         pad = self.vocab.special_tokens["<pad>"]
-        rows = [pack_row([chunks[i] for i in b], c.seq_len, pad) for b in bins]
+        rows = [pack_row([chunks[i] for i in b], c.seq_len, pad, self.vocab) for b in bins]
         self._cached = ((epoch, window), rows)
         return rows
 
@@ -257,20 +280,22 @@ class Batch:
     targets: torch.Tensor  # (B, T) next token within the same document, IGNORE elsewhere
     doc_ids: torch.Tensor  # (B, T) document within the row, PAD_DOC for padding
     positions: torch.Tensor  # (B, T) position within the document
+    cells: torch.Tensor  # (B, T, 2) image-grid cell of the next token's code, -1 where none
 
     def to(self, device) -> Batch:
         return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.targets, self.doc_ids,
-                                                                 self.positions)))
+                                                                 self.positions, self.cells)))
 
 
 def collate(rows: list[PackedRow]) -> Batch:
     tokens = torch.from_numpy(np.stack([r.tokens for r in rows]))
     doc = torch.from_numpy(np.stack([r.doc for r in rows]))
     pos = torch.from_numpy(np.stack([r.pos for r in rows]))
+    cells = torch.from_numpy(np.stack([r.cells for r in rows]))
     targets = torch.full_like(tokens, IGNORE)
     same = (doc[:, 1:] == doc[:, :-1]) & (doc[:, :-1] != PAD_DOC)  # next token is in the same document
     targets[:, :-1] = torch.where(same, tokens[:, 1:], IGNORE)
-    return Batch(tokens, targets, doc, pos)
+    return Batch(tokens, targets, doc, pos, cells)
 
 
 def write_token_shards(directory: str, documents: list[tuple[str, list[int]]], info: TokenShardInfo,

@@ -18,9 +18,11 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
+from interleaf.model.data import next_cells
 from interleaf.model.transformer import PAD_DOC, Transformer
 from interleaf.schemas.tokens import Vocabulary
 from interleaf.tokenizers.layout import grid_tokens
@@ -67,35 +69,42 @@ class _Rows:
     """Rows decoded together: left-padded contexts, then one new token per row per step, with or without a
     KV cache (without one every step recomputes the whole sequence, for the cache's benchmark)."""
 
-    def __init__(self, model: Transformer, contexts: list[list[int]], *, pad_id: int, extra: int,
-                 use_cache: bool):
+    def __init__(self, model: Transformer, vocab: Vocabulary, contexts: list[list[int]], *, pad_id: int,
+                 extra: int, use_cache: bool):
         self.model = model
         device = model.embed.weight.device
         B, T = len(contexts), max(len(c) for c in contexts)
         self.tokens = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)
         self.doc = torch.full((B, T), PAD_DOC, dtype=torch.long, device=device)
         self.pos = torch.zeros((B, T), dtype=torch.long, device=device)
+        self.cells = torch.full((B, T, 2), -1, dtype=torch.long, device=device)  # (B, T, 2), data.next_cells
         for b, c in enumerate(contexts):
             n = len(c)
             self.tokens[b, T - n:] = torch.tensor(c, device=device)
             self.doc[b, T - n:] = 0
             self.pos[b, T - n:] = torch.arange(n, device=device)
+            self.cells[b, T - n:] = torch.from_numpy(next_cells(np.asarray(c), vocab)).to(device)
         self.cache = model.new_cache(B, T + extra) if use_cache else None
 
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Logits (B, V) after the contexts."""
-        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cache=self.cache)[:, -1]
+        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells,
+                          cache=self.cache)[:, -1]
 
     @torch.inference_mode()
-    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
-        """Append next_tokens (B,) and return the logits (B, V) after them."""
+    def step(self, next_tokens: torch.Tensor, cell: tuple[int, int] | None = None) -> torch.Tensor:
+        """Append next_tokens (B,) and return the logits (B, V) after them. `cell`: the (row, column) of the
+        image code these logits are for, None when they are not for one."""
+        B = len(next_tokens)
         new, pos, doc = next_tokens[:, None], self.pos[:, -1:] + 1, torch.zeros_like(next_tokens)[:, None]
+        cells = torch.tensor(cell or (-1, -1), device=new.device).expand(B, 1, 2)
         self.tokens = torch.cat([self.tokens, new], 1)
         self.pos, self.doc = torch.cat([self.pos, pos], 1), torch.cat([self.doc, doc], 1)
+        self.cells = torch.cat([self.cells, cells], 1)
         if self.cache is not None:
-            return self.model(new, positions=pos, doc_ids=doc, cache=self.cache)[:, -1]
-        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc)[:, -1]
+            return self.model(new, positions=pos, doc_ids=doc, cells=cells, cache=self.cache)[:, -1]
+        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells)[:, -1]
 
 
 class Generator:
@@ -172,7 +181,7 @@ class Generator:
                              f"model's max_seq_len {self.model.config.max_seq_len}")
         guided = config.cfg_scale != 1.0
         batch = contexts + ([self.unconditional + [contexts[0][-1]]] * B if guided else [])
-        state = _Rows(self.model, batch, pad_id=self.pad, extra=n, use_cache=config.use_cache)
+        state = _Rows(self.model, self.vocab, batch, pad_id=self.pad, extra=n, use_cache=config.use_cache)
         logits = state.prefill()  # (B or 2B, V)
         codes = []
         for i in range(n):
@@ -182,7 +191,7 @@ class Generator:
             token = sample(logits, self.image_allowed, config, generator)  # (B,)
             codes.append(token)
             if i + 1 < n:
-                logits = state.step(torch.cat([token, token]) if guided else token)
+                logits = state.step(torch.cat([token, token]) if guided else token, divmod(i + 1, cols))
         codes = torch.stack(codes, 1) - self.vocab.image_codebook_offset  # (B, n)
         return codes.view(B, rows, cols)
 
@@ -227,7 +236,7 @@ class Generator:
         return seq[len(prompt):]
 
     def _rows_for(self, seq: list[int], config: GenerationConfig) -> _Rows:
-        return _Rows(self.model, [seq], pad_id=self.pad, extra=config.max_new_tokens + 2,
+        return _Rows(self.model, self.vocab, [seq], pad_id=self.pad, extra=config.max_new_tokens + 2,
                      use_cache=config.use_cache)
 
     # ------------------------------------------------------------ decoding

@@ -15,6 +15,7 @@ Shapes: B batch, T tokens, C model width, H heads, D head width, V vocabulary, S
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -37,6 +38,8 @@ class ModelConfig:
     norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_embeddings: bool = False  # share the input embedding with the output head
     init_std: float = 0.02  # normal init of weights (GPT-2); residual projections scaled by 1/sqrt(2 layers)
+    grid_positions: int = 0  # learned row and column embeddings for image codes in grids of up to this many
+    # rows and columns (0: none, positions are only the rotary 1D ones); see Transformer.forward's `cells`
 
     @property
     def head_dim(self) -> int:
@@ -49,17 +52,17 @@ class ModelConfig:
     def validate(self) -> None:
         if self.dim % self.n_heads or self.head_dim % 2:
             raise ValueError(f"dim {self.dim} must split into {self.n_heads} heads of even width")
-        if self.vocab_size < 1 or self.max_seq_len < 1 or self.n_layers < 1:
+        if self.vocab_size < 1 or self.max_seq_len < 1 or self.n_layers < 1 or self.grid_positions < 0:
             raise ValueError(f"vocab_size, max_seq_len and n_layers must be positive: {self}")
 
 
 # Presets: a debug model for tests (torchtitan's llama3 debugmodel), `tiny` for CPU training in minutes,
 # `small` and `base` (about 100M parameters with a 16k-24k joint vocabulary) for a GPU.
 PRESETS: dict[str, dict] = {
-    "debug": {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 256},
-    "tiny": {"dim": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 512},
-    "small": {"dim": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": 1024},
-    "base": {"dim": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 2048},
+    "debug": {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 256, "grid_positions": 64},
+    "tiny": {"dim": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 512, "grid_positions": 64},
+    "small": {"dim": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": 1024, "grid_positions": 64},
+    "base": {"dim": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 2048, "grid_positions": 64},
 }
 
 
@@ -94,9 +97,10 @@ def rotary_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tens
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the two halves of each head (GPT-NeoX layout). x (B, H, T, D); cos, sin (B, 1, T, D/2)."""
+    """Rotate the two halves of each head (GPT-NeoX layout). x (B, H, T, D); cos, sin (B, 1, T, D/2).
+    Computed and returned in float32."""
     x1, x2 = x.float().chunk(2, dim=-1)  # (B, H, T, D/2) each
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class KVCache:
@@ -143,14 +147,19 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, H, D) each
         q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        # Attention runs in float32 on the CPU: its bf16 flash kernel is 2-5x slower there (measured with
+        # torch 2.14 on AVX512-BF16 / AMX; bench/model_bench.py), and the matrices are small anyway.
+        dtype = torch.float32 if x.device.type == "cpu" else v.dtype
+        q, k, v = apply_rotary(q, cos, sin).to(dtype), apply_rotary(k, cos, sin).to(dtype), v.to(dtype)
         if cache is not None:  # write this step's keys at [length, length + T), attend over the filled part
             end = cache.length + T
             cache.k[self.layer][:, :, cache.length:end] = k
             cache.v[self.layer][:, :, cache.length:end] = v
             k, v = cache.k[self.layer][:, :, :end], cache.v[self.layer][:, :, :end]  # (B, H, S, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        with torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else nullcontext():  # (or bf16)
+            # mask None: one document per row from position 0, padding after it: causal attention alone
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C).type_as(x))
 
 
 class SwiGLU(nn.Module):
@@ -187,6 +196,9 @@ class Transformer(nn.Module):
         config.validate()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
+        if config.grid_positions:  # where in its image grid the next code goes: row and column embeddings
+            self.row_embed = nn.Embedding(config.grid_positions, config.dim)
+            self.col_embed = nn.Embedding(config.grid_positions, config.dim)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
@@ -212,13 +224,18 @@ class Transformer(nn.Module):
         return KVCache(self.config, batch, max_len or self.config.max_seq_len, device=p.device, dtype=p.dtype)
 
     def forward(self, tokens: torch.Tensor, *, positions: torch.Tensor | None = None,
-                doc_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                doc_ids: torch.Tensor | None = None, cells: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens (B, T).
 
         positions (B, T): rotary position of each token within its document (default 0..T-1, continuing
         after the cache). doc_ids (B, T): document of each token (default one document; PAD_DOC for
         padding); a token attends to earlier tokens of its own document only. With a cache, the tokens are
-        appended to it and attend to its filled part as well.
+        appended to it and attend to its filled part as well. cells (B, T, 2): the (row, column) in its image
+        grid of the code each token predicts, (-1, -1) where the next token is no image code (data.next_cells);
+        with `grid_positions` their embeddings are added to the token embeddings, so the model knows where in
+        the image it draws without counting positions since <boi> (LlamaGen gives image tokens 2D rotary
+        positions for the same reason).
         """
         B, T = tokens.shape
         start = cache.length if cache is not None else 0
@@ -237,18 +254,31 @@ class Transformer(nn.Module):
                 raise ValueError(f"KV cache of {cache.max_len} positions cannot take {start + T}")
             cache.doc[:, start:start + T] = doc_ids
             key_docs, key_index = cache.doc[:, :start + T], torch.arange(start + T, device=tokens.device)
-        query_index = torch.arange(start, start + T, device=tokens.device)
-        causal = key_index[None, :] <= query_index[:, None]  # (T, S)
-        mask = ((doc_ids[:, :, None] == key_docs[:, None, :]) & causal).unsqueeze(1)  # (B, 1, T, S) over heads
-        if tokens.device.type == "cpu":  # CPU SDPA converts a boolean mask in every layer: convert it once
-            mask = torch.zeros(mask.shape, device=tokens.device).masked_fill_(~mask, float("-inf"))
+        if cache is None and _one_document_per_row(doc_ids):
+            mask = None  # causal attention alone keeps every token within its document (the fast kernels)
+        else:
+            query_index = torch.arange(start, start + T, device=tokens.device)
+            causal = key_index[None, :] <= query_index[:, None]  # (T, S)
+            mask = ((doc_ids[:, :, None] == key_docs[:, None, :]) & causal).unsqueeze(1)  # (B, 1, T, S)
+            if tokens.device.type == "cpu":  # CPU SDPA converts a boolean mask in every layer: convert it once
+                mask = torch.zeros(mask.shape, device=tokens.device).masked_fill_(~mask, float("-inf"))
 
         x = self.embed(tokens)  # (B, T, C)
+        if self.config.grid_positions and cells is not None:
+            at = (cells[..., 0] >= 0).unsqueeze(-1)  # (B, T, 1)
+            rc = cells.clamp(0, self.config.grid_positions - 1)
+            x = x + (self.row_embed(rc[..., 0]) + self.col_embed(rc[..., 1])) * at
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache)
         if cache is not None:
             cache.length = start + T
         return self.head(self.norm(x))  # (B, T, V)
+
+
+def _one_document_per_row(doc_ids: torch.Tensor) -> bool:
+    """Does every row hold one document starting at position 0, with only padding after it?"""
+    return bool((doc_ids[:, 0] == 0).all() and (doc_ids <= 0).all()
+                and (doc_ids[:, 1:] <= doc_ids[:, :-1]).all())
 
 
 def count_params(config: ModelConfig) -> int:

@@ -12,6 +12,7 @@ from interleaf.model.data import (
     drop_captions,
     first_fit,
     image_blocks,
+    next_cells,
     rank_slice,
     split_document,
 )
@@ -71,6 +72,27 @@ def test_packing_never_crosses_documents_or_splits_images(tmp_path, corpus):
             else:
                 assert d[b, i] != d[b, i + 1] or d[b, i] == PAD_DOC
         assert y[b, -1] == IGNORE
+    # every position whose target is an image code carries that code's grid cell, and no other position does
+    cells, lo = batch.cells.numpy(), corpus.vocab.image_codebook_offset
+    is_code = (y >= lo) & (y < lo + corpus.vocab.image_codebook_size)
+    assert ((cells[..., 0] >= 0) == is_code).all() and is_code.any()
+    assert ((cells[..., 0] >= 0) == (cells[..., 1] >= 0)).all()
+
+
+def test_next_cells_name_the_grid_cell_of_the_code_each_position_predicts(corpus):
+    codes = list(range(16))  # a 4x4 grid
+    doc = np.array([corpus.sp["<bos>"], *corpus.text([1, 2]), *corpus.image(codes), *corpus.text([3]),
+                    *corpus.image(codes), corpus.sp["<eos>"]])
+    cells = next_cells(doc, corpus.vocab)
+    for b in np.flatnonzero(doc == corpus.sp["<boi>"]):
+        assert tuple(cells[b]) == (-1, -1)  # <boi> predicts the grid token
+        # the grid token predicts cell (0, 0); code k predicts cell k + 1 in raster order; the last one <eoi>
+        assert [tuple(c) for c in cells[b + 1:b + 17]] == [(k // 4, k % 4) for k in range(16)]
+        assert tuple(cells[b + 17]) == (-1, -1)
+    assert (cells[:4] == -1).all() and (cells[-1] == -1).all()
+    # a block cut off (a prompt that has just opened an image) still names the cells it reaches
+    cut = doc[:5 + 3]  # <bos> 2 text <boi> <grid> code0 code1 code2
+    assert [tuple(c) for c in next_cells(cut, corpus.vocab)[4:]] == [(0, 0), (0, 1), (0, 2), (0, 3)]
 
 
 def test_split_cuts_before_an_image_and_refuses_blocks_longer_than_a_row(corpus):

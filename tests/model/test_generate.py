@@ -1,9 +1,11 @@
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from interleaf.model.data import next_cells
 from interleaf.model.generate import GenerationConfig, Generator, filter_logits
 from interleaf.model.transformer import Transformer, model_preset
 from interleaf.tokenizers.codec import SequenceCodec
@@ -52,6 +54,26 @@ def test_kv_cache_gives_the_same_samples(text_tokenizer, corpus):
         assert a == b
 
 
+def test_generator_tells_the_model_which_grid_cell_it_draws(text_tokenizer, corpus):
+    """The cells fed while sampling an image (one token at a time with the cache) are the ones training
+    computes for the finished sequence (data.next_cells), so the model sees the positions it learned."""
+    gen, c = _generator(text_tokenizer, type(corpus))
+    fed = []
+    forward = gen.model.forward
+
+    def spy(tokens, **kw):
+        fed.append(kw["cells"][0].clone())
+        return forward(tokens, **kw)
+
+    gen.model.forward = spy
+    prompt = gen.prompt("a red circle", open_image=True)
+    out = gen.generate(prompt, GenerationConfig(max_images=1, cfg_scale=1.0))
+    fed = torch.cat(fed)  # every token fed: the prompt and grid token, then codes 0..14 (the last is not fed)
+    assert len(fed) == len(prompt) + 16
+    assert torch.equal(fed, torch.from_numpy(next_cells(np.array(prompt + out), c.vocab))[:len(fed)])
+    assert [tuple(x) for x in fed[len(prompt):].tolist()] == [(k // 4, k % 4) for k in range(16)]
+
+
 def test_guidance_runs_conditional_and_unconditional_rows_in_one_batch(text_tokenizer, corpus):
     gen, c = _generator(text_tokenizer, type(corpus))
     seen = []
@@ -88,7 +110,7 @@ class Scripted(torch.nn.Module):
     def new_cache(self, batch, max_len=None):
         return None
 
-    def forward(self, tokens, positions=None, doc_ids=None, cache=None):
+    def forward(self, tokens, positions=None, doc_ids=None, cells=None, cache=None):
         B, T = tokens.shape
         logits = torch.zeros(B, T, self.vocab.size)
         word = self.vocab.text_offset + 3

@@ -126,3 +126,37 @@ def test_cpu_bf16_autocast_trains(tmp_path, shards):
     assert all(r["loss"] == r["loss"] and r["loss"] < 10 for r in records)  # finite
     model, meta = load_checkpoint(str(tmp_path / "run"))
     assert meta["train"]["cpu_bf16"] and next(model.parameters()).dtype == torch.float32  # fp32 master weights
+
+
+def test_one_document_rows_take_the_causal_kernel_with_the_same_logits():
+    """Rows of one document each (padding after it) skip the document mask; logits are the masked path's."""
+    torch.manual_seed(0)
+    model = Transformer(model_preset("debug", vocab_size=50, **SMALL)).eval()
+    x = torch.randint(0, 50, (2, 12))
+    doc = torch.tensor([[0] * 12, [0] * 9 + [-1] * 3])
+    with torch.no_grad():
+        fast = model(x, doc_ids=doc)
+        masked = model(x, doc_ids=doc + (doc >= 0) * 5)  # the same rows as document 5: the masked path
+    assert torch.allclose(fast[0], masked[0], atol=1e-5) and torch.allclose(fast[1, :9], masked[1, :9], atol=1e-5)
+
+
+def test_grid_positions_change_what_the_model_predicts():
+    torch.manual_seed(0)
+    model = Transformer(model_preset("debug", vocab_size=50, **SMALL)).eval()
+    assert model.config.grid_positions == 64  # presets give image codes row and column embeddings
+    x = torch.randint(0, 50, (1, 6))
+    none = torch.full((1, 6, 2), -1)
+    cells = none.clone()
+    cells[0, 3] = torch.tensor([2, 5])
+    with torch.no_grad():
+        a, b, c = model(x), model(x, cells=none), model(x, cells=cells)
+    assert torch.equal(a, b)  # (-1, -1) adds nothing
+    assert torch.equal(a[0, :3], c[0, :3]) and not torch.allclose(a[0, 3], c[0, 3])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, shards):
+    eager = train(_config(steps=3), shards, str(tmp_path / "eager"))
+    compiled = train(_config(steps=3, compile=True), shards, str(tmp_path / "compiled"))
+    for a, b in zip(eager, compiled):
+        assert abs(a["loss"] - b["loss"]) < 1e-3, (a, b)
