@@ -51,13 +51,107 @@ def time_images(gen: Generator, *, batch: int, cfg: float, use_cache: bool, repe
     return {"seconds": s, "seconds_per_image": s / batch, "image_tokens_per_s": batch * n / s}
 
 
+def _recipe_like_shards(directory: str, vocab, documents: int = 4000, seed: int = 0) -> str:
+    """Token shards shaped like the recipe's: <bos>, a 5-14 token caption, one 8x8 image block, <eos>."""
+    from interleaf.model.data import write_token_shards
+    from interleaf.schemas.tokens import TokenShardInfo
+    from interleaf.tokenizers.layout import grid_token_name
+
+    g = torch.Generator().manual_seed(seed)
+    sp, lo, n = vocab.special_tokens, vocab.image_codebook_offset, vocab.image_grid[0] * vocab.image_grid[1]
+    docs = []
+    for i in range(documents):
+        caption = (vocab.text_offset + torch.randint(0, vocab.text_vocab_size, (int(torch.randint(5, 15, (1,),
+                                                                                             generator=g)),),
+                                                     generator=g)).tolist()
+        codes = (lo + torch.randint(0, vocab.image_codebook_size, (n,), generator=g)).tolist()
+        docs.append((f"d{i}", [sp["<bos>"], *caption, sp["<boi>"], sp[grid_token_name(vocab.image_grid)], *codes,
+                               sp["<eoi>"], sp["<eos>"]]))
+    info = TokenShardInfo(vocabulary=vocab, tokenizers={"text": "t" * 64, "image": "i" * 64})
+    write_token_shards(directory, docs, info)
+    return directory
+
+
+def _attention_ms(B: int, T: int, dtype, repeats: int = 5) -> float:
+    """Milliseconds of one causal SDPA forward + backward (8 heads of 32) on the CPU in `dtype`."""
+    import torch.nn.functional as F
+    q, k, v = (torch.randn(B, 8, T, 32, dtype=dtype, requires_grad=True) for _ in range(3))
+    for _ in range(2):
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
+    return (time.perf_counter() - t) / repeats * 1000
+
+
+def train_speed(steps: int = 10) -> str:
+    """Training throughput of the tiny preset on recipe-shaped documents: packed 256-token rows (document
+    masks) as the first recipe trained, against one-document rows (the causal kernel), eager and compiled; and
+    the CPU attention kernel in bf16 against float32, the reason attention leaves autocast on the CPU."""
+    import tempfile
+
+    from interleaf.model.data import PackConfig, PackedStream, TokenCorpus, collate
+    from interleaf.model.train import Dist, TrainConfig, lm_loss, make_optimizer
+
+    vocab = build_vocabulary(text_vocab_size=384, image_codebook_size=256, image_grid=(8, 8))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = TokenCorpus(_recipe_like_shards(os.path.join(tmp, "tokens"), vocab))
+        reference = None
+        for name, seq_len, batch, compiled in (("packed rows, document masks, eager", 256, 16, False),
+                                               ("one document per row, causal kernel, eager", 80, 52, False),
+                                               ("one document per row, causal kernel, torch.compile", 80, 52, True)):
+            torch.manual_seed(0)
+            model = Transformer(model_preset("tiny", vocab_size=vocab.size))
+            net = torch.compile(model) if compiled else model
+            optimizer = make_optimizer(model, TrainConfig())
+            stream = PackedStream(corpus, PackConfig(seq_len=seq_len, caption_dropout=0.1))
+            real = 0
+
+            def step() -> int:
+                b = collate(stream.next_rows(batch))
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = net(b.tokens, positions=b.positions, doc_ids=b.doc_ids, cells=b.cells)
+                loss, _ = lm_loss(logits, b, vocab, TrainConfig(), Dist())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return int((b.doc_ids >= 0).sum())
+
+            t = time.perf_counter()
+            for _ in range(3):
+                step()
+            warm = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(steps):
+                real += step()
+            seconds = time.perf_counter() - t
+            rate = real / seconds
+            reference = reference or rate
+            log.info("%s: %.0f tokens/s (warm-up %.0fs)", name, rate, warm)
+            rows.append([name, f"{batch}x{seq_len}", f"{seconds / steps * 1000:.0f} ms", f"{rate:.0f}",
+                         f"{rate / reference:.2f}", f"{warm:.0f} s"])
+    attention = [[f"{B}x{T}", f"{_attention_ms(B, T, torch.bfloat16):.1f} ms", f"{_attention_ms(B, T, torch.float32):.1f} ms"]
+                 for B, T in ((52, 80), (16, 256))]
+    return ("### Training speed (tiny preset, recipe-shaped documents of 71-80 tokens, bf16 autocast)\n\n"
+            f"{torch.get_num_threads()} threads; {steps} steps after 3 warm-up steps (the warm-up includes "
+            "compiling, about 50 s when Inductor's on-disk cache is cold); tokens/s counts real tokens, not "
+            "padding; ratio against the first row, the way the first recipe trained.\n\n"
+            + table(["rows", "batch", "step", "tokens/s", "ratio", "warm-up"], rows)
+            + "\n\nOne causal attention forward + backward (8 heads of 32), the CPU kernel in each dtype:\n\n"
+            + table(["rows x tokens", "bf16", "float32"], attention))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="a trained checkpoint (default: random tiny model)")
     p.add_argument("--recipe", action="append", default=[],
                    help="a bench/model_recipe.py output directory (training curve, eval scores); repeatable")
+    p.add_argument("--variant", action="append", default=[],
+                   help="another recipe output directory, summarised in one row of a comparison table; repeatable")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-train-speed", action="store_true", help="leave out the training-speed table")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -71,11 +165,11 @@ def main(argv=None) -> None:
              f"{count_params(model_preset(name, vocab_size=16_384)) / 1e6:.2f}M",
              "{dim}x{n_layers}, {n_heads} heads".format(**PRESETS[name])] for name in PRESETS]
     body.append("### Parameters per preset\n\n"
-                + table(["preset", f"params (vocab {vocab_size}, the recipe's)", "params (vocab 16,384)", "shape"],
+                + table(["preset", f"params (vocab {vocab_size})", "params (vocab 16,384)", "shape"],
                         rows))
 
     cases = []
-    for batch, cfg, context in ((1, 1.0, 12), (1, 3.0, 12), (16, 3.0, 12), (1, 1.0, 180)):
+    for batch, cfg, context in ((1, 1.0, 12), (1, 3.0, 12), (4, 3.0, 12), (16, 3.0, 12), (1, 1.0, 180)):
         with_cache = time_images(gen, batch=batch, cfg=cfg, use_cache=True, repeats=args.repeats, context=context)
         without = time_images(gen, batch=batch, cfg=cfg, use_cache=False, repeats=args.repeats, context=context)
         speedup = without["seconds"] / with_cache["seconds"]
@@ -93,7 +187,11 @@ def main(argv=None) -> None:
                 + table(["prompts", "cfg", "context", "latency/image (cache)", "image tok/s (cache)", "latency/image (no cache)",
                          "image tok/s (no cache)", "speedup"], cases))
 
+    if not args.skip_train_speed:
+        body.append(train_speed())
     body += [recipe_section(out) for out in args.recipe]
+    if args.variant:
+        body.append(variants_section(args.variant))
     text = "\n\n".join(body)
     print(text)
     if not args.no_write:
@@ -132,12 +230,13 @@ def recipe_section(out: str) -> str:
         for d in evals:
             s = _read_json(os.path.join(out, d, "scores.json"))
             g = s["generation"]
-            rows.append([d, g["cfg_scale"], g["temperature"], g["top_k"], f"{s['overall']:.3f}", f"{s['seen']:.3f}",
+            rows.append([d, s["samples_per_prompt"], g["seed"], g["cfg_scale"], g["temperature"], g["top_k"],
+                         f"{s['overall']:.3f}", f"{s['seen']:.3f}",
                          f"{s['held_out']:.3f}", *[f"{s['tasks'].get(t, float('nan')):.2f}" for t in TASKS],
                          f"{s['seconds_per_image'] * 1000:.0f} ms"])
-        lines.append(f"- Synthetic GenEval (`interleaf eval`), {s['prompts']} prompts x {s['samples_per_prompt']} "
-                     "images per setting:\n\n" + table(
-                         ["run", "cfg", "temp", "top-k", "overall", "seen", "held-out", *TASKS, "per image"], rows))
+        lines.append(f"- Synthetic GenEval (`interleaf eval`), {s['prompts']} prompts, `images` samples of each:\n\n"
+                     + table(["run", "images", "seed", "cfg", "temp", "top-k", "overall", "seen", "held-out", *TASKS,
+                              "per image"], rows))
         main = _read_json(os.path.join(out, "eval" if "eval" in evals else evals[0], "scores.json"))
         minutes = stages.get("train", {}).get("seconds", float("nan")) / 60
         met = minutes <= 20 and main["overall"] >= 0.80 and main["held_out"] >= 0.75
@@ -153,6 +252,22 @@ def recipe_section(out: str) -> str:
                          "trips (the ceiling a perfect generator could reach through this VQ):\n\n"
                          + table(["task", "ground truth", "VQ reconstructions (ceiling)"], rows))
     return "\n".join(lines)
+
+
+def variants_section(outs: list[str]) -> str:
+    """One row per recipe run: what it changed, its training time and its default-setting scores."""
+    rows = []
+    for out in outs:
+        report = _read_json(os.path.join(out, "recipe.json"))
+        a, st = report["args"], report["stages"]
+        e = st.get("eval", {})
+        rows.append([a["examples"], a["steps"], f"{a['batch_size']}x{a['seq_len']}", f"{st['train']['seconds'] / 60:.1f}",
+                     f"{st['train']['last']['loss']:.3f}", f"{e.get('overall', float('nan')):.3f}",
+                     f"{e.get('seen', float('nan')):.3f}", f"{e.get('held_out', float('nan')):.3f}",
+                     *[f"{e.get('tasks', {}).get(t, float('nan')):.2f}" for t in TASKS]])
+    return ("### Runs of the recipe with one setting changed (same code; cfg 3, 4 images per prompt, seed 0)\n\n"
+            + table(["examples", "steps", "rows", "train min", "final loss", "overall", "seen", "held-out", *TASKS],
+                    rows))
 
 
 def _curve(path: str, points: int = 8) -> list[list]:

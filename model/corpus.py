@@ -88,10 +88,21 @@ def sample_example(rng: random.Random, kind: str, held_out: HeldOut) -> Example:
     return Example(template.format(**words), scene, kind)
 
 
+def _sample_placed(rng: random.Random, kind: str, held_out: HeldOut, tries: int = 20) -> Example:
+    """An example of `kind`; a scene whose objects found no room (rarely: four shapes of the largest counting
+    size) is drawn again."""
+    for _ in range(tries - 1):
+        try:
+            return sample_example(rng, kind, held_out)
+        except ValueError:
+            continue
+    return sample_example(rng, kind, held_out)
+
+
 def make_examples(config: CorpusConfig) -> list[Example]:
     rng = random.Random(config.seed)
     kinds, weights = zip(*config.mix.items())
-    out = [sample_example(rng, rng.choices(kinds, weights)[0], config.held_out) for _ in range(config.examples)]
+    out = [_sample_placed(rng, rng.choices(kinds, weights)[0], config.held_out) for _ in range(config.examples)]
     assert not any(config.held_out.scene_held_out(e.scene) for e in out)
     return out
 

@@ -85,6 +85,9 @@ class _Rows:
             self.pos[b, T - n:] = torch.arange(n, device=device)
             self.cells[b, T - n:] = torch.from_numpy(next_cells(np.asarray(c), vocab)).to(device)
         self.cache = model.new_cache(B, T + extra) if use_cache else None
+        self.next_pos = self.pos[:, -1:].clone()  # (B, 1) position of the latest token
+        self._zeros = torch.zeros((B, 1), dtype=torch.long, device=device)  # document id of new tokens
+        self._no_cell = torch.full((B, 1, 2), -1, dtype=torch.long, device=device)
 
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
@@ -97,13 +100,14 @@ class _Rows:
         """Append next_tokens (B,) and return the logits (B, V) after them. `cell`: the (row, column) of the
         image code these logits are for, None when they are not for one."""
         B = len(next_tokens)
-        new, pos, doc = next_tokens[:, None], self.pos[:, -1:] + 1, torch.zeros_like(next_tokens)[:, None]
-        cells = torch.tensor(cell or (-1, -1), device=new.device).expand(B, 1, 2)
+        new, doc = next_tokens[:, None], self._zeros[:B]
+        self.next_pos += 1
+        cells = None if cell is None else torch.tensor(cell, device=new.device).expand(B, 1, 2)
+        if self.cache is not None:  # one token per row: nothing else to keep
+            return self.model(new, positions=self.next_pos, doc_ids=doc, cells=cells, cache=self.cache)[:, -1]
         self.tokens = torch.cat([self.tokens, new], 1)
-        self.pos, self.doc = torch.cat([self.pos, pos], 1), torch.cat([self.doc, doc], 1)
-        self.cells = torch.cat([self.cells, cells], 1)
-        if self.cache is not None:
-            return self.model(new, positions=pos, doc_ids=doc, cells=cells, cache=self.cache)[:, -1]
+        self.pos, self.doc = torch.cat([self.pos, self.next_pos], 1), torch.cat([self.doc, doc], 1)
+        self.cells = torch.cat([self.cells, self._no_cell[:B] if cells is None else cells], 1)
         return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells)[:, -1]
 
 

@@ -116,6 +116,7 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.doc = torch.full((batch, max_len), PAD_DOC, dtype=torch.long, device=device)  # (B, S_max)
         self.length = 0
+        self.one_document = False  # every row one document from position 0, no padding: no mask needed
 
     @property
     def max_len(self) -> int:
@@ -128,7 +129,7 @@ class KVCache:
         out.k = [k.index_select(0, index) for k in self.k]
         out.v = [v.index_select(0, index) for v in self.v]
         out.doc = self.doc.index_select(0, index)
-        out.length = self.length
+        out.length, out.one_document = self.length, self.one_document
         return out
 
 
@@ -155,10 +156,11 @@ class Attention(nn.Module):
             end = cache.length + T
             cache.k[self.layer][:, :, cache.length:end] = k
             cache.v[self.layer][:, :, cache.length:end] = v
-            k, v = cache.k[self.layer][:, :, :end], cache.v[self.layer][:, :, :end]  # (B, H, S, D)
+            k, v = cache.k[self.layer][:, :, :end].to(dtype), cache.v[self.layer][:, :, :end].to(dtype)  # (B,H,S,D)
         with torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else nullcontext():  # (or bf16)
             # mask None: one document per row from position 0, padding after it: causal attention alone
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # (B, H, T, D)
+            causal = mask is None and T > 1  # (one new token attends to every cached position)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(B, T, C).type_as(x))
 
 
@@ -254,7 +256,13 @@ class Transformer(nn.Module):
                 raise ValueError(f"KV cache of {cache.max_len} positions cannot take {start + T}")
             cache.doc[:, start:start + T] = doc_ids
             key_docs, key_index = cache.doc[:, :start + T], torch.arange(start + T, device=tokens.device)
-        if cache is None and _one_document_per_row(doc_ids):
+        if cache is None:
+            one_document = _one_document_per_row(doc_ids)
+        elif start == 0:  # prefill: does every row hold one document and no padding?
+            cache.one_document = one_document = bool((doc_ids == 0).all())
+        else:  # then one more token of that document sees the whole cache
+            one_document = cache.one_document and T == 1 and bool((doc_ids == 0).all())
+        if one_document:
             mask = None  # causal attention alone keeps every token within its document (the fast kernels)
         else:
             query_index = torch.arange(start, start + T, device=tokens.device)

@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler; about "
+                                                           "1.6x faster CPU steps after a minute of compiling)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field, e.g. --set dim=128 (repeatable)")
     p.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json the shards were made with (copied "
@@ -130,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
                          caption_dropout=args.caption_dropout, z_loss=args.z_loss,
                          text_loss_weight=args.text_loss_weight, image_loss_weight=args.image_loss_weight,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=_device(args.device),
-                         cpu_bf16=args.cpu_bf16)
+                         cpu_bf16=args.cpu_bf16, compile=args.compile)
     try:
         config.validate()
     except ValueError as e:
