@@ -148,7 +148,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, H, D) each
         q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        # Attention runs in float32 on the CPU: its bf16 flash kernel is 2-5x slower there (measured with
+        # Attention runs in float32 on the CPU: its bf16 flash kernel is 1.4-5x slower there (measured with
         # torch 2.14 on AVX512-BF16 / AMX; bench/model_bench.py), and the matrices are small anyway.
         dtype = torch.float32 if x.device.type == "cpu" else v.dtype
         q, k, v = apply_rotary(q, cos, sin).to(dtype), apply_rotary(k, cos, sin).to(dtype), v.to(dtype)
