@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (use 1 when the 2 cores are shared)")
     p.add_argument("--no-compile", action="store_true", help="train without torch.compile (default: compiled, "
-                                                               "about 1.6x faster steps after a minute of compiling)")
+                                                               "about 1.7x faster steps after a minute of compiling)")
     p.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, 2x faster on "
                                                        "CPUs with AMX / AVX512-BF16)")
     p.add_argument("--seed", type=int, default=0)

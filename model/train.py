@@ -64,7 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
-    compile: bool = False  # torch.compile the model (Inductor, needs a C++ compiler): about 1.6x faster steps on
+    compile: bool = False  # torch.compile the model (Inductor, needs a C++ compiler): about 1.7x faster steps on
     # the CPU for the tiny preset after about a minute of compiling (bench/RESULTS.md, model section)
     cpu_bf16: bool = False  # bf16 autocast on the CPU as well (about 2x faster with AMX / AVX512-BF16); off
     # by default, so that CPU runs are fp32 as issue 8 asks (GPUs always use bf16 autocast)
