@@ -84,14 +84,44 @@ def _attention_ms(B: int, T: int, dtype, repeats: int = 5) -> float:
     return (time.perf_counter() - t) / repeats * 1000
 
 
+def _time_training(corpus, *, seq_len: int, batch: int, compiled: bool, steps: int) -> tuple[float, float, float]:
+    """(seconds per step, real tokens/s, warm-up seconds) of the tiny preset on `corpus`, bf16 autocast."""
+    from interleaf.model.data import PackConfig, PackedStream, collate
+    from interleaf.model.train import Dist, TrainConfig, lm_loss, make_optimizer
+
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=corpus.vocab.size))
+    net = torch.compile(model) if compiled else model
+    optimizer = make_optimizer(model, TrainConfig())
+    stream = PackedStream(corpus, PackConfig(seq_len=seq_len, caption_dropout=0.1))
+
+    def step() -> int:
+        b = collate(stream.next_rows(batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(b.tokens, positions=b.positions, doc_ids=b.doc_ids, cells=b.cells)
+        loss, _ = lm_loss(logits, b, corpus.vocab, TrainConfig(), Dist())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return int((b.doc_ids >= 0).sum())
+
+    t = time.perf_counter()
+    for _ in range(3):
+        step()
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    real = sum(step() for _ in range(steps))
+    seconds = time.perf_counter() - t
+    return seconds / steps, real / seconds, warm
+
+
 def train_speed(steps: int = 10) -> str:
     """Training throughput of the tiny preset on recipe-shaped documents: packed 256-token rows (document
     masks) as the first recipe trained, against one-document rows (the causal kernel), eager and compiled; and
     the CPU attention kernel in bf16 against float32, the reason attention leaves autocast on the CPU."""
     import tempfile
 
-    from interleaf.model.data import PackConfig, PackedStream, TokenCorpus, collate
-    from interleaf.model.train import Dist, TrainConfig, lm_loss, make_optimizer
+    from interleaf.model.data import TokenCorpus
 
     vocab = build_vocabulary(text_vocab_size=384, image_codebook_size=256, image_grid=(8, 8))
     rows = []
@@ -101,38 +131,14 @@ def train_speed(steps: int = 10) -> str:
         for name, seq_len, batch, compiled in (("packed rows, document masks, eager", 256, 16, False),
                                                ("one document per row, causal kernel, eager", 80, 52, False),
                                                ("one document per row, causal kernel, torch.compile", 80, 52, True)):
-            torch.manual_seed(0)
-            model = Transformer(model_preset("tiny", vocab_size=vocab.size))
-            net = torch.compile(model) if compiled else model
-            optimizer = make_optimizer(model, TrainConfig())
-            stream = PackedStream(corpus, PackConfig(seq_len=seq_len, caption_dropout=0.1))
-            real = 0
-
-            def step() -> int:
-                b = collate(stream.next_rows(batch))
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    logits = net(b.tokens, positions=b.positions, doc_ids=b.doc_ids, cells=b.cells)
-                loss, _ = lm_loss(logits, b, vocab, TrainConfig(), Dist())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                return int((b.doc_ids >= 0).sum())
-
-            t = time.perf_counter()
-            for _ in range(3):
-                step()
-            warm = time.perf_counter() - t
-            t = time.perf_counter()
-            for _ in range(steps):
-                real += step()
-            seconds = time.perf_counter() - t
-            rate = real / seconds
+            per_step, rate, warm = _time_training(corpus, seq_len=seq_len, batch=batch, compiled=compiled,
+                                                  steps=steps)
             reference = reference or rate
             log.info("%s: %.0f tokens/s (warm-up %.0fs)", name, rate, warm)
-            rows.append([name, f"{batch}x{seq_len}", f"{seconds / steps * 1000:.0f} ms", f"{rate:.0f}",
+            rows.append([name, f"{batch}x{seq_len}", f"{per_step * 1000:.0f} ms", f"{rate:.0f}",
                          f"{rate / reference:.2f}", f"{warm:.0f} s"])
-    attention = [[f"{B}x{T}", f"{_attention_ms(B, T, torch.bfloat16):.1f} ms", f"{_attention_ms(B, T, torch.float32):.1f} ms"]
-                 for B, T in ((52, 80), (16, 256))]
+    attention = [[f"{B}x{T}", f"{_attention_ms(B, T, torch.bfloat16):.1f} ms",
+                  f"{_attention_ms(B, T, torch.float32):.1f} ms"] for B, T in ((52, 80), (16, 256))]
     return ("### Training speed (tiny preset, recipe-shaped documents of 71-80 tokens, bf16 autocast)\n\n"
             f"{torch.get_num_threads()} threads; {steps} steps after 3 warm-up steps (the warm-up includes "
             "compiling, about 50 s when Inductor's on-disk cache is cold); tokens/s counts real tokens, not "
@@ -261,13 +267,15 @@ def variants_section(outs: list[str]) -> str:
         report = _read_json(os.path.join(out, "recipe.json"))
         a, st = report["args"], report["stages"]
         e = st.get("eval", {})
-        rows.append([a["examples"], a["steps"], f"{a['batch_size']}x{a['seq_len']}", f"{st['train']['seconds'] / 60:.1f}",
+        rows.append([a["seed"], a["examples"], a["steps"], f"{a['batch_size']}x{a['seq_len']}",
+                     f"{st['train']['seconds'] / 60:.1f}",
                      f"{st['train']['last']['loss']:.3f}", f"{e.get('overall', float('nan')):.3f}",
                      f"{e.get('seen', float('nan')):.3f}", f"{e.get('held_out', float('nan')):.3f}",
                      *[f"{e.get('tasks', {}).get(t, float('nan')):.2f}" for t in TASKS]])
-    return ("### Runs of the recipe with one setting changed (same code; cfg 3, 4 images per prompt, seed 0)\n\n"
-            + table(["examples", "steps", "rows", "train min", "final loss", "overall", "seen", "held-out", *TASKS],
-                    rows))
+    return ("### Runs of the recipe with one setting changed (same code; seed: corpus, VQ, model and sampling; "
+            "cfg 3, 4 images per prompt)\n\n"
+            + table(["seed", "examples", "steps", "rows", "train min", "final loss", "overall", "seen", "held-out",
+                     *TASKS], rows))
 
 
 def _curve(path: str, points: int = 8) -> list[list]:
