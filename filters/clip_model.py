@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from interleaf.storage import file_sha256
+
 log = logging.getLogger(__name__)
 
 # The tiny architecture the in-repo trainer uses (filters/clip_train.py): ENVIRONMENT.md measured a
@@ -289,12 +291,6 @@ def load_clip(config: ClipModelConfig, *, model_id: str | None = None) -> Loaded
                       model_id=model_id or config.model_id(), tokenizer=make_tokenizer(config))
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- inputs

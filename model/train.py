@@ -14,7 +14,6 @@ Layout of an output directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from interleaf.model.data import IGNORE, Batch, PackConfig, PackedStream, TokenCorpus, collate, rank_slice
 from interleaf.model.transformer import ModelConfig, Transformer, model_preset
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
+from interleaf.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +166,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 # ---------------------------------------------------------------- checkpoints
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def latest_checkpoint(out: str) -> str | None:

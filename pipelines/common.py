@@ -104,6 +104,16 @@ class Funnel:
             self._counter(f"{unit}.dropped.{reason}").inc(n)
 
 
+class FunnelDoFn(beam.DoFn):
+    """A DoFn of one stage that counts into that stage's Funnel (made on each worker in setup)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def setup(self):
+        self.funnel = Funnel(self.stage)
+
+
 def funnel_from(result) -> dict:
     """The funnel of a finished pipeline: {stage: {unit: {"in", "out", "dropped": {reason: n}}}}."""
     funnel: dict = defaultdict(lambda: defaultdict(lambda: {"in": 0, "out": 0, "dropped": {}}))

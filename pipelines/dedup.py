@@ -20,16 +20,33 @@ from itertools import islice
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from interleaf.filters.dedup_text import (MinHashConfig, MinHasher, band_keys, estimated_jaccard,
-                                          first_common_band, normalize_text, signature_from_bytes,
-                                          signature_to_bytes, text_hash, url_domain, word_shingles)
-from interleaf.pipelines.common import Funnel
+from interleaf.filters.dedup_text import (
+    MinHashConfig,
+    MinHasher,
+    band_keys,
+    estimated_jaccard,
+    first_common_band,
+    normalize_text,
+    signature_from_bytes,
+    signature_to_bytes,
+    text_hash,
+    url_domain,
+    word_shingles,
+)
+from interleaf.pipelines.common import Funnel, FunnelDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
+
 # re-exported: the image dedup and its reason codes were defined here before the split
-from interleaf.pipelines.dedup_images import (DECODE_ERROR, DUPLICATE_IMAGE_SET,  # noqa: F401
-                                              IMAGE_DECODE_ERROR, IMAGE_TOO_FREQUENT, TOO_FREQUENT,
-                                              DedupImages, ImageDedupConfig)
+from interleaf.pipelines.dedup_images import (  # noqa: F401
+    DECODE_ERROR,
+    DUPLICATE_IMAGE_SET,
+    IMAGE_DECODE_ERROR,
+    IMAGE_TOO_FREQUENT,
+    TOO_FREQUENT,
+    DedupImages,
+    ImageDedupConfig,
+)
 from interleaf.schemas.document import Document
 
 REPEATED_PARAGRAPH = "repeated_paragraph"
@@ -185,15 +202,12 @@ def _band_entries(item, bands: int, rows: int):
         yield key, (node, sig)
 
 
-class _VerifyBucketFn(beam.DoFn):
+class _VerifyBucketFn(FunnelDoFn):
     """(band key, [(node, signature)]) -> (node, node) pairs of the bucket that pass verification."""
 
     def __init__(self, config: DocumentDedupConfig, bands: int, rows: int, stage: str):
         self.threshold, self.verify = config.minhash.threshold, config.verify_candidates
         self.limit, self.bands, self.rows, self.stage = config.bucket_pair_limit, bands, rows, stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
 
     def _similar(self, a, b) -> bool:
         if not self.verify or estimated_jaccard(a, b) >= self.threshold:
@@ -245,13 +259,7 @@ def _cluster_verdicts(item):
         yield _node_doc(node), (survivor, reason)
 
 
-class _MarkDuplicatesFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _MarkDuplicatesFn(FunnelDoFn):
     def process(self, item):
         doc_id, joined = item
         kept = []
@@ -333,13 +341,7 @@ def _repeated(item, max_documents: int):
         yield d, h
 
 
-class _DropRepeatedFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _DropRepeatedFn(FunnelDoFn):
     def process(self, item):
         _, joined = item
         repeated = set(joined["repeated"])

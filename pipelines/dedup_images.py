@@ -14,9 +14,17 @@ from itertools import islice
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from interleaf.filters.dedup_image import (ImageDecodeError, first_common_key, hamming, image_set_key,
-                                           is_phash, phash_band_keys, phash_hex, segment_bounds)
-from interleaf.pipelines.common import Funnel
+from interleaf.filters.dedup_image import (
+    ImageDecodeError,
+    first_common_key,
+    hamming,
+    image_set_key,
+    is_phash,
+    phash_band_keys,
+    phash_hex,
+    segment_bounds,
+)
+from interleaf.pipelines.common import FunnelDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
 from interleaf.schemas.document import Document
@@ -183,13 +191,7 @@ class _SplitUsableFn(beam.DoFn):
             yield TaggedOutput("other", record)
 
 
-class _MergeExactFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _MergeExactFn(FunnelDoFn):
     def process(self, item):
         sha, records = item
         # the most complete copy first, then a fixed order, so any worker picks the same one
@@ -219,15 +221,12 @@ def _phash_entries(record: ImageRecord, max_distance: int, per_key: int):
         yield key, (node, record.phash)
 
 
-class _HammingPairsFn(beam.DoFn):
+class _HammingPairsFn(FunnelDoFn):
     """(segment key, [(node, phash)]) -> (node, node) pairs within max_hamming bits."""
 
     def __init__(self, config: ImageDedupConfig, stage: str):
         self.max_distance, self.per_key = config.max_hamming, config.segments_per_key
         self.limit, self.stage = config.bucket_pair_limit, stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
 
     def process(self, item):
         key, members = item
@@ -252,13 +251,7 @@ class _HammingPairsFn(beam.DoFn):
                 yield center, node
 
 
-class _ResolveFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _ResolveFn(FunnelDoFn):
     def process(self, item):
         sha, joined = item
         (record,) = joined["record"]
@@ -331,13 +324,7 @@ def _duplicate_sets(item):
             yield doc_id, True
 
 
-class _MarkImageNodesFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _MarkImageNodesFn(FunnelDoFn):
     def process(self, item):
         _, joined = item
         by_index = {i: (sha, reason) for i, sha, reason, _ in sorted(set(joined["verdict"]))}
@@ -367,13 +354,7 @@ class _MarkImageNodesFn(beam.DoFn):
             yield replace(doc, nodes=nodes) if changed else doc
 
 
-class _AssembleStoreFn(beam.DoFn):
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
-
+class _AssembleStoreFn(FunnelDoFn):
     def process(self, item):
         rep, joined = item
         record, urls = None, set()

@@ -18,7 +18,6 @@ post_quant_conv, ...), so a LlamaGen-layout state dict loads through load_vq(pat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+
+from interleaf.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -381,12 +382,6 @@ def _atomic_torch_save(obj, path: str) -> str:
     return digest
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _config_json(config: VQConfig) -> dict:

@@ -7,11 +7,13 @@ writes a bucket on Dataflow.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -25,7 +27,7 @@ def is_local(path: str) -> bool:
 
 
 def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path.removeprefix("file://")
 
 
 def _filesystems():
@@ -145,3 +147,12 @@ def _explain(e: Exception) -> str:
         return (f"{msg[:120]}... This URI scheme needs Beam's cloud extras: "
                 "pip install 'interleaf[gcp]' (gs://) or 'apache-beam[aws]' (s3://)")
     return msg
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a local file, read in 1 MiB blocks (the fingerprint of tokenizer and model files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
