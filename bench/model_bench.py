@@ -209,13 +209,19 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
+def _recipe_precision(args: dict, stages: dict) -> str:
+    """What the recipe trained in: recorded since issue 14 (auto by default), else the old --fp32 flag."""
+    chosen = stages.get("train", {}).get("precision") or ("fp32" if args.get("fp32") else "bf16")
+    return "fp32" if chosen == "fp32" else "bf16 autocast"
+
+
 def recipe_section(out: str) -> str:
     report = _read_json(os.path.join(out, "recipe.json"))
     stages, a = report.get("stages", {}), report["args"]
     overrides = "".join(f" --set {s}" for s in a.get("set", []))
     lines = [(f"### CPU recipe: `bench/model_recipe.py --preset {a['preset']}{overrides} --steps {a['steps']}` "
               f"({a['examples']} examples, rows of {a['batch_size']}x{a['seq_len']} tokens, {a['threads']} thread(s), "
-              f"{'fp32' if a.get('fp32') else 'bf16 autocast'})\n")]
+              f"{_recipe_precision(a, stages)})\n")]
     if "vq" in stages:
         h = stages["vq"].get("held_out", {})
         lines.append(f"- VQ: {stages['vq']['steps']} steps in {stages['vq']['seconds']:.0f}s; held-out PSNR "

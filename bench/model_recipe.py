@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from interleaf import precision
 from interleaf.model.corpus import CorpusConfig, make_examples, tokenize_examples
 from interleaf.model.generate import GenerationConfig, Generator
 from interleaf.model.geneval import DEFAULT_HELD_OUT, ground_truth, make_suite, run_eval
@@ -66,8 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (use 1 when the 2 cores are shared)")
     p.add_argument("--no-compile", action="store_true", help="train without torch.compile (default: compiled, "
                                                                "about 1.7x faster steps after a minute of compiling)")
-    p.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, 2x faster on "
-                                                       "CPUs with AMX / AVX512-BF16)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto (default): bf16 autocast where the CPU has AMX / AVX512-BF16 (2x faster there), "
+                        "else fp32 (emulated bf16 is about 25x slower)")
+    p.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -125,7 +128,7 @@ def main(argv=None) -> dict:
     from interleaf.commands.model_cmd import _parse_overrides
     config = TrainConfig(preset=args.preset, model_overrides=_parse_overrides(args.set), seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
                          lr=args.lr, caption_dropout=args.caption_dropout, seed=args.seed, log_every=25,
-                         checkpoint_every=100, cpu_bf16=not args.fp32,
+                         checkpoint_every=100, precision=args.precision,
                          compile=not args.no_compile)
     done = latest_checkpoint(run)
     if done is None or not done.endswith(f"step-{args.steps:06d}"):
@@ -134,7 +137,8 @@ def main(argv=None) -> dict:
         log.info("transformer: %.0fs in this invocation", time.perf_counter() - t)
     records = read_loss_log(run)
     stage_done("train", sum(r["elapsed_s"] for r in _segments(records)), steps=len(records),
-               first=records[0], last=records[-1])
+               first=records[0], last=records[-1],
+               precision=precision.choose(args.precision, "cpu", purpose="training").dtype)
 
     t = time.perf_counter()
     generator = Generator.from_checkpoint(run)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from interleaf import precision
 from interleaf.storage import file_sha256
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ class ClipModelConfig:
     # path (what clip_train saves); None builds random weights (tests and benchmarks only).
     pretrained: str | None = None
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
-    # open_clip precision. fp32 on CPU: bf16 autocast was slower than fp32 on these CPUs (ENVIRONMENT.md).
+    # open_clip precision, or "auto": bf16 where the device has native bf16 (a GPU from Ampere on, a CPU with
+    # AMX or AVX512-BF16), else fp32 (interleaf.precision). fp32 by default: bf16 was slower than fp32 for
+    # CLIP on the CPUs measured (../shared/ENVIRONMENT.md), and scores then do not depend on the worker's CPU.
     precision: str = "fp32"
     # torch.set_num_threads in each worker process; None keeps torch's default (one per core). Beam runs
     # several DoFn threads per process: they share one model, and torch's intra-op pool, through this. On
@@ -71,8 +74,8 @@ class ClipModelConfig:
             raise ClipModelError("model_name is empty; give an open_clip architecture such as 'ViT-B-32'")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ClipModelError(f"device must be 'cpu', 'cuda' or 'cuda:N', found {self.device!r}")
-        if self.precision not in ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16"):
-            raise ClipModelError(f"precision must be fp32, fp16, bf16, pure_fp16 or pure_bf16, found "
+        if self.precision not in ("auto", "fp32", "fp16", "bf16", "pure_fp16", "pure_bf16"):
+            raise ClipModelError(f"precision must be auto, fp32, fp16, bf16, pure_fp16 or pure_bf16, found "
                                  f"{self.precision!r}")
         if self.device == "cpu" and "fp16" in self.precision:
             raise ClipModelError("fp16 needs a GPU; use precision='fp32' (or 'bf16') on the CPU")
@@ -272,8 +275,11 @@ def load_clip(config: ClipModelConfig, *, model_id: str | None = None) -> Loaded
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ClipModelError(f"device {config.device!r} asked for but torch sees no CUDA device; use device='cpu'")
     expected_pp = image_preprocess_cfg(config)
+    resolved = config.precision
+    if resolved in precision.SETTINGS:  # "auto" is decided here; "bf16" / "fp32" pass through, logged
+        resolved = precision.choose(resolved, config.device, purpose="CLIP inference").dtype
     try:
-        model = open_clip.create_model(config.model_name, pretrained=config.pretrained, precision=config.precision,
+        model = open_clip.create_model(config.model_name, pretrained=config.pretrained, precision=resolved,
                                        device=config.device, cache_dir=config.cache_dir,
                                        require_pretrained=config.pretrained is not None)
     except RuntimeError as e:

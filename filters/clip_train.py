@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from interleaf import precision
 from interleaf.filters.clip import (
     CHECKPOINT_META_KEY,
     TINY_CLIP_NAME,
@@ -62,6 +63,10 @@ class ClipTrainConfig:
     # machines 1 thread was 10-20x faster per step than 2 while other work ran (OpenMP threads wait for
     # each other; measured 0.14 s against 1.5-2.9 s per step).
     num_threads: int | None = None
+    # "fp32" (default), "auto" or "bf16": interleaf.precision's rule (bf16 autocast only where the hardware
+    # has native bf16 when "auto"); fp32 by default, as the CLIP stage: bf16 was slower than fp32 for CLIP on
+    # the CPUs measured (../shared/ENVIRONMENT.md) and scores then do not depend on the worker's CPU.
+    precision: str = "fp32"
     max_seconds: float | None = None  # stop early when a step would end past this (shared machines)
     log_every: int = 50  # steps between loss logs
 
@@ -73,6 +78,8 @@ class ClipTrainConfig:
             raise ValueError("a contrastive batch needs at least 2 pairs")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, found {self.lr}")
+        if self.precision not in precision.SETTINGS:
+            raise ValueError(f"precision must be one of {', '.join(precision.SETTINGS)}, found {self.precision!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be 0 or more, found {self.warmup_steps}")
 
@@ -148,6 +155,7 @@ def _train(pairs: PairSet, config: ClipTrainConfig) -> TrainResult:
     import torch
 
     torch.manual_seed(config.seed)
+    chosen = precision.choose(config.precision, "cpu", purpose="CLIP training")
     model = open_clip.create_model(model_config_for(config).model_name, pretrained=None)
     model.train()
     if config.freeze_token_embedding:
@@ -169,9 +177,10 @@ def _train(pairs: PairSet, config: ClipTrainConfig) -> TrainResult:
             group["lr"] = _lr(step, config)
         index = torch.randint(0, len(pairs), (config.batch_size,), generator=generator)
         variant = torch.randint(0, tokens.shape[1], (config.batch_size,), generator=generator)
-        image_features = model.encode_image(pixels[index], normalize=True)  # (B, D)
-        text_features = model.encode_text(tokens[index, variant], normalize=True)  # (B, D)
-        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        with precision.autocast(chosen, "cpu"):
+            image_features = model.encode_image(pixels[index], normalize=True)  # (B, D)
+            text_features = model.encode_text(tokens[index, variant], normalize=True)  # (B, D)
+        loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

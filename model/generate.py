@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from interleaf import precision
 from interleaf.model.data import next_cells
 from interleaf.model.transformer import PAD_DOC, Transformer
 from interleaf.schemas.tokens import Vocabulary
@@ -40,6 +41,9 @@ class GenerationConfig:
     cfg_scale: float = 1.0  # classifier-free guidance on image codes; 1 = off (no unconditional rows)
     use_cache: bool = True  # KV cache; False recomputes the whole sequence every step (for benchmarks)
     seed: int = 0  # sampling generator seed
+    # "fp32" (default), "auto" or "bf16": interleaf.precision's rule ("auto": bf16 autocast only where the
+    # hardware has native bf16). fp32 by default so that a seed gives the same images on every machine.
+    precision: str = "fp32"
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -70,9 +74,10 @@ class _Rows:
     KV cache (without one every step recomputes the whole sequence, for the cache's benchmark)."""
 
     def __init__(self, model: Transformer, vocab: Vocabulary, contexts: list[list[int]], *, pad_id: int,
-                 extra: int, use_cache: bool):
+                 extra: int, use_cache: bool, chosen: precision.Precision | None = None):
         self.model = model
         device = model.embed.weight.device
+        self.chosen = chosen or precision.Precision("fp32", "default")
         B, T = len(contexts), max(len(c) for c in contexts)
         self.tokens = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)
         self.doc = torch.full((B, T), PAD_DOC, dtype=torch.long, device=device)
@@ -92,8 +97,8 @@ class _Rows:
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Logits (B, V) after the contexts."""
-        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells,
-                          cache=self.cache)[:, -1]
+        return self._run(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells,
+                         cache=self.cache)
 
     @torch.inference_mode()
     def step(self, next_tokens: torch.Tensor, cell: tuple[int, int] | None = None) -> torch.Tensor:
@@ -104,11 +109,16 @@ class _Rows:
         self.next_pos += 1
         cells = None if cell is None else torch.tensor(cell, device=new.device).expand(B, 1, 2)
         if self.cache is not None:  # one token per row: nothing else to keep
-            return self.model(new, positions=self.next_pos, doc_ids=doc, cells=cells, cache=self.cache)[:, -1]
+            return self._run(new, positions=self.next_pos, doc_ids=doc, cells=cells, cache=self.cache)
         self.tokens = torch.cat([self.tokens, new], 1)
         self.pos, self.doc = torch.cat([self.pos, self.next_pos], 1), torch.cat([self.doc, doc], 1)
         self.cells = torch.cat([self.cells, self._no_cell[:B] if cells is None else cells], 1)
-        return self.model(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells)[:, -1]
+        return self._run(self.tokens, positions=self.pos, doc_ids=self.doc, cells=self.cells)
+
+    def _run(self, tokens: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The model's fp32 logits (B, V) at the last position, under the chosen precision."""
+        with precision.autocast(self.chosen, tokens.device.type):
+            return self.model(tokens, **kwargs)[:, -1].float()
 
 
 class Generator:
@@ -185,7 +195,8 @@ class Generator:
                              f"model's max_seq_len {self.model.config.max_seq_len}")
         guided = config.cfg_scale != 1.0
         batch = contexts + ([self.unconditional + [contexts[0][-1]]] * B if guided else [])
-        state = _Rows(self.model, self.vocab, batch, pad_id=self.pad, extra=n, use_cache=config.use_cache)
+        state = _Rows(self.model, self.vocab, batch, pad_id=self.pad, extra=n, use_cache=config.use_cache,
+                      chosen=self._precision(config))
         logits = state.prefill()  # (B or 2B, V)
         codes = []
         for i in range(n):
@@ -241,7 +252,10 @@ class Generator:
 
     def _rows_for(self, seq: list[int], config: GenerationConfig) -> _Rows:
         return _Rows(self.model, self.vocab, [seq], pad_id=self.pad, extra=config.max_new_tokens + 2,
-                     use_cache=config.use_cache)
+                     use_cache=config.use_cache, chosen=self._precision(config))
+
+    def _precision(self, config: GenerationConfig) -> precision.Precision:
+        return precision.choose(config.precision, self.model.embed.weight.device, purpose="generation")
 
     # ------------------------------------------------------------ decoding
 

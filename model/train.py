@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -29,8 +28,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from interleaf import precision
 from interleaf.model.data import IGNORE, Batch, PackConfig, PackedStream, TokenCorpus, collate, rank_slice
 from interleaf.model.transformer import ModelConfig, Transformer, model_preset
+from interleaf.precision import SETTINGS
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary
 from interleaf.storage import file_sha256
 
@@ -66,14 +67,18 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
     compile: bool = False  # torch.compile the model (Inductor, needs a C++ compiler): about 1.7x faster steps on
     # the CPU for the tiny preset after about a minute of compiling (bench/RESULTS.md, model section)
-    cpu_bf16: bool = False  # bf16 autocast on the CPU as well (about 2x faster with AMX / AVX512-BF16); off
-    # by default, so that CPU runs are fp32 as issue 8 asks (GPUs always use bf16 autocast)
+    # "auto": bf16 autocast where the hardware has native bf16 (a GPU from Ampere on; a CPU with AMX or
+    # AVX512-BF16, where it is about 2x faster), else fp32: emulated bf16 is about 25x slower (AVX2 CPUs);
+    # "bf16" or "fp32" force one (interleaf.precision). Master weights and the optimiser stay fp32.
+    precision: str = "auto"
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 8:
             raise ValueError(f"steps, batch_size must be positive and seq_len at least 8: {self}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), found {self.caption_dropout}")
+        if self.precision not in SETTINGS:
+            raise ValueError(f"precision must be one of {', '.join(SETTINGS)}, found {self.precision!r}")
         if self.text_loss_weight < 0 or self.image_loss_weight < 0 or \
                 self.text_loss_weight + self.image_loss_weight == 0:
             raise ValueError("loss weights must be non-negative and not both zero")
@@ -205,7 +210,8 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(out: str, *, step: int, model: Transformer, optimizer, scheduler, stream: PackedStream,
-                    config: TrainConfig, info: TokenShardInfo, tokenizer_files: dict[str, str]) -> str:
+                    config: TrainConfig, info: TokenShardInfo, tokenizer_files: dict[str, str],
+                    chosen: precision.Precision | None = None) -> str:
     """Write checkpoints/step-NNNNNN atomically (a temporary directory renamed into place), then LATEST."""
     root = os.path.join(out, CHECKPOINTS)
     name = f"step-{step:06d}"
@@ -224,6 +230,8 @@ def save_checkpoint(out: str, *, step: int, model: Transformer, optimizer, sched
     meta = {"step": step, "model": asdict(model.config), "train": asdict(config),
             "vocabulary": info.vocabulary.to_json(), "tokenizers": info.tokenizers, "tokenizer_files": copied,
             "shard_config": info.config, "producer": info.producer}
+    if chosen is not None:  # what "auto" resolved to on the machine that trained, and why
+        meta["precision"] = {"dtype": chosen.dtype, "reason": chosen.reason}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     shutil.rmtree(final, ignore_errors=True)
@@ -338,8 +346,8 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
                                                         else None)
     if config.compile:
         net = torch.compile(net)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if "cuda" in device else \
-        torch.autocast("cpu", dtype=torch.bfloat16) if config.cpu_bf16 else nullcontext()
+    chosen = precision.choose(config.precision, device, purpose="training", quiet=not ctx.main)
+    autocast = precision.autocast(chosen, device)
     log_path = os.path.join(out, "loss.jsonl")
     if ctx.main:
         os.makedirs(out, exist_ok=True)
@@ -377,7 +385,8 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
         if step % config.checkpoint_every == 0 or step == last:
             if ctx.main:
                 path = save_checkpoint(out, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
-                                       stream=stream, config=config, info=corpus.info, tokenizer_files=files)
+                                       stream=stream, config=config, info=corpus.info, tokenizer_files=files,
+                                       chosen=chosen)
                 log.info("checkpoint %s", path)
             if ctx.world > 1:
                 dist.barrier()

@@ -16,7 +16,7 @@ from interleaf.shards import open_shards
 @pytest.mark.slow
 def test_small_demo_runs_end_to_end(tmp_path):
     cfg = DemoConfig(examples=160, clip_pairs=600, clip_steps=40, clip_seconds=15, vq_steps=60, vq_images=800, model_steps=30,
-                     model_seconds=20, eval_prompts=6)
+                     model_seconds=30, model_batch_size=4, eval_prompts=6)
     s = run_demo(str(tmp_path), cfg)
     # the pipeline ran every stage over the crawl, and its funnel reconciles
     funnel = s["pipeline"]["funnel"]
@@ -33,6 +33,10 @@ def test_small_demo_runs_end_to_end(tmp_path):
     assert tokens.kind == KIND_TOKENS and tokens.read().num_rows > 0
     # a model trained on those shards, generated images, was evaluated
     assert s["model"]["steps"] >= 20 and s["model"]["last"]["loss"] < s["model"]["first"]["loss"]
+    # its training kept the time budget, and says how fast and in which precision it ran (issue 14)
+    assert s["model"]["seconds"] <= cfg.model_seconds * 1.1 and s["model"]["tokens_per_s"] > 0
+    from interleaf.precision import cpu_features, native_bf16
+    assert s["model"]["precision"] == ("bf16" if native_bf16(cpu_features())[0] else "fp32")
     for g in s["generated"]:
         assert g["images"] and all(Image.open(p).size == (128, 128) for p in g["images"])
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())

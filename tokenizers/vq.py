@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from interleaf import precision
 from interleaf.storage import file_sha256
 
 log = logging.getLogger(__name__)
@@ -490,6 +491,10 @@ class VQTrainConfig:
     eval_batch_size: int = 128  # images per batch when evaluating
     seed: int = 0  # batch order and flips
     num_threads: int | None = None  # torch.set_num_threads for training (None: leave as is)
+    # "fp32" (default), "auto" or "bf16": interleaf.precision's rule (bf16 autocast only where the hardware
+    # has native bf16 when "auto"). fp32 by default: the tiny VQ's steps are small convolutions, its codebook
+    # distances want fp32, and a bf16 run was never measured to help it.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -551,6 +556,7 @@ def train_vq(model: VQModel, images: Tensor, *, config: VQTrainConfig, held_out:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = next(model.parameters()).device
+    chosen = precision.choose(config.precision, device.type, purpose="VQ training")
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     gen = torch.Generator().manual_seed(config.seed)
     step = 0
@@ -585,8 +591,9 @@ def train_vq(model: VQModel, images: Tensor, *, config: VQTrainConfig, held_out:
         x = x.to(device)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, config)
-        rec, losses, _ = model(x)
-        losses["rec"] = F.mse_loss(rec, x)
+        with precision.autocast(chosen, device.type):
+            rec, losses, _ = model(x)
+        losses["rec"] = F.mse_loss(rec.float(), x)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -121,11 +122,22 @@ def test_document_mask_isolates_packed_documents():
     assert torch.allclose(together[:, 7:], alone, atol=1e-5)
 
 
-def test_cpu_bf16_autocast_trains(tmp_path, shards):
-    records = train(_config(steps=3, cpu_bf16=True), shards, str(tmp_path / "run"))
+def test_forced_bf16_autocast_trains(tmp_path, shards):
+    records = train(_config(steps=3, precision="bf16"), shards, str(tmp_path / "run"))
     assert all(r["loss"] == r["loss"] and r["loss"] < 10 for r in records)  # finite
     model, meta = load_checkpoint(str(tmp_path / "run"))
-    assert meta["train"]["cpu_bf16"] and next(model.parameters()).dtype == torch.float32  # fp32 master weights
+    assert meta["train"]["precision"] == "bf16" and meta["precision"]["dtype"] == "bf16"
+    assert next(model.parameters()).dtype == torch.float32  # fp32 master weights
+
+
+def test_auto_precision_is_what_this_cpu_does_natively_and_is_recorded(tmp_path, shards):
+    from interleaf.precision import cpu_features, native_bf16
+
+    train(_config(steps=2), shards, str(tmp_path / "run"))
+    _, meta = load_checkpoint(str(tmp_path / "run"))
+    native, why = native_bf16(cpu_features())
+    assert meta["train"]["precision"] == "auto"
+    assert meta["precision"] == {"dtype": "bf16" if native else "fp32", "reason": why}
 
 
 def test_one_document_rows_take_the_causal_kernel_with_the_same_logits():
@@ -160,3 +172,16 @@ def test_compiled_training_matches_eager(tmp_path, shards):
     compiled = train(_config(steps=3, compile=True), shards, str(tmp_path / "compiled"))
     for a, b in zip(eager, compiled):
         assert abs(a["loss"] - b["loss"]) < 1e-3, (a, b)
+
+
+def test_demo_step_plan_keeps_the_budget_and_says_when_too_few_steps_fit(shards, caplog):
+    """issue 14: on a slow CPU the demo trains fewer steps, never longer than its budget without a warning."""
+    from interleaf.demo import DemoConfig, plan_steps
+
+    config = _config(steps=500)
+    roomy = plan_steps(config, shards, DemoConfig(model_seconds=3600))
+    assert roomy["steps"] == 500 and roomy["seconds_per_step"] > 0  # never more than asked for
+    with caplog.at_level(logging.WARNING, logger="interleaf.demo"):
+        tight = plan_steps(config, shards, DemoConfig(model_seconds=0.001, min_model_steps=20))
+    assert tight["steps"] == 1  # measuring alone spent the budget: one step, not 20
+    assert any("the model will be weak" in r.getMessage() for r in caplog.records)

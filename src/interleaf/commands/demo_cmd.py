@@ -55,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  CLIP filtering     planted mismatches dropped {planted['planted']['dropped']} of "
           f"{sum(planted['planted'].values())}; true pairs kept {planted['true']['kept']} of "
           f"{sum(planted['true'].values())}")
-    print(f"  reference model    {out}/model: {s['model']['steps']} steps, loss {s['model']['first']['loss']:.2f} -> "
-          f"{s['model']['last']['loss']:.2f}")
+    m = s["model"]
+    over = f", {m['over_budget_s']:.0f} s over" if m["over_budget_s"] else ""
+    print(f"  reference model    {out}/model: {m['steps']} steps in {m['seconds']:.0f} s (budget {m['budget_s']:.0f} s"
+          f"{over}), {m['tokens_per_s']} tokens/s in {m['precision']} ({m['precision_reason']}); loss "
+          f"{m['first']['loss']:.2f} -> {m['last']['loss']:.2f}")
     print(f"  generated images   {out}/generated ({', '.join(repr(g['prompt']) for g in s['generated'])})")
     print(f"  benchmark          {out}/eval/scores.json: overall {ev['overall']:.3f}, seen {_f(ev['seen'])}, "
           f"held-out {_f(ev['held_out'])} (a short demo run; bench/model_recipe.py is the full recipe)")

@@ -24,6 +24,9 @@ def _gen_args(p: argparse.ArgumentParser, *, cfg: float, temperature: float, top
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="fp32",
+                   help="fp32 (default: a seed gives the same output on every machine), auto (bf16 autocast "
+                        "where the GPU or CPU has native bf16) or bf16")
     p.add_argument("--text-tokenizer", metavar="FILE", help="tokenizer.json (default: the checkpoint's copy)")
     p.add_argument("--vq", metavar="FILE", help="VQ checkpoint (default: the checkpoint's copy)")
 
@@ -52,7 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
-    p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too (default: fp32)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast where the GPU or CPU has native bf16 (CPU: AMX or AVX512-BF16), "
+                        "else fp32 (emulated bf16 is about 25x slower); bf16 or fp32 force one")
+    p.add_argument("--cpu-bf16", dest="precision", action="store_const", const="bf16",
+                   help="same as --precision bf16 (kept for older scripts)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler; about "
                                                            "1.7x faster CPU steps after a minute of compiling)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -132,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
                          caption_dropout=args.caption_dropout, z_loss=args.z_loss,
                          text_loss_weight=args.text_loss_weight, image_loss_weight=args.image_loss_weight,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=_device(args.device),
-                         cpu_bf16=args.cpu_bf16, compile=args.compile)
+                         precision=args.precision, compile=args.compile)
     try:
         config.validate()
     except ValueError as e:
@@ -151,7 +158,8 @@ def _generation_config(args: argparse.Namespace, **extra):
     if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
         raise UsageError("--temperature and --top-k must be >= 0 and --top-p in (0, 1]")
     return GenerationConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg,
-                            use_cache=not args.no_cache, seed=args.seed, **extra)
+                            use_cache=not args.no_cache, seed=args.seed, precision=args.precision,
+                            **extra)
 
 
 def _load(args: argparse.Namespace):

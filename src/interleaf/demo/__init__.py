@@ -27,6 +27,8 @@ from interleaf.demo.site import crawl_to_warc, html_pages, serve
 
 log = logging.getLogger(__name__)
 
+PROBE_STEPS = 4  # steps timed to plan the reference model's training
+
 PROMPTS = ("a photo of a red circle", "a photo of a blue square and a yellow triangle",
            "a photo of three green circles")
 
@@ -42,12 +44,18 @@ class DemoConfig:
     vq_images: int = 6000  # renders the VQ trains on
     text_vocab: int = 384  # BPE vocabulary (256 bytes + merges)
     model_steps: int = 600  # reference transformer steps
-    model_seconds: float = 420.0  # stop training after about this long (the schedule still spans model_steps)
+    model_seconds: float = 420.0  # training budget, measuring the step time included: fewer steps when slower
+    min_model_steps: int = 20  # fewer steps than this make a useless model: a warning says so (the budget holds)
     eval_samples: int = 1  # images per benchmark prompt (GenEval uses 4; bench/model_recipe.py does)
     eval_prompts: int | None = 120  # benchmark prompts (None: the whole suite)
-    # torch threads for training: on a shared 2-core machine one thread was 10-20x faster per step than two
-    # (measured by the CLIP and model trainers here); raise it on a quiet machine with more cores
+    # torch threads for the CLIP and VQ training: on a shared 2-core machine one thread was 10-20x faster per
+    # step than two (measured by the CLIP and model trainers here); raise it on a quiet machine with more cores
     threads: int = 1
+    # torch threads for the reference model, None: one per core this process may use (at most 8). Nothing else
+    # runs while it trains; on a quiet 2-core machine 2 threads took 1.1 s per step against 1.9 s for 1 (fp32).
+    # The budget holds either way: steps are planned from the measured step time.
+    model_threads: int | None = None
+    model_batch_size: int = 16  # rows of 256 tokens per step
     seed: int = 0
     pipeline_args: list[str] = field(default_factory=list)  # handed to Beam
 
@@ -277,33 +285,69 @@ def _planted_outcome(run_dir: str, planted: list[int]) -> dict:
 def _train_model(run_dir: str, model_dir: str, models: dict, config: DemoConfig) -> dict:
     import torch
 
+    from interleaf import precision
     from interleaf.model.train import TrainConfig, read_loss_log, train
 
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.model_threads or min(8, _usable_cores()))
     shutil.rmtree(model_dir, ignore_errors=True)
-    tc = TrainConfig(preset="tiny", steps=config.model_steps, seq_len=256, batch_size=16, lr=3e-3,
-                     seed=config.seed, log_every=25, checkpoint_every=100, cpu_bf16=True)
-    budget_steps = _steps_in_budget(tc, os.path.join(run_dir, "tokens"), config)
-    train(tc, os.path.join(run_dir, "tokens"), model_dir, stop_after=budget_steps,
+    started = time.perf_counter()
+    # precision "auto": bf16 autocast only where the CPU has it natively (AMX / AVX512-BF16); emulated bf16
+    # made a step about 25x slower on AVX2 CPUs (issue 14)
+    tc = TrainConfig(preset="tiny", steps=config.model_steps, seq_len=256, batch_size=config.model_batch_size,
+                     lr=3e-3, seed=config.seed, log_every=25, checkpoint_every=100, precision="auto")
+    tokens = os.path.join(run_dir, "tokens")
+    plan = plan_steps(tc, tokens, config)
+    # the learning-rate schedule spans the steps that fit, so a short run still ends its decay
+    train(replace(tc, steps=plan["steps"]), tokens, model_dir,
           tokenizer_files={"text": models["text"]["path"], "image": models["vq"]["path"]})
     losses = read_loss_log(model_dir)
-    return {"dir": model_dir, "steps": len(losses), "first": losses[0], "last": losses[-1]}
+    seconds = time.perf_counter() - started
+    trained = losses[-1]["elapsed_s"]
+    chosen = precision.choose(tc.precision, "cpu", purpose="training")
+    speed = {"seconds_per_step": round(trained / len(losses), 3),
+             "tokens_per_s": round(len(losses) * tc.batch_size * tc.seq_len / trained),
+             "precision": chosen.dtype, "precision_reason": chosen.reason}
+    over = seconds - config.model_seconds
+    log.info("reference model: %d steps in %.0f s (%.2f s per step, %d tokens/s, %s; budget %.0f s%s)",
+             len(losses), seconds, speed["seconds_per_step"], speed["tokens_per_s"], chosen.dtype,
+             config.model_seconds, f", {over:.0f} s over" if over > 0 else "")
+    return {"dir": model_dir, "steps": len(losses), "first": losses[0], "last": losses[-1],
+            "seconds": round(seconds, 1), "budget_s": config.model_seconds, "over_budget_s": round(max(0.0, over), 1),
+            **speed, "plan": plan}
 
 
-def _steps_in_budget(tc, tokens: str, config: DemoConfig) -> int:
-    """Steps that fit config.model_seconds, from the time of a few measured steps on this machine."""
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one; a container's share)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
+def plan_steps(tc, tokens: str, config: DemoConfig) -> dict:
+    """How many steps fit config.model_seconds on this machine, from a few measured steps (whose time counts
+    against the budget). Never more than tc.steps; fewer than config.min_model_steps only when even those
+    would not fit, and then a warning says so: the budget holds rather than the step count."""
     import tempfile
 
     from interleaf.model.train import read_loss_log, train
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as probe:
-        started = time.perf_counter()
-        train(replace(tc, checkpoint_every=10_000), tokens, probe, stop_after=5)
-        per_step = (time.perf_counter() - started) / max(1, len(read_loss_log(probe)))
-    steps = max(20, min(tc.steps, int(config.model_seconds / per_step)))
-    log.info("about %.2f s per step here: %d of %d steps fit the %.0f s budget", per_step, steps, tc.steps,
-             config.model_seconds)
-    return steps
+        train(replace(tc, checkpoint_every=10_000), tokens, probe, stop_after=PROBE_STEPS)
+        records = read_loss_log(probe)
+    # the first step pays for lazy initialisation: time the later ones
+    per_step = (records[-1]["elapsed_s"] - records[0]["elapsed_s"]) / max(1, len(records) - 1)
+    probe_s = time.perf_counter() - started
+    left = config.model_seconds - probe_s
+    fit = max(1, int(left / per_step * 0.97) - 1)  # the start-up of the real run, and 3% for noise
+    steps = min(tc.steps, fit)
+    if fit < config.min_model_steps:
+        log.warning("this machine takes %.2f s per step: only %d steps fit the %.0f s training budget "
+                    "(%d would be a useful minimum); the model will be weak. Give more time with "
+                    "--model-seconds", per_step, steps, config.model_seconds, config.min_model_steps)
+    log.info("about %.2f s per step here (%d tokens/s): %d of %d steps fit the %.0f s budget (%.0f s spent "
+             "measuring)", per_step, tc.batch_size * tc.seq_len / per_step, steps, tc.steps, config.model_seconds,
+             probe_s)
+    return {"steps": steps, "seconds_per_step": round(per_step, 3), "probe_s": round(probe_s, 1)}
 
 
 def _generate_and_eval(model_dir: str, out: str, config: DemoConfig) -> tuple[list[dict], dict]:
