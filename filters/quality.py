@@ -203,13 +203,22 @@ def _below(value: float | None, limit: float | None) -> bool:
     return value is not None and limit is not None and value < limit
 
 
-def _failures(doc: Document, config: QualityConfig) -> Iterator[str]:
-    """The reasons of the failing rules, lazily, in the order of DOCUMENT_REASONS."""
+def image_count_failure(doc: Document, config: QualityConfig) -> str | None:
+    """"too_few_images" or "too_many_images" when the document's kept images are outside the bounds, else
+    None. Applied at ingest and again after the image stages changed which images a document keeps."""
     images = sum(1 for n in doc.nodes if n.is_image and n.kept)
     if images < config.min_images:
-        yield "too_few_images"
+        return "too_few_images"
     if _above(images, config.max_images):
-        yield "too_many_images"
+        return "too_many_images"
+    return None
+
+
+def _failures(doc: Document, config: QualityConfig) -> Iterator[str]:
+    """The reasons of the failing rules, lazily, in the order of DOCUMENT_REASONS."""
+    image_reason = image_count_failure(doc, config)
+    if image_reason:
+        yield image_reason
 
     text = doc.text()
     n_words = ts.word_count(text)

@@ -6,7 +6,7 @@ documents in the engine, score, and keep the images that belong to their text.
     -> {"documents": PCollection[Document],     # clip_score on image nodes, similarities in meta["clip"],
                                                 # nodes dropped with clip_* reasons; dropped documents as given
         "images": PCollection[ImageRecord],     # clip_model, clip_embedding, clip_score filled where scored
-        "failed": PCollection[ClipFailure]}     # dead letters: undecodable images, failed inference batches
+        "failed": PCollection[Failure]}         # dead letters: undecodable images, failed inference batches
 
 Joins are by key in the engine (images by sha256, texts and image embeddings by document), never gathered
 into one worker. The model is loaded once per worker process by RunInference (shared across its threads).
@@ -20,7 +20,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import apache_beam as beam
 import numpy as np
@@ -47,7 +47,9 @@ from interleaf.filters.clip import (
     score_document,
 )
 from interleaf.pipelines.common import Funnel
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs, split_kept
 from interleaf.schemas.document import KEPT, Document
+from interleaf.schemas.failure import Failure
 from interleaf.schemas.image import STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -65,16 +67,6 @@ IMAGE_INFERENCE_ERROR = "clip_inference_error"
 # cosine similarity's [-1, 1] (512 KiB per accumulator), then the scores of the one bin holding the k-th
 # best. A bin is 3e-5 wide, so the second pass carries a handful of floats, not the corpus.
 HISTOGRAM_BINS = 1 << 16
-
-
-@dataclass(frozen=True)
-class ClipFailure:
-    """A dead letter: what failed (an image by sha256, or a document's text slot), where, and why."""
-
-    kind: str  # IMAGE or TEXT
-    key: str  # sha256, or "<document key>/<slot>"
-    stage: str  # "decode" or "inference"
-    error: str
 
 
 # ---------------------------------------------------------------- RunInference
@@ -125,7 +117,7 @@ class OpenClipModelHandler(ModelHandler[tuple[str, np.ndarray | str], np.ndarray
 
 
 class ClipEmbed(beam.PTransform):
-    """(key, (kind, array)) -> {"embeddings": (key, embedding), "failed": ClipFailure} through RunInference.
+    """(key, (kind, array)) -> {"embeddings": (key, embedding), "failed": Failure} through RunInference.
 
     A batch whose inference raises goes to the dead letters element by element (RunInference's
     with_exception_handling), counted as images.dropped.clip_inference_error or texts' info counter.
@@ -144,7 +136,7 @@ class ClipEmbed(beam.PTransform):
                              exc_class=(RuntimeError, ValueError, TypeError)))
         # (key, embedding)
         embeddings = results | "Embeddings" >> beam.Map(lambda kv: (kv[0], kv[1].inference))
-        # ClipFailure per element of each failed batch
+        # a Failure per element of each failed batch
         failed = dead.failed_inferences | "FailedBatches" >> beam.ParDo(_FailedBatch())
         return {"embeddings": embeddings, "failed": failed}
 
@@ -158,10 +150,10 @@ class _FailedBatch(beam.DoFn):
         for key, _ in batch:
             if key[0] == IMAGE:
                 self.funnel.drop("images", IMAGE_INFERENCE_ERROR)
-                yield ClipFailure(kind=IMAGE, key=key[1], stage="inference", error=error)
+                yield Failure(stage=STAGE, step="inference", kind=IMAGE, key=key[1], error=error)
             else:
                 self.funnel.inc("nodes", "text_inference_errors")  # informational
-                yield ClipFailure(kind=TEXT, key=f"{key[1]}/{key[2]}", stage="inference", error=error)
+                yield Failure(stage=STAGE, step="inference", kind=TEXT, key=f"{key[1]}/{key[2]}", error=error)
 
 
 # ---------------------------------------------------------------- preparing examples
@@ -191,8 +183,8 @@ class _PrepareImages(beam.DoFn):
             pixels = preprocess_image(record.data, self.transform)  # (3, H, W) at the model's size
         except ImageDecodeError as e:
             self.funnel.drop("images", IMAGE_DECODE_ERROR)
-            yield pvalue.TaggedOutput(FAILED, ClipFailure(kind=IMAGE, key=record.sha256, stage="decode",
-                                                          error=str(e)))
+            yield pvalue.TaggedOutput(FAILED, Failure(stage=STAGE, step="decode", kind=IMAGE, key=record.sha256,
+                                                      error=str(e)))
             return
         yield pvalue.TaggedOutput(self.EXAMPLES, ((IMAGE, record.sha256), (IMAGE, pixels)))
 
@@ -456,7 +448,7 @@ class ClipFilter(beam.PTransform):
         # (sha256, reason) for images that failed
         failed_shas = (failures
                        | "FailedImages" >> beam.Filter(lambda f: f.kind == IMAGE)
-                       | "KeyFailedBySha" >> beam.Map(lambda f: (f.key, f.stage)))
+                       | "KeyFailedBySha" >> beam.Map(lambda f: (f.key, f.step)))
 
         # (document key, (sha256, embedding or reason)): image embeddings routed to the documents using them
         routed = ({"refs": prepared_docs[_PrepareDocuments.REFS], "embedding": image_embeddings,
@@ -482,3 +474,31 @@ class ClipFilter(beam.PTransform):
                   | "CountImages" >> beam.ParDo(_CountImagesOut()))
         images_out = ((filled, prepared_images[_PrepareImages.OTHER]) | "AllImages" >> beam.Flatten())
         return {"documents": documents, "images": images_out, "failed": failures}
+
+
+class ClipStage(Stage):
+    """The clip stage: ClipFilter, then documents it dropped split off; its dead letters go to DIR/failed/.
+    The accelerator resource hint, when given, applies to the whole stage (only it runs on GPU workers)."""
+
+    name, label, units = STAGE, "Clip", ("documents", "nodes", "images")
+
+    def __init__(self, config: ClipConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def validate(cls, config) -> None:
+        if config.clip.model.pretrained is None:
+            raise ValueError("the clip stage needs weights: --clip-pretrained TAG (an open_clip pretrained "
+                             "tag, downloaded) or a checkpoint file (interleaf train-clip)")
+        config.clip.validate()
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> ClipStage:
+        stage = cls(config.clip)
+        return stage.with_resource_hints(accelerator=config.clip_accelerator) if config.clip_accelerator else stage
+
+    def expand(self, streams):
+        out = {DOCUMENTS: streams[DOCUMENTS], IMAGES: streams[IMAGES]} | "Filter" >> ClipFilter(self.config)
+        kept, rejected = split_kept(out[DOCUMENTS])
+        return outputs(kept.pipeline, documents=kept, images=out[IMAGES], rejected=rejected, failed=out[FAILED])

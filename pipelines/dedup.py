@@ -47,6 +47,7 @@ from interleaf.pipelines.dedup_images import (  # noqa: F401
     DedupImages,
     ImageDedupConfig,
 )
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs, split_kept
 from interleaf.schemas.document import Document
 
 REPEATED_PARAGRAPH = "repeated_paragraph"
@@ -361,3 +362,37 @@ class _DropRepeatedFn(FunnelDoFn):
                 nodes.append(node)
             self.funnel.drop("nodes", REPEATED_PARAGRAPH, dropped)
             yield replace(doc, nodes=nodes) if dropped else doc
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass(kw_only=True, frozen=True)
+class DedupConfig:
+    """The `[dedup]` section: documents before the fetch, images after it."""
+
+    documents: DocumentDedupConfig = field(default_factory=DocumentDedupConfig)  # exact + MinHash near dups
+    paragraphs: ParagraphDedupConfig = field(default_factory=ParagraphDedupConfig)  # per-domain repeats
+    images: ImageDedupConfig = field(default_factory=ImageDedupConfig)  # sha256, pHash, frequency cap
+
+
+class DedupDocumentsStage(Stage):
+    """The document half of the dedup stage: duplicate documents, then paragraphs repeated in a domain."""
+
+    name, label, units = STAGE, "DedupDocuments", ("documents", "nodes")
+
+    def __init__(self, config: DedupConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> DedupDocumentsStage:
+        return cls(config.dedup)
+
+    def expand(self, streams):
+        # Documents, duplicates and repeated paragraphs marked dropped
+        marked = (streams[DOCUMENTS]
+                  | "Documents" >> DedupDocuments(self.config.documents)
+                  | "RepeatedParagraphs" >> RemoveRepeatedParagraphs(self.config.paragraphs))
+        kept, rejected = split_kept(marked)
+        return outputs(marked.pipeline, documents=kept, images=streams[IMAGES], rejected=rejected)

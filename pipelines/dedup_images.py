@@ -27,6 +27,7 @@ from interleaf.filters.dedup_image import (
 from interleaf.pipelines.common import FunnelDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import STATUS_OK, ImageRecord
 
@@ -372,3 +373,22 @@ class _AssembleStoreFn(FunnelDoFn):
             return
         self.funnel.inc("images", "out")
         yield replace(record, urls=sorted(urls.union(record.urls))) if urls else record
+
+
+class DedupImagesStage(Stage):
+    """The image half of the dedup stage, after fetch (or on archived images): duplicate and too frequent
+    images merged or dropped in the store and in the documents' image nodes."""
+
+    name, label, units = STAGE, "DedupImages", ("images", "nodes")
+
+    def __init__(self, config: ImageDedupConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> DedupImagesStage:
+        return cls(config.dedup.images)
+
+    def expand(self, streams):
+        out = {DOCUMENTS: streams[DOCUMENTS], IMAGES: streams[IMAGES]} | "Images" >> DedupImages(self.config)
+        return outputs(out[DOCUMENTS].pipeline, documents=out[DOCUMENTS], images=out[IMAGES])

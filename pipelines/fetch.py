@@ -47,6 +47,7 @@ from interleaf.filters.netguard import ALLOWED_SCHEMES
 from interleaf.filters.optout import OPTED_OUT, OptOutList, apply_to_record
 from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table, images_to_table
 from interleaf.shards import SHARD_SUFFIX
@@ -470,3 +471,26 @@ class FetchImages(beam.PTransform):
                  | "RemoveAbsorbed" >> beam.Map(_cleanup, store_dir, journals))
             out["written"] = written
         return out
+
+
+class FetchStage(Stage):
+    """The fetch stage: image URLs to the image store, resumable from DIR/cache/fetch/ by default."""
+
+    name, label, units = STAGE, "Fetch", ("documents", "nodes", "images")
+
+    def __init__(self, config: FetchImagesConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def validate(cls, config) -> None:
+        config.fetch.validate()
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> FetchStage:
+        return cls(replace(config.fetch, store_dir=config.fetch.store_dir
+                           or storage.join(context.output, "cache", "fetch")))
+
+    def expand(self, streams):
+        out = {DOCUMENTS: streams[DOCUMENTS], "store": streams[IMAGES]} | "Images" >> FetchImages(self.config)
+        return outputs(out[DOCUMENTS].pipeline, documents=out[DOCUMENTS], images=out[IMAGES])

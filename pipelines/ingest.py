@@ -22,11 +22,13 @@ from apache_beam import pvalue
 
 from interleaf import storage
 from interleaf.filters.html import ExtractConfig, decode_html, extract
-from interleaf.filters.quality import QualityConfig, apply as apply_quality
-from interleaf.filters.warc import IMAGE, PAGE, Skipped, WarcItem, iter_warc
-from interleaf.pipelines.common import Funnel
-from interleaf.schemas.document import Document, make_doc_id
-from interleaf.schemas.image import ImageRecord
+from interleaf.filters.quality import QualityConfig
+from interleaf.filters.quality import apply as apply_quality
+from interleaf.filters.warc import PAGE, Skipped, WarcItem, iter_warc
+from interleaf.pipelines.common import Funnel, ReadShards
+from interleaf.pipelines.stage import SHARDS_FORMAT, RunContext, Stage, outputs
+from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, make_doc_id
+from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table
 from interleaf.schemas.mmc4 import from_mmc4
 from interleaf.schemas.obelics import from_obelics
 
@@ -486,3 +488,64 @@ class Ingest(beam.PTransform):
             images = p | "NoImages" >> beam.Create([])
         filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes)
         return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images}
+
+
+class IngestStage(Stage):
+    """Source stage: the WARC, OBELICS and MMC4 inputs to documents (quality rules applied) and the images
+    archived in the WARCs."""
+
+    name, label, source = "ingest", "Ingest", True
+    units = ("records", "documents", "nodes", "images")
+
+    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
+        super().__init__()
+        self.inputs, self.config = inputs, config
+
+    @classmethod
+    def validate(cls, config) -> None:
+        config.ingest.validate()
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> IngestStage:
+        if set(context.inputs) == {SHARDS_FORMAT}:
+            raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
+                             "document shards: run the later stages (--stages dedup,fetch,...)")
+        return cls({k: v for k, v in context.inputs.items() if k != SHARDS_FORMAT}, config.ingest)
+
+    def expand(self, pbegin):
+        out = pbegin | "Read" >> Ingest(self.inputs, self.config)
+        return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"], rejected=out[REJECTED_TAG])
+
+
+class ShardsInput(Stage):
+    """Source stage of a run without ingest: the documents of an earlier run's shards, and the image store
+    beside them when there is one."""
+
+    name, label, source = "shards", "ReadInputs", True
+
+    def __init__(self, paths: list[str], images_path: str | None):
+        super().__init__()
+        self.paths, self.images_path = paths, images_path
+
+    @classmethod
+    def enabled(cls, stages: list[str]) -> bool:
+        return "ingest" not in stages
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> ShardsInput:
+        others = set(context.inputs) - {SHARDS_FORMAT}
+        if others:
+            raise ValueError(f"without the ingest stage, inputs must be interleaf document shards; found "
+                             f"{', '.join(sorted(others))} files")
+        return cls(context.inputs[SHARDS_FORMAT], context.images_path)
+
+    def expand(self, pbegin):
+        p = pbegin.pipeline
+        # Documents from the shards of an earlier run
+        parts = [p | f"ReadDocuments{i}" >> ReadShards(path, DOCUMENT_SCHEMA, documents_from_table)
+                 for i, path in enumerate(self.paths)]
+        docs = parts[0] if len(parts) == 1 else tuple(parts) | "AllInputDocuments" >> beam.Flatten()
+        images = None
+        if self.images_path and storage.exists(self.images_path):
+            images = p | "ReadImages" >> ReadShards(self.images_path, IMAGE_SCHEMA, images_from_table)
+        return outputs(p, documents=docs, images=images)

@@ -2,18 +2,21 @@
 
 Stages, in order (any subset; a run that does not start with ingest reads interleaf document shards):
     ingest    WARC / OBELICS / MMC4 -> Documents (+ archived images)         pipelines/ingest.py
-    dedup     exact and near-duplicate documents, repeated paragraphs;
-              after fetch (or on archived images): duplicate and too-frequent images   pipelines/dedup.py
+    dedup     exact and near-duplicate documents, repeated paragraphs          pipelines/dedup.py
+              after fetch (or on archived images): duplicate and too-frequent images   pipelines/dedup_images.py
     fetch     image URLs -> the image store (consent, safety, politeness)   pipelines/fetch.py
     clip      image-text similarity with open_clip; drop images that do not belong   pipelines/clip.py
     tokenize  BPE text + VQ image codes -> token shards                      pipelines/tokenize.py
 After the last image stage, documents are checked once more against the image-count bounds (a page whose
-images all failed to fetch no longer has any), counted as stage "final".
+images all failed to fetch no longer has any), counted as stage "final" (pipelines/final.py).
+
+Every step implements the stage contract of pipelines/stage.py, so `build()` is a loop over STAGE_ORDER.
 
 Output layout of a run directory:
     DIR/documents/   curated documents (kept nodes only, unless ingest.keep_dropped_nodes)
     DIR/rejected/    documents dropped by any stage, with their reasons
     DIR/images/      the image store: images the curated documents use, plus one row per failed URL
+    DIR/failed/      dead letters of every stage (schemas/failure.py): elements that could not be processed
     DIR/tokens/      token shards (tokenize stage)
     DIR/cache/fetch/ the fetch stage's resumable store and journals (a rerun fetches nothing twice)
     DIR/manifest.json  config, versions, inputs, timings and the funnel, reconciled
@@ -26,39 +29,63 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import apache_beam as beam
-from apache_beam import pvalue
 
 from interleaf import __version__, storage
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
-from interleaf.filters.quality import QualityConfig
 from interleaf.pipelines import dataflow
-from interleaf.pipelines.common import (Funnel, ReadShards, WriteShards, create_pipeline, funnel_from,
-                                        pipeline_options, unreconciled)
-from interleaf.pipelines.dedup import (DedupDocuments, DedupImages, DocumentDedupConfig, ImageDedupConfig,
-                                       ParagraphDedupConfig, RemoveRepeatedParagraphs)
-from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig
-from interleaf.pipelines.ingest import Ingest, IngestConfig, detect_format
-from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, documents_to_table
-from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table, images_to_table
+from interleaf.pipelines.common import (
+    WriteShards,
+    create_pipeline,
+    funnel_from,
+    pipeline_options,
+    unreconciled,
+)
+from interleaf.pipelines.dedup import DedupConfig
+from interleaf.pipelines.fetch import FetchImagesConfig
+from interleaf.pipelines.ingest import IngestConfig, detect_format
+from interleaf.pipelines.stage import DOCUMENTS, FAILED, IMAGES, REJECTED, SHARDS_FORMAT, RunContext, Stage
+from interleaf.schemas.document import documents_to_table
+from interleaf.schemas.failure import failure_key, failures_to_table
+from interleaf.schemas.image import images_to_table
 from interleaf.shards import SHARD_SUFFIX
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "dedup", "fetch", "clip", "tokenize")
-SHARDS_FORMAT = "shards"  # an input that is a directory of interleaf document shards
+STAGES = ("ingest", "dedup", "fetch", "clip", "tokenize")  # as users name them, in pipeline order
 MANIFEST = "manifest.json"
-OUTPUTS = ("documents", "rejected", "images", "tokens")
+OUTPUTS = ("documents", "rejected", "images", "tokens", "failed")
+
+# The steps of a run in pipeline order, as (stage name, module, class): each class implements the stage
+# contract (pipelines/stage.py) and says itself whether a run of the configured stages includes it. A
+# module is imported only when its stage may run (clip and tokenize import torch); "shards" and "final"
+# are steps users do not name: the source of a run without ingest, and the last image-count check.
+STAGE_ORDER = (
+    ("shards", "interleaf.pipelines.ingest", "ShardsInput"),
+    ("ingest", "interleaf.pipelines.ingest", "IngestStage"),
+    ("dedup", "interleaf.pipelines.dedup", "DedupDocumentsStage"),
+    ("fetch", "interleaf.pipelines.fetch", "FetchStage"),
+    ("dedup", "interleaf.pipelines.dedup_images", "DedupImagesStage"),
+    ("clip", "interleaf.pipelines.clip", "ClipStage"),
+    ("final", "interleaf.pipelines.final", "FinalStage"),
+    ("tokenize", "interleaf.pipelines.tokenize", "TokenizeStage"),
+)
 
 
-@dataclass(kw_only=True, frozen=True)
-class DedupConfig:
-    documents: DocumentDedupConfig = field(default_factory=DocumentDedupConfig)  # exact + MinHash near dups
-    paragraphs: ParagraphDedupConfig = field(default_factory=ParagraphDedupConfig)  # per-domain repeats
-    images: ImageDedupConfig = field(default_factory=ImageDedupConfig)  # sha256, pHash, frequency cap
+def stage_classes(stages: list[str]) -> list[type[Stage]]:
+    """The stage classes a run of `stages` applies, in order."""
+    import importlib
+
+    found = []
+    for name, module, cls_name in STAGE_ORDER:
+        if name in stages or name not in STAGES:
+            cls = getattr(importlib.import_module(module), cls_name)
+            if cls.enabled(stages):
+                found.append(cls)
+    return found
 
 
 @dataclass(kw_only=True)
@@ -88,22 +115,9 @@ class RunConfig:
             raise ValueError(f"stages must be given once each, in pipeline order ({', '.join(STAGES)})")
         if self.num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, found {self.num_shards}")
-        self.ingest.validate()
-        if "fetch" in self.stages:
-            self.fetch.validate()
-        if "clip" in self.stages:
-            if self.clip.model.pretrained is None:
-                raise ValueError("the clip stage needs weights: --clip-pretrained TAG (an open_clip pretrained "
-                                 "tag, downloaded) or a checkpoint file (interleaf train-clip)")
-            self.clip.validate()
-        if "tokenize" in self.stages:
-            if self.tokenize is None:
-                raise ValueError("the tokenize stage needs --text-tokenizer FILE and --image-tokenizer FILE "
-                                 "(interleaf train-text-tokenizer / train-image-tokenizer)")
-            self.tokenize.validate()
-            for path in (self.tokenize.text_tokenizer, self.tokenize.image_tokenizer):
-                if not storage.exists(path):
-                    raise ValueError(f"tokenizer file {path} does not exist")
+        self.ingest.validate()  # its quality rules apply again in the final check
+        for cls in stage_classes(self.stages):
+            cls.validate(self)
 
 
 # ---------------------------------------------------------------- inputs
@@ -151,110 +165,33 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------- the pipeline
 
 
-class _SplitKept(beam.DoFn):
-    """Documents to the main output (kept) or "rejected"; counting is the stages' own."""
-
-    def process(self, doc: Document):
-        yield doc if doc.kept else pvalue.TaggedOutput("rejected", doc)
-
-
-class _Final(beam.DoFn):
-    """The image-count bounds once more, after the image stages changed which images a document keeps."""
-
-    def __init__(self, quality: QualityConfig):
-        self.quality = quality
-
-    def setup(self):
-        self.funnel = Funnel("final")
-
-    def process(self, doc: Document):
-        self.funnel.inc("documents", "in")
-        images = sum(1 for n in doc.nodes if n.is_image and n.kept)
-        q = self.quality
-        reason = ("too_few_images" if q.min_images is not None and images < q.min_images else
-                  "too_many_images" if q.max_images is not None and images > q.max_images else None)
-        if reason:
-            self.funnel.drop("documents", reason)
-            yield pvalue.TaggedOutput("rejected", doc.dropped(reason))
-            return
-        self.funnel.inc("documents", "out")
-        yield doc
-
-
-def _split(docs, label: str):
-    parts = docs | f"SplitKept{label}" >> beam.ParDo(_SplitKept()).with_outputs("rejected", main="kept")
-    return parts.kept, parts.rejected
-
-
 def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: RunConfig,
           images_path: str | None = None) -> dict:
-    """Add the configured stages and writers to pipeline `p`; returns the final PCollections."""
-    stages, n = config.stages, config.num_shards
-    rejected = []
-    images = None
-    if "ingest" in stages:
-        raw = {k: v for k, v in inputs.items() if k != SHARDS_FORMAT}
-        out = p | "Ingest" >> Ingest(raw, config.ingest)
-        docs, images = out["kept"], out["images"]
-        rejected.append(out["rejected"])
-    else:
-        if set(inputs) - {SHARDS_FORMAT}:
-            raise ValueError(f"without the ingest stage, inputs must be interleaf document shards; found "
-                             f"{', '.join(sorted(set(inputs) - {SHARDS_FORMAT}))} files")
-        # Documents from the shards of an earlier run
-        parts = [p | f"ReadDocuments{i}" >> ReadShards(path, DOCUMENT_SCHEMA, documents_from_table)
-                 for i, path in enumerate(inputs[SHARDS_FORMAT])]
-        docs = parts[0] if len(parts) == 1 else tuple(parts) | "AllInputDocuments" >> beam.Flatten()
-        if images_path and storage.exists(images_path):
-            images = p | "ReadImages" >> ReadShards(images_path, IMAGE_SCHEMA, images_from_table)
-    if images is None:
-        images = p | "NoImages" >> beam.Create([]).with_output_types(object)
+    """Add the configured stages and the writers to pipeline `p`; returns the final PCollections."""
+    context = RunContext(inputs=inputs, output=output, images_path=images_path)
+    streams, rejected, failed = p, [], []
+    for cls in stage_classes(config.stages):
+        stage = cls.create(config, context)
+        out = streams | cls.label >> stage
+        rejected.append(out[REJECTED])
+        failed.append(out[FAILED])
+        streams = {DOCUMENTS: out[DOCUMENTS], IMAGES: out[IMAGES]}
+    docs, images = streams[DOCUMENTS], streams[IMAGES]
 
-    if "dedup" in stages:
-        docs = (docs | "DedupDocuments" >> DedupDocuments(config.dedup.documents)
-                | "RepeatedParagraphs" >> RemoveRepeatedParagraphs(config.dedup.paragraphs))
-        docs, dropped = _split(docs, "Dedup")
-        rejected.append(dropped)
-    if "fetch" in stages:
-        fetch_cfg = replace(config.fetch, store_dir=config.fetch.store_dir or storage.join(output, "cache", "fetch"))
-        out = {"documents": docs, "store": images} | "Fetch" >> FetchImages(fetch_cfg)
-        docs, images = out["documents"], out["images"]
-    if "dedup" in stages:
-        out = {"documents": docs, "images": images} | "DedupImages" >> DedupImages(config.dedup.images)
-        docs, images = out["documents"], out["images"]
-    if "clip" in stages:
-        from interleaf.pipelines.clip import ClipFilter
-        clip = ClipFilter(config.clip)
-        if config.clip_accelerator:
-            clip = clip.with_resource_hints(accelerator=config.clip_accelerator)
-        out = {"documents": docs, "images": images} | "Clip" >> clip
-        docs, images = out["documents"], out["images"]
-        docs, dropped = _split(docs, "Clip")
-        rejected.append(dropped)
-    if {"fetch", "dedup", "clip"} & set(stages):
-        final = docs | "Final" >> beam.ParDo(_Final(config.ingest.quality)).with_outputs("rejected", main="kept")
-        docs = final.kept
-        rejected.append(final.rejected)
+    n = config.num_shards
     if not config.ingest.keep_dropped_nodes:
         docs = docs | "StripDroppedNodes" >> beam.Map(lambda d: d.kept_nodes())
-
     _ = docs | "WriteDocuments" >> WriteShards(storage.join(output, "documents"), documents_to_table,
                                                lambda d: d.doc_id, n)
-    all_rejected = tuple(rejected) | "AllRejected" >> beam.Flatten() if rejected else (
-        p | "NoRejected" >> beam.Create([]))
-    _ = all_rejected | "WriteRejected" >> WriteShards(storage.join(output, "rejected"), documents_to_table,
-                                                      lambda d: d.doc_id, n)
-    if "ingest" in stages or {"fetch", "dedup", "clip"} & set(stages):
+    _ = (tuple(rejected) | "AllRejected" >> beam.Flatten()
+         | "WriteRejected" >> WriteShards(storage.join(output, "rejected"), documents_to_table,
+                                          lambda d: d.doc_id, n))
+    _ = (tuple(failed) | "AllFailed" >> beam.Flatten()
+         | "WriteFailed" >> WriteShards(storage.join(output, "failed"), failures_to_table, failure_key, n))
+    if config.stages != ["tokenize"]:  # tokenize alone reads the store and writes no new one
         _ = images | "WriteImages" >> WriteShards(storage.join(output, "images"), images_to_table,
                                                   lambda r: r.sha256 or ("\x00" + r.urls[0]), n)
-    if "tokenize" in stages:
-        from interleaf.pipelines.tokenize import Tokenize, WriteTokens
-        t = Tokenize(config.tokenize)
-        tokenize = t.with_resource_hints(accelerator=config.tokenize_accelerator) if config.tokenize_accelerator else t
-        rows = (docs, images) | "Tokenize" >> tokenize
-        _ = rows | "WriteTokens" >> WriteTokens(storage.join(output, "tokens"), t.shard_info(),
-                                                config.tokenize.num_shards)
-    return {"documents": docs, "images": images}
+    return {DOCUMENTS: docs, IMAGES: images}
 
 
 # ---------------------------------------------------------------- running
@@ -263,10 +200,10 @@ def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: R
 def _stage_timings(result, stages: list[str]) -> dict[str, float]:
     """Seconds of processing per stage, from the runner's per-step execution-time metrics where it reports
     them (FnApiRunner and Dataflow do); steps are attributed by the label they carry."""
-    labels = {"ingest": ("Ingest",), "dedup": ("DedupDocuments", "RepeatedParagraphs", "DedupImages"),
-              "fetch": ("Fetch",), "clip": ("Clip",), "tokenize": ("Tokenize", "WriteTokens"),
-              "write": ("WriteDocuments", "WriteRejected", "WriteImages")}
-    totals = {s: 0.0 for s in [*stages, "write"]}
+    labels: dict[str, tuple[str, ...]] = {"write": ("WriteDocuments", "WriteRejected", "WriteFailed", "WriteImages")}
+    for cls in stage_classes(stages):
+        labels[cls.name] = (*labels.get(cls.name, ()), cls.label)
+    totals = {s: 0.0 for s in labels}
     try:
         infos = result.monitoring_infos()
     except (AttributeError, NotImplementedError):
@@ -309,9 +246,6 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
     options = pipeline_options(pipeline_args)
     dry_run = dataflow.is_dry_run(options)
     inputs = resolve_inputs(patterns, config.ingest.input_format)
-    if "ingest" in config.stages and set(inputs) == {SHARDS_FORMAT}:
-        raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
-                         "document shards: run the later stages (--stages dedup,fetch,...)")
     if images_path is None and SHARDS_FORMAT in inputs:
         beside = storage.join(os.path.dirname(inputs[SHARDS_FORMAT][0].rstrip("/")), "images")
         images_path = beside if _is_shard_dir(beside) else None

@@ -29,8 +29,9 @@ import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from PIL import Image, UnidentifiedImageError
 
-from interleaf import __version__
+from interleaf import __version__, storage
 from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary, tokens_to_table
@@ -394,3 +395,40 @@ def tokenize_stage(pipeline: beam.Pipeline, *, documents: str, images: str, out:
     # (doc_id, tokens)
     rows = (docs, store) | "Tokenize" >> tokenize
     return rows | "WriteTokens" >> WriteTokens(out, tokenize.shard_info(), config.num_shards)
+
+
+class TokenizeStage(Stage):
+    """The tokenize stage: the run's curated documents and image store to token shards in DIR/tokens/.
+    Documents and images pass through unchanged. The accelerator resource hint, when given, applies to the
+    encoding step (the VQ), not to the writing."""
+
+    name, label, units = "tokenize", "Tokenize", ("documents", "nodes", "images")
+
+    def __init__(self, config: TokenizeConfig, directory: str, accelerator: str | None = None):
+        super().__init__()
+        self.config, self.directory, self.accelerator = config, directory, accelerator
+
+    @classmethod
+    def validate(cls, config) -> None:
+        if config.tokenize is None:
+            raise ValueError("the tokenize stage needs --text-tokenizer FILE and --image-tokenizer FILE "
+                             "(interleaf train-text-tokenizer / train-image-tokenizer)")
+        config.tokenize.validate()
+        for path in (config.tokenize.text_tokenizer, config.tokenize.image_tokenizer):
+            if not storage.exists(path):
+                raise ValueError(f"tokenizer file {path} does not exist")
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> TokenizeStage:
+        return cls(config.tokenize, storage.join(context.output, "tokens"), config.tokenize_accelerator)
+
+    def expand(self, streams):
+        docs, images = streams[DOCUMENTS], streams[IMAGES]
+        encode = Tokenize(self.config)
+        info = encode.shard_info()
+        if self.accelerator:
+            encode = encode.with_resource_hints(accelerator=self.accelerator)
+        # (doc_id, tokens)
+        rows = {DOCUMENTS: docs, IMAGES: images} | "Encode" >> encode
+        _ = rows | "WriteTokens" >> WriteTokens(self.directory, info, self.config.num_shards)
+        return outputs(docs.pipeline, documents=docs, images=images)

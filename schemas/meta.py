@@ -16,7 +16,8 @@ VERSION_KEY = b"interleaf.schema_version"
 KIND_DOCUMENTS = "documents"
 KIND_IMAGES = "images"
 KIND_TOKENS = "tokens"
-KINDS = (KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS)
+KIND_FAILURES = "failures"  # dead letters (schemas/failure.py)
+KINDS = (KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS, KIND_FAILURES)
 
 
 class SchemaMismatchError(ValueError):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from interleaf.schemas.document import DROPPED, IMAGE, TEXT, documents_from_table
-from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS
+from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_FAILURES, KIND_IMAGES, KIND_TOKENS
 from interleaf.shards import ShardSet, open_shards
 
 PERCENTILES = (0, 10, 50, 90, 100)
@@ -42,7 +42,7 @@ class Summary:
 def summarize(path: str) -> Summary:
     shards = open_shards(path)
     return {KIND_DOCUMENTS: _summarize_documents, KIND_IMAGES: _summarize_images,
-            KIND_TOKENS: _summarize_tokens}[shards.kind](shards)
+            KIND_TOKENS: _summarize_tokens, KIND_FAILURES: _summarize_failures}[shards.kind](shards)
 
 
 def _counts(values) -> dict[str, int]:
@@ -122,6 +122,17 @@ def _summarize_images(shards: ShardSet) -> Summary:
         "width": percentiles(widths), "height": percentiles(heights), "original_bytes": percentiles(sizes),
         "clip_score": percentiles(scores),
     }
+    return s
+
+
+def _summarize_failures(shards: ShardSet) -> Summary:
+    s = Summary(kind=KIND_FAILURES, shards=len(shards.paths))
+    where, kinds = Counter(), Counter()
+    for _, table in shards.tables(columns=["stage", "step", "kind"]):
+        s.rows += table.num_rows
+        where.update(f"{a}/{b}" for a, b in zip(table["stage"].to_pylist(), table["step"].to_pylist()))
+        kinds.update(table["kind"].to_pylist())
+    s.stats = {"by_stage_step": dict(where.most_common()), "by_kind": dict(kinds.most_common())}
     return s
 
 

@@ -27,7 +27,7 @@ from interleaf.filters.clip import (
 )
 from interleaf.filters.clip_train import ClipTrainConfig, mismatched_caption, pair_auc, train_on_shapes
 from interleaf.model import shapes
-from interleaf.pipelines.clip import IMAGE, TEXT, ClipEmbed, ClipFailure, ClipFilter, ReapplyClipDecision
+from interleaf.pipelines.clip import IMAGE, TEXT, ClipEmbed, ClipFilter, ReapplyClipDecision
 from interleaf.pipelines.common import (
     WriteShards,
     create_pipeline,
@@ -36,6 +36,7 @@ from interleaf.pipelines.common import (
     unreconciled,
 )
 from interleaf.schemas.document import Document, Node, documents_from_table, documents_to_table
+from interleaf.schemas.failure import Failure
 from interleaf.schemas.image import ImageRecord, images_from_table, images_to_table
 from interleaf.shards import open_shards
 
@@ -192,7 +193,8 @@ def test_clip_filter_edge_cases_dead_letters_and_funnel(filtered):
     assert (docs["rejected"].status, docs["rejected"].reason, docs["rejected"].nodes[0].clip_score) == (
         "dropped", "spam", None)  # passed through untouched
     assert docs["shared-good"].nodes[0].kept and not docs["shared-bad"].nodes[0].kept
-    assert out["failed"] == [ClipFailure(kind=IMAGE, key="b" * 64, stage="decode", error=out["failed"][0].error)]
+    assert out["failed"] == [Failure(stage="clip", step="decode", kind=IMAGE, key="b" * 64,
+                                     error=out["failed"][0].error)]
     assert "cannot decode image" in out["failed"][0].error
 
     assert unreconciled(funnel) == []
@@ -335,7 +337,7 @@ def test_failed_inference_batches_go_to_the_dead_letters():
     out = p | beam.Create(examples) | ClipEmbed(model)
     assert_that(out["embeddings"] | beam.Map(lambda kv: (kv[0], kv[1].shape)),
                 equal_to([((IMAGE, "good"), (64,)), ((TEXT, "doc", 0), (64,))]), label="Embedded")
-    assert_that(out["failed"] | beam.Map(lambda f: (f.kind, f.key, f.stage)),
+    assert_that(out["failed"] | beam.Map(lambda f: (f.kind, f.key, f.step)),
                 equal_to([(IMAGE, "wrong-size", "inference")]), label="DeadLetter")
     result = p.run()
     result.wait_until_finish()
@@ -357,3 +359,29 @@ def test_top_fraction_threshold_is_exact_in_the_engine():
         in_bin = [s for s in scores if score_bin(s) == located[0]]
         assert _threshold_in_bin(in_bin, located) == top_fraction_threshold(scores, fraction)
     assert _threshold_in_bin([], _locate(fn.create_accumulator(), 0.3)) == float("inf")
+
+
+def test_a_run_writes_the_clip_dead_letters_to_failed(tiny_clip, tmp_path, capsys):
+    """The stage contract end to end: what the clip stage could not process lands in DIR/failed/ (one row per
+    element, with the error), is counted in the funnel, and `interleaf inspect` reads it."""
+    from interleaf.cli import main
+    from interleaf.pipelines.run import RunConfig, run
+    from interleaf.schemas.failure import failures_from_table
+    from interleaf.shards import write_shards
+
+    docs, records, _ = _corpus(seed=5, n_docs=3, per_doc=2)
+    broken = ImageRecord(sha256="d" * 64, urls=["http://shapes.test/broken.png"], data=b"\x89PNG truncated")
+    docs.append(Document(doc_id="edge", url="http://shapes.test/edge",
+                         nodes=[_image_node(broken), Node.text_node("a red circle")]))
+    write_shards(str(tmp_path / "in" / "documents"), [documents_to_table(docs)])
+    write_shards(str(tmp_path / "in" / "images"), [images_to_table([*records.values(), broken])])
+    cfg = RunConfig(stages=["clip"], clip=ClipConfig(model=_tiny(tiny_clip)))
+    cfg.ingest.quality.min_images = 0
+    m = run([str(tmp_path / "in" / "documents")], str(tmp_path / "out"), cfg)
+    assert m["unreconciled"] == []
+    failed = failures_from_table(open_shards(str(tmp_path / "out" / "failed")).read())
+    assert [(f.stage, f.step, f.kind, f.key) for f in failed] == [("clip", "decode", IMAGE, "d" * 64)]
+    assert failed[0].error and m["funnel"]["clip"]["images"]["dropped"]["clip_decode_error"] == 1
+    assert main(["inspect", str(tmp_path / "out" / "failed"), "--sample", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "failures shards: 1, rows: 1" in out and "clip/decode image " + "d" * 64 in out

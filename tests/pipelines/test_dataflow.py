@@ -59,13 +59,14 @@ def test_full_pipeline_translates_for_dataflow(tmp_path, data_dir, tokenizers, n
     out = run([str(data_dir / "warc" / "issue-493.warc")], "gs://interleaf-test-bucket/run", cfg, DATAFLOW)
     assert out["dry_run"] and no_network == []
     names = out["graph"]["transforms"]
-    for stage in ("Ingest", "DedupDocuments", "RepeatedParagraphs", "Fetch", "DedupImages", "Clip",
-                  "Final", "Tokenize", "WriteDocuments", "WriteRejected", "WriteImages", "WriteTokens"):
+    for stage in ("Ingest", "DedupDocuments", "DedupDocuments/RepeatedParagraphs", "Fetch", "DedupImages", "Clip",
+                  "Final", "Tokenize", "WriteDocuments", "WriteRejected", "WriteFailed", "WriteImages",
+                  "Tokenize/WriteTokens"):
         assert stage in names, stage
     hinted = out["graph"]["resource_hints"]
     assert any(n.startswith("Clip") for n in hinted) and any(n.startswith("Tokenize") for n in hinted)
     assert all(h["beam:resources:accelerator:v1"] == GPU for h in hinted.values())
-    assert not any(n.startswith(("Ingest", "Fetch")) for n in hinted)  # CPU stages stay on CPU workers
+    assert not any(n.startswith(("Ingest", "Fetch", "Tokenize/WriteTokens")) for n in hinted)  # CPU steps stay on CPU
     # the workers install interleaf from this checkout's pyproject.toml
     assert out["remote"]["setup_file"].endswith("pyproject.toml")
 

@@ -10,7 +10,7 @@ import sys
 from interleaf import render, storage
 from interleaf.errors import UsageError
 from interleaf.inspect import sample_documents, sample_rows, summarize
-from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS
+from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_FAILURES, KIND_IMAGES, KIND_TOKENS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                                             codec=pv.codec) for r in rows]
                 if args.html and pv.codec is not None:
                     token_html = [decoded_row_html(r["tokens"], pv.codec, pv.vq) for r in rows]
+            elif summary.kind == KIND_FAILURES:
+                texts = [f"{r['stage']}/{r['step']} {r['kind']} {r['key']}: {r['error']}" for r in rows]
 
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))

@@ -1,0 +1,55 @@
+"""The last check of a run: the image-count bounds of the quality rules once more, after the image stages
+(fetch, image dedup, CLIP) changed which images a document keeps: a page whose images all failed to fetch
+no longer has any. Counted as stage "final"."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from interleaf.filters.quality import QualityConfig, image_count_failure
+from interleaf.pipelines.common import Funnel
+from interleaf.pipelines.stage import DOCUMENTS, IMAGES, REJECTED, RunContext, Stage, outputs
+from interleaf.schemas.document import Document
+
+STAGE = "final"
+IMAGE_STAGES = ("fetch", "dedup", "clip")  # the stages that change which images a document keeps
+
+
+class _Final(beam.DoFn):
+    def __init__(self, quality: QualityConfig):
+        self.quality = quality
+
+    def setup(self):
+        self.funnel = Funnel(STAGE)
+
+    def process(self, doc: Document):
+        self.funnel.inc("documents", "in")
+        reason = image_count_failure(doc, self.quality)
+        if reason:
+            self.funnel.drop("documents", reason)
+            yield pvalue.TaggedOutput(REJECTED, doc.dropped(reason))
+            return
+        self.funnel.inc("documents", "out")
+        yield doc
+
+
+class FinalStage(Stage):
+    name, label, units = STAGE, "Final", ("documents",)
+
+    def __init__(self, quality: QualityConfig):
+        super().__init__()
+        self.quality = quality
+
+    @classmethod
+    def enabled(cls, stages: list[str]) -> bool:
+        return any(s in stages for s in IMAGE_STAGES)
+
+    @classmethod
+    def create(cls, config, context: RunContext) -> FinalStage:
+        return cls(config.ingest.quality)
+
+    def expand(self, streams):
+        parts = streams[DOCUMENTS] | "ImageCounts" >> beam.ParDo(_Final(self.quality)).with_outputs(
+            REJECTED, main="kept")
+        return outputs(parts.kept.pipeline, documents=parts.kept, images=streams[IMAGES], rejected=parts[REJECTED])

@@ -1,0 +1,56 @@
+"""The whole run wired stage by stage: refactoring the wiring must not change a byte of what a run writes.
+
+The digests below were recorded before the stage contract (issue 15) replaced the hand-wired build(), on the
+fixture WARCs, OBELICS and MMC4 files through ingest and dedup. Only stages whose output does not depend on
+the CPU's floating point are pinned here (CLIP scores and VQ codes may differ in low bits between CPU kinds;
+tests/test_demo.py checks those stages for identical shards across worker counts). Image records are pinned
+by their keys, URLs and status, not their perceptual hash (a float DCT).
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from interleaf.pipelines.run import RunConfig, run
+from interleaf.schemas.image import images_from_table
+from interleaf.shards import list_shards, open_shards
+
+WARCS = [
+    "IAH-20080430204825-00000-blackbook-truncated.warc.gz", "IAH-urls-wget.warc.gz", "brotli-transfer.warc.gz",
+    "commoncrawl-record.warc.gz", "dolma-sample-0000.warc.gz", "example-iana.org-chunked.warc",
+    "example.warc.gz", "issue-493.warc", "issue-514.warc", "malformed-content-length.warc",
+    "truncated-record.warc.gz", "wikipedia-mona-lisa-with-images.warc.gz",
+]
+OTHERS = ["obelics/cc.obelics.jsonl", "obelics/wikipedia-mona-lisa.obelics.jsonl",
+          "mmc4/mmc4_readme_example_doc.json"]
+
+
+def _digest(paths) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _outputs(out) -> dict:
+    images = sorted((r.sha256 or "", tuple(r.urls), r.status) for _, t in open_shards(str(out / "images")).tables()
+                    for r in images_from_table(t))
+    return {"documents": _digest(list_shards(str(out / "documents"))),
+            "rejected": _digest(list_shards(str(out / "rejected"))),
+            "images": hashlib.sha256(json.dumps(images).encode()).hexdigest()[:16]}
+
+
+# recorded at commit 51e1a45 (before the stage contract)
+EXPECTED = {"documents": "4e7616bb27ffed53", "rejected": "00d8399f136e66d4", "images": "bd9201a1b09a700e"}
+
+
+@pytest.mark.slow
+def test_ingest_and_dedup_write_the_same_bytes_as_before_the_stage_contract(tmp_path, data_dir):
+    cfg = RunConfig(stages=["ingest", "dedup"], num_shards=2)
+    cfg.ingest.quality.min_images = 0
+    m = run([str(data_dir / "warc" / n) for n in WARCS] + [str(data_dir / n) for n in OTHERS],
+            str(tmp_path / "out"), cfg)
+    assert m["unreconciled"] == []
+    assert _outputs(tmp_path / "out") == EXPECTED
