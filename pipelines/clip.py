@@ -46,7 +46,7 @@ from interleaf.filters.clip import (
     reset_decision,
     score_document,
 )
-from interleaf.pipelines.common import Funnel
+from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs, split_kept
 from interleaf.schemas.document import KEPT, Document
 from interleaf.schemas.failure import Failure
@@ -141,9 +141,8 @@ class ClipEmbed(beam.PTransform):
         return {"embeddings": embeddings, "failed": failed}
 
 
-class _FailedBatch(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+class _FailedBatch(CountingDoFn):
+    stage = STAGE
 
     def process(self, item):
         batch, (_, error, _) = item
@@ -159,18 +158,19 @@ class _FailedBatch(beam.DoFn):
 # ---------------------------------------------------------------- preparing examples
 
 
-class _PrepareImages(beam.DoFn):
+class _PrepareImages(CountingDoFn):
     """ImageRecord -> main (sha256, record) for ok records with bytes, and their example
     ((IMAGE, sha256), (IMAGE, pixels)); other records pass through; undecodable ones become dead letters."""
 
     EXAMPLES, OTHER = "examples", "other"
+    stage = STAGE
 
     def __init__(self, config: ClipModelConfig):
         self.config = config
 
     def setup(self):
+        super().setup()
         self.transform = image_transform(self.config)
-        self.funnel = Funnel(STAGE)
 
     def process(self, record: ImageRecord):
         if record.status != STATUS_OK or record.data is None or not record.sha256:
@@ -238,14 +238,13 @@ def _route_image_embeddings(item):
         yield key, (sha, value)
 
 
-class _ScoreDocuments(beam.DoFn):
+class _ScoreDocuments(CountingDoFn):
     """(key, {"doc": [Document], "images": [(sha, emb|reason)], "texts": [(slot, emb)]}) -> scored Document."""
+
+    stage = STAGE
 
     def __init__(self, config: ClipConfig, model_id: str):
         self.config, self.model_id = config, model_id
-
-    def setup(self):
-        self.funnel = Funnel(STAGE)
 
     def process(self, item):
         _, grouped = item
@@ -264,7 +263,7 @@ class _ScoreDocuments(beam.DoFn):
             yield scored
 
 
-class _Decide(beam.DoFn):
+class _Decide(CountingDoFn):
     """Scored (or previously decided) Document -> decided Document, counted.
 
     With count_in False the document and node "in" counts (and scoring-time drops) were made upstream
@@ -272,9 +271,6 @@ class _Decide(beam.DoFn):
 
     def __init__(self, decision: ClipDecisionConfig, stage: str, count_in: bool):
         self.decision, self.stage, self.count_in = decision, stage, count_in
-
-    def setup(self):
-        self.funnel = Funnel(self.stage)
 
     def process(self, doc: Document, threshold: float | None = None):
         before = reset_decision(doc)
@@ -395,9 +391,8 @@ def _fill_image(item, model_id: str):
                           clip_score=best)
 
 
-class _CountImagesOut(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+class _CountImagesOut(CountingDoFn):
+    stage = STAGE
 
     def process(self, record: ImageRecord):
         if record.clip_embedding is not None:

@@ -56,7 +56,9 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 class _Progress:
     """What this worker process has counted so far, logged every `interval` seconds: Beam's own metrics
-    reach the launcher only when the pipeline ends, and a long local run should show that it moves."""
+    reach the launcher only when the pipeline ends, and a long local run should show that it moves.
+    Funnels report here when they flush (every FLUSH_EVERY elements and at the end of a bundle), not per
+    element, so its lock is off the hot path."""
 
     interval = 15.0
 
@@ -65,9 +67,10 @@ class _Progress:
         self.counts: dict[str, int] = defaultdict(int)
         self.last = time.monotonic()
 
-    def add(self, key: str, n: int) -> None:
+    def add(self, counts: dict[str, int]) -> None:
         with self.lock:
-            self.counts[key] += n
+            for key, n in counts.items():
+                self.counts[key] += n
             now = time.monotonic()
             if now - self.last < self.interval:
                 return
@@ -80,38 +83,85 @@ _PROGRESS = _Progress()
 
 
 class Funnel:
-    """Counters of one stage: `Funnel("ingest").inc("documents", "in")`, `.drop("nodes", "too_short", 3)`."""
+    """Counts of one stage: `Funnel("ingest").inc("documents", "in")`, `.drop("nodes", "too_short", 3)`.
+
+    Counts add up in a plain dict of the DoFn instance that owns the funnel (Beam gives every thread its
+    own instance) and go to Beam counters `interleaf.<stage>/<unit>.<what>` and to the progress log when
+    `flush()` runs: every FLUSH_EVERY elements in, and at the end of each bundle (CountingDoFn does both).
+    """
+
+    FLUSH_EVERY = 1000  # elements counted "in" between flushes, so that progress shows inside long bundles
 
     def __init__(self, stage: str):
         self.stage = stage
         self.namespace = NAMESPACE_PREFIX + stage
-        self._counters: dict[str, object] = {}
-
-    def _counter(self, name: str):
-        c = self._counters.get(name)
-        if c is None:
-            c = self._counters[name] = Metrics.counter(self.namespace, name)
-        return c
+        self._pending: dict[str, int] = defaultdict(int)
+        self._since_flush = 0
 
     def inc(self, unit: str, what: str, n: int = 1) -> None:
         if n:
-            self._counter(f"{unit}.{what}").inc(n)
+            self._pending[f"{unit}.{what}"] += n
             if what == "in":
-                _PROGRESS.add(f"{self.stage} {unit}", n)
+                self._since_flush += n
+                if self._since_flush >= self.FLUSH_EVERY:
+                    self.flush()
 
     def drop(self, unit: str, reason: str, n: int = 1) -> None:
         if n:
-            self._counter(f"{unit}.dropped.{reason}").inc(n)
+            self._pending[f"{unit}.dropped.{reason}"] += n
+
+    def flush(self) -> None:
+        """Hand the counts gathered since the last flush to Beam's counters and the progress log."""
+        if not self._pending:
+            return
+        pending, self._pending, self._since_flush = self._pending, defaultdict(int), 0
+        for name, n in pending.items():
+            Metrics.counter(self.namespace, name).inc(n)
+        _PROGRESS.add({f"{self.stage} {name[:-3]}": n for name, n in pending.items() if name.endswith(".in")})
 
 
-class FunnelDoFn(beam.DoFn):
-    """A DoFn of one stage that counts into that stage's Funnel (made on each worker in setup)."""
+class CountingDoFn(beam.DoFn):
+    """Base of every DoFn that counts into a stage's funnel: setup() makes `self.funnel` for `self.stage`
+    (a class attribute, or given to __init__), finish_bundle() flushes it. Subclasses that override setup()
+    or finish_bundle() call super()."""
 
-    def __init__(self, stage: str):
-        self.stage = stage
+    stage: str = ""
+
+    def __init__(self, stage: str | None = None):
+        if stage is not None:
+            self.stage = stage
 
     def setup(self):
+        if not self.stage:
+            raise ValueError(f"{type(self).__name__} counts into no stage: set its `stage`")
         self.funnel = Funnel(self.stage)
+
+    def finish_bundle(self):
+        self.funnel.flush()
+
+
+class DecisionDoFn(CountingDoFn):
+    """A filter of one unit: `decide(element)` returns None to keep the element or a reason to drop it; the
+    base counts in / out / dropped by reason and routes a dropped element, as `mark_dropped` makes it, to
+    the tagged output "rejected"."""
+
+    unit: str = "documents"
+
+    def decide(self, element) -> str | None:
+        raise NotImplementedError
+
+    def mark_dropped(self, element, reason: str):
+        return element.dropped(reason)
+
+    def process(self, element):
+        self.funnel.inc(self.unit, "in")
+        reason = self.decide(element)
+        if reason:
+            self.funnel.drop(self.unit, reason)
+            yield beam.pvalue.TaggedOutput("rejected", self.mark_dropped(element, reason))
+            return
+        self.funnel.inc(self.unit, "out")
+        yield element
 
 
 def funnel_from(result) -> dict:

@@ -8,7 +8,7 @@ import logging
 
 import apache_beam as beam
 
-from interleaf.pipelines.common import Funnel
+from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.dedup_common import STAGE
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class _StarRound(beam.PTransform):
         return below | "SmallStar" >> beam.ParDo(_StarFn(self.k, True, self.last, self.stage, self.unit))
 
 
-class _StarFn(beam.DoFn):
+class _StarFn(CountingDoFn):
     """Large star: (u, neighbours) -> (m, v) for each neighbour v > u, m the smallest of u and its
     neighbours. Small star: (u, smaller neighbours) -> (m, v) for u and each smaller neighbour v other than
     m, m the smallest of them. An edge is changed when it does not come out as it went in."""
@@ -82,7 +82,7 @@ class _StarFn(beam.DoFn):
         self.k, self.small, self.last, self.stage, self.unit = k, small, last, stage, unit
 
     def setup(self):
-        self.funnel = Funnel(self.stage)
+        super().setup()
         self.unconverged = 0
 
     def start_bundle(self):
@@ -109,6 +109,7 @@ class _StarFn(beam.DoFn):
                 self.unconverged += changed
 
     def finish_bundle(self):
+        super().finish_bundle()
         if self.unconverged:
             log.warning("connected components: %d edges still changing after %d rounds (clusters may be "
                         "split); raise max_rounds", self.unconverged, self.k)

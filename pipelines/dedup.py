@@ -33,7 +33,7 @@ from interleaf.filters.dedup_text import (
     url_domain,
     word_shingles,
 )
-from interleaf.pipelines.common import Funnel, FunnelDoFn
+from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
 
@@ -165,13 +165,13 @@ class DedupDocuments(beam.PTransform):
         return marked | "Mark" >> beam.ParDo(_MarkDuplicatesFn(self.stage))
 
 
-class _SketchFn(beam.DoFn):
+class _SketchFn(CountingDoFn):
     def __init__(self, config: MinHashConfig, stage: str):
         self.config, self.stage = config, stage
 
     def setup(self):
+        super().setup()
         self.hasher = MinHasher(self.config.num_perm, self.config.seed)
-        self.funnel = Funnel(self.stage)
 
     def process(self, doc: Document):
         if not doc.kept:
@@ -203,7 +203,7 @@ def _band_entries(item, bands: int, rows: int):
         yield key, (node, sig)
 
 
-class _VerifyBucketFn(FunnelDoFn):
+class _VerifyBucketFn(CountingDoFn):
     """(band key, [(node, signature)]) -> (node, node) pairs of the bucket that pass verification."""
 
     def __init__(self, config: DocumentDedupConfig, bands: int, rows: int, stage: str):
@@ -260,7 +260,7 @@ def _cluster_verdicts(item):
         yield _node_doc(node), (survivor, reason)
 
 
-class _MarkDuplicatesFn(FunnelDoFn):
+class _MarkDuplicatesFn(CountingDoFn):
     def process(self, item):
         doc_id, joined = item
         kept = []
@@ -342,7 +342,7 @@ def _repeated(item, max_documents: int):
         yield d, h
 
 
-class _DropRepeatedFn(FunnelDoFn):
+class _DropRepeatedFn(CountingDoFn):
     def process(self, item):
         _, joined = item
         repeated = set(joined["repeated"])

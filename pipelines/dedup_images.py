@@ -24,7 +24,7 @@ from interleaf.filters.dedup_image import (
     phash_hex,
     segment_bounds,
 )
-from interleaf.pipelines.common import FunnelDoFn
+from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
@@ -192,7 +192,7 @@ class _SplitUsableFn(beam.DoFn):
             yield TaggedOutput("other", record)
 
 
-class _MergeExactFn(FunnelDoFn):
+class _MergeExactFn(CountingDoFn):
     def process(self, item):
         sha, records = item
         # the most complete copy first, then a fixed order, so any worker picks the same one
@@ -222,7 +222,7 @@ def _phash_entries(record: ImageRecord, max_distance: int, per_key: int):
         yield key, (node, record.phash)
 
 
-class _HammingPairsFn(FunnelDoFn):
+class _HammingPairsFn(CountingDoFn):
     """(segment key, [(node, phash)]) -> (node, node) pairs within max_hamming bits."""
 
     def __init__(self, config: ImageDedupConfig, stage: str):
@@ -252,7 +252,7 @@ class _HammingPairsFn(FunnelDoFn):
                 yield center, node
 
 
-class _ResolveFn(FunnelDoFn):
+class _ResolveFn(CountingDoFn):
     def process(self, item):
         sha, joined = item
         (record,) = joined["record"]
@@ -325,7 +325,7 @@ def _duplicate_sets(item):
             yield doc_id, True
 
 
-class _MarkImageNodesFn(FunnelDoFn):
+class _MarkImageNodesFn(CountingDoFn):
     def process(self, item):
         _, joined = item
         by_index = {i: (sha, reason) for i, sha, reason, _ in sorted(set(joined["verdict"]))}
@@ -355,7 +355,7 @@ class _MarkImageNodesFn(FunnelDoFn):
             yield replace(doc, nodes=nodes) if changed else doc
 
 
-class _AssembleStoreFn(FunnelDoFn):
+class _AssembleStoreFn(CountingDoFn):
     def process(self, item):
         rep, joined = item
         record, urls = None, set()

@@ -46,7 +46,7 @@ from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_j
 from interleaf.filters.netguard import ALLOWED_SCHEMES
 from interleaf.filters.optout import OPTED_OUT, OptOutList, apply_to_record
 from interleaf.filters.politeness import HostScheduler, JobResult
-from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
+from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table, images_to_table
@@ -234,19 +234,21 @@ class _Decide(beam.DoFn):
         return None
 
 
-class _FetchHosts(beam.DoFn):
+class _FetchHosts(CountingDoFn):
     """(host, URLs) -> ImageRecord per URL, many hosts at once on a thread pool with per-host limits.
 
     process() hands a host's URLs to the scheduler and returns what has finished so far; finish_bundle()
     waits for the rest. Each finished URL is journaled in the worker thread that finished it.
     """
 
+    stage = STAGE
+
     def __init__(self, config: FetchImagesConfig):
         self.config = config
 
     def setup(self):
+        super().setup()
         self.fetcher = Fetcher(self.config.fetch)
-        self.funnel = Funnel(STAGE)
         self.scheduler = HostScheduler(self._work, self._on_done, threads=self.config.threads,
                                        per_host_concurrency=self.config.per_host_concurrency,
                                        per_host_rate=self.config.per_host_rate)
@@ -289,6 +291,7 @@ class _FetchHosts(beam.DoFn):
         for record in self._drain():
             yield WindowedValue(record, MIN_TIMESTAMP, [GlobalWindow()])
         self.funnel.inc("images", "retries", self.scheduler.retries - self._retries_seen)
+        self.funnel.flush()
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -298,12 +301,11 @@ class _FetchHosts(beam.DoFn):
         self.fetcher.close()
 
 
-class _ResolveUrls(beam.DoFn):
+class _ResolveUrls(CountingDoFn):
     """Per URL: its resolution joined with the nodes that use it -> (doc_id, (node index, url, status, sha)).
     Counts the images funnel: one unique URL in, ok or dropped by status."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, item):
         url, grouped = item
@@ -325,11 +327,10 @@ class _ResolveUrls(beam.DoFn):
             yield doc_id, (index, url, status, sha)
 
 
-class _ApplyToDocuments(beam.DoFn):
+class _ApplyToDocuments(CountingDoFn):
     """(doc_id, {doc, res}) -> documents with image nodes resolved or dropped; counts nodes and documents."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, item):
         _doc_id, grouped = item

@@ -5,10 +5,9 @@ no longer has any. Counted as stage "final"."""
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam import pvalue
 
 from interleaf.filters.quality import QualityConfig, image_count_failure
-from interleaf.pipelines.common import Funnel
+from interleaf.pipelines.common import DecisionDoFn
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, REJECTED, RunContext, Stage, outputs
 from interleaf.schemas.document import Document
 
@@ -16,22 +15,14 @@ STAGE = "final"
 IMAGE_STAGES = ("fetch", "dedup", "clip")  # the stages that change which images a document keeps
 
 
-class _Final(beam.DoFn):
+class _ImageCounts(DecisionDoFn):
+    stage, unit = STAGE, "documents"
+
     def __init__(self, quality: QualityConfig):
         self.quality = quality
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
-
-    def process(self, doc: Document):
-        self.funnel.inc("documents", "in")
-        reason = image_count_failure(doc, self.quality)
-        if reason:
-            self.funnel.drop("documents", reason)
-            yield pvalue.TaggedOutput(REJECTED, doc.dropped(reason))
-            return
-        self.funnel.inc("documents", "out")
-        yield doc
+    def decide(self, doc: Document) -> str | None:
+        return image_count_failure(doc, self.quality)
 
 
 class FinalStage(Stage):
@@ -50,6 +41,6 @@ class FinalStage(Stage):
         return cls(config.ingest.quality)
 
     def expand(self, streams):
-        parts = streams[DOCUMENTS] | "ImageCounts" >> beam.ParDo(_Final(self.quality)).with_outputs(
+        parts = streams[DOCUMENTS] | "ImageCounts" >> beam.ParDo(_ImageCounts(self.quality)).with_outputs(
             REJECTED, main="kept")
         return outputs(parts.kept.pipeline, documents=parts.kept, images=streams[IMAGES], rejected=parts[REJECTED])

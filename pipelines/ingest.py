@@ -25,7 +25,7 @@ from interleaf.filters.html import ExtractConfig, decode_html, extract
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.filters.warc import PAGE, Skipped, WarcItem, iter_warc
-from interleaf.pipelines.common import Funnel, ReadShards
+from interleaf.pipelines.common import CountingDoFn, ReadShards
 from interleaf.pipelines.stage import SHARDS_FORMAT, RunContext, Stage, outputs
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, make_doc_id
 from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table
@@ -103,11 +103,10 @@ def _rows(path: str, limit: int | None = None):
 PAGES, PAGE_REVISITS, IMAGES, IMAGE_REVISITS = "pages", "page_revisits", "images", "image_revisits"
 
 
-class _ReadWarcFile(beam.DoFn):
+class _ReadWarcFile(CountingDoFn):
     """A WARC path to its pages, images and revisits (tagged outputs); every other record counted."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, path: str):
         with storage.open_read(path) as stream:
@@ -149,14 +148,13 @@ def page_to_document(item: WarcItem, config: ExtractConfig) -> tuple[Document, d
     return doc, dict(result.dropped)
 
 
-class _ExtractPages(beam.DoFn):
+class _ExtractPages(CountingDoFn):
     """WarcItem pages to (payload digest, Document); boilerplate left out counted as dropped nodes."""
+
+    stage = STAGE
 
     def __init__(self, config: ExtractConfig):
         self.config = config
-
-    def setup(self):
-        self.funnel = Funnel(STAGE)
 
     def process(self, item: WarcItem):
         self.funnel.inc("documents", "in")
@@ -167,12 +165,11 @@ class _ExtractPages(beam.DoFn):
         yield item.payload_digest, doc
 
 
-class _ResolveRevisit(beam.DoFn):
+class _ResolveRevisit(CountingDoFn):
     """(digest, {"originals": [Document], "revisits": [WarcItem]}) to one Document per revisit: the
     original's content under the revisit's URL and date."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, element):
         _, group = element
@@ -237,12 +234,11 @@ def image_record(item: WarcItem, max_pixels: int) -> ImageRecord | str:
                        original_bytes=len(item.body), format=fmt, source="warc", data=item.body)
 
 
-class _ImageRecords(beam.DoFn):
+class _ImageRecords(CountingDoFn):
+    stage = STAGE
+
     def __init__(self, max_pixels: int):
         self.max_pixels = max_pixels
-
-    def setup(self):
-        self.funnel = Funnel(STAGE)
 
     def process(self, item: WarcItem):
         self.funnel.inc("images", "in")
@@ -253,9 +249,8 @@ class _ImageRecords(beam.DoFn):
         yield item.payload_digest, rec
 
 
-class _ResolveImageRevisits(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+class _ResolveImageRevisits(CountingDoFn):
+    stage = STAGE
 
     def process(self, element):
         _, group = element
@@ -275,9 +270,8 @@ def merge_images(records) -> ImageRecord:
     return replace(records[0], urls=urls)
 
 
-class _CountMerged(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+class _CountMerged(CountingDoFn):
+    stage = STAGE
 
     def process(self, element):
         sha, records = element
@@ -326,12 +320,11 @@ class _KeyImageNodes(beam.DoFn):
             yield key, doc.doc_id
 
 
-class _SetSha(beam.DoFn):
+class _SetSha(CountingDoFn):
     """(doc_id, {"docs": [Document], "found": [(url, sha256)]}) to the Document with archived images
     resolved."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, element):
         _, group = element
@@ -368,14 +361,16 @@ class ResolveArchivedImages(beam.PTransform):
 # ---------------------------------------------------------------- OBELICS / MMC4 documents
 
 
-class _ReadInterleavedFile(beam.DoFn):
+class _ReadInterleavedFile(CountingDoFn):
     """An OBELICS or MMC4 file (JSONL, JSON or Parquet) to Documents; a bad row is one counted drop."""
+
+    stage = STAGE
 
     def __init__(self, fmt: str):
         self.fmt = fmt
 
     def setup(self):
-        self.funnel = Funnel(STAGE)
+        super().setup()
         self.convert = from_obelics if self.fmt == "obelics" else from_mmc4
 
     def process(self, path: str):
@@ -414,14 +409,13 @@ class ReadInterleaved(beam.PTransform):
 KEPT_TAG, REJECTED_TAG = "kept", "rejected"
 
 
-class _Filter(beam.DoFn):
+class _Filter(CountingDoFn):
     """Document to the kept output (dropped nodes stripped unless audited) or the rejected output."""
+
+    stage = STAGE
 
     def __init__(self, config: QualityConfig, keep_dropped_nodes: bool):
         self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
-
-    def setup(self):
-        self.funnel = Funnel(STAGE)
 
     def process(self, doc: Document):
         doc = apply_quality(doc, self.config)

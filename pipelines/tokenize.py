@@ -30,7 +30,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from PIL import Image, UnidentifiedImageError
 
 from interleaf import __version__, storage
-from interleaf.pipelines.common import Funnel, ReadShards, WriteShards
+from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table
@@ -163,17 +163,16 @@ def _image_refs(doc: Document):
         yield sha, doc.doc_id
 
 
-class _JoinImages(beam.DoFn):
+class _JoinImages(CountingDoFn):
     """Per sha256: the store's record(s) and the documents that use it. Emits images to encode as
     ((sha, doc_ids), tensor) on the main output, and (doc_id, (sha, None, reason)) answers on 'answers'."""
+
+    stage = STAGE
 
     ANSWERS = "answers"
 
     def __init__(self, image_size: int):
         self.image_size = image_size
-
-    def setup(self):
-        self.funnel = Funnel(STAGE)
 
     def process(self, item):
         sha, grouped = item
@@ -203,11 +202,10 @@ class _JoinImages(beam.DoFn):
         yield (sha, doc_ids), tensor
 
 
-class _Encoded(beam.DoFn):
+class _Encoded(CountingDoFn):
     """RunInference results ((sha, doc_ids), codes) to (doc_id, (sha, codes, None)) answers."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, item):
         (sha, doc_ids), codes = item
@@ -216,11 +214,10 @@ class _Encoded(beam.DoFn):
             yield d, (sha, codes, None)
 
 
-class _FailedBatch(beam.DoFn):
+class _FailedBatch(CountingDoFn):
     """A batch RunInference could not encode, (batch, exception): every image in it is a counted failure."""
 
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+    stage = STAGE
 
     def process(self, item):
         batch, error = item
@@ -231,15 +228,17 @@ class _FailedBatch(beam.DoFn):
                 yield d, (sha, None, SKIP_IMAGE_INFERENCE)
 
 
-class _EncodeDocuments(beam.DoFn):
+class _EncodeDocuments(CountingDoFn):
     """(doc_id, {"docs": [Document], "codes": [(sha, codes | None, reason | None)]}) -> (doc_id, tokens)."""
+
+    stage = STAGE
 
     def __init__(self, vocab: Vocabulary, text_path: str, text_sha256: str, max_length: int | None):
         self.vocab, self.text_path = vocab, text_path
         self.text_sha256, self.max_length = text_sha256, max_length
 
     def setup(self):
-        self.funnel = Funnel(STAGE)
+        super().setup()
         text = TextTokenizer.load(self.text_path)
         if text.sha256 != self.text_sha256:
             raise ValueError(f"text tokenizer {self.text_path} changed since the pipeline started (sha256 "
@@ -343,9 +342,8 @@ class Tokenize(beam.PTransform):
                                                                    t.text_sha256, c.max_length)))
 
 
-class _CountUnstored(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel(STAGE)
+class _CountUnstored(CountingDoFn):
+    stage = STAGE
 
     def process(self, record: ImageRecord):
         if record.sha256 is None:

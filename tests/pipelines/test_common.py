@@ -2,8 +2,8 @@
 
 import apache_beam as beam
 
-from interleaf.pipelines.common import (Funnel, ReadShards, WriteShards, create_pipeline, funnel_from,
-                                        pipeline_options, unreconciled)
+from interleaf.pipelines.common import (DecisionDoFn, Funnel, ReadShards, WriteShards, create_pipeline,
+                                        funnel_from, pipeline_options, unreconciled)
 from interleaf.schemas.document import (DOCUMENT_SCHEMA, Document, Node, documents_from_table,
                                         documents_to_table, make_doc_id)
 from interleaf.shards import open_shards
@@ -17,26 +17,33 @@ def _docs(n):
     return out
 
 
-class _CountAndDropOdd(beam.DoFn):
-    def setup(self):
-        self.funnel = Funnel("test")
+class _DropOdd(DecisionDoFn):
+    """A filter written as a decision: the base counts and routes."""
 
-    def process(self, doc):
-        self.funnel.inc("documents", "in")
-        if int(doc.url.rsplit("/", 1)[1]) % 2:
-            self.funnel.drop("documents", "odd")
-            return
-        self.funnel.inc("documents", "out")
-        yield doc
+    stage = "test"
+
+    def decide(self, doc):
+        return "odd" if int(doc.url.rsplit("/", 1)[1]) % 2 else None
 
 
-def _write(tmp, docs, shards, args=()):
+def _write(tmp, docs, shards, args=(), rejected=None):
     p = create_pipeline(pipeline_options(list(args)))
-    (p | beam.Create(docs) | beam.ParDo(_CountAndDropOdd())
-       | WriteShards(str(tmp), documents_to_table, lambda d: d.doc_id, num_shards=shards))
+    parts = p | beam.Create(docs) | beam.ParDo(_DropOdd()).with_outputs("rejected", main="kept")
+    parts.kept | WriteShards(str(tmp), documents_to_table, lambda d: d.doc_id, num_shards=shards)
+    if rejected is not None:
+        parts.rejected | "WriteRejected" >> WriteShards(str(rejected), documents_to_table, lambda d: d.doc_id)
     result = p.run()
     result.wait_until_finish()
     return funnel_from(result)
+
+
+def test_a_decision_is_counted_and_routed_by_the_base(tmp_path):
+    docs = _docs(2 * Funnel.FLUSH_EVERY + 501)  # several flushes inside one bundle, then the bundle's end
+    funnel = _write(tmp_path / "kept", docs, 1, rejected=tmp_path / "rejected")
+    n = len(docs)
+    assert funnel == {"test": {"documents": {"in": n, "out": (n + 1) // 2, "dropped": {"odd": n // 2}}}}
+    rejected = documents_from_table(open_shards(str(tmp_path / "rejected")).read())
+    assert len(rejected) == n // 2 and {(d.status, d.reason) for d in rejected} == {("dropped", "odd")}
 
 
 def test_write_shards_is_deterministic_and_complete(tmp_path):
