@@ -185,3 +185,19 @@ def test_demo_step_plan_keeps_the_budget_and_says_when_too_few_steps_fit(shards,
         tight = plan_steps(config, shards, DemoConfig(model_seconds=0.001, min_model_steps=20))
     assert tight["steps"] == 1  # measuring alone spent the budget: one step, not 20
     assert any("the model will be weak" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("features, dtype", [
+    ({"capability": "AVX2"}, "fp32"),  # AMD EPYC before Zen 4, most laptops: bf16 would be emulated
+    ({"capability": "AVX512"}, "fp32"),  # AVX-512 without its BF16 instructions (Skylake, Ice Lake)
+    ({"capability": "AVX512", "avx512_bf16": True, "amx": True}, "bf16"),  # Sapphire Rapids
+])
+def test_a_training_step_takes_bf16_only_on_a_cpu_that_has_it(tmp_path, shards, monkeypatch, features, dtype):
+    """issue 14: the trainer asks the CPU what it does natively (the probe is swapped for each CPU kind)."""
+    from interleaf import precision
+    from interleaf.precision import CpuFeatures
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: CpuFeatures(**features))
+    train(_config(steps=1), shards, str(tmp_path / "run"))
+    _, meta = load_checkpoint(str(tmp_path / "run"))
+    assert meta["precision"]["dtype"] == dtype
