@@ -28,15 +28,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results import table, write_section
 
 from interleaf.filters.clip import (
-    TINY_CLIP_NAME,
     ClipConfig,
     ClipDecisionConfig,
     ClipModelConfig,
     ClipTextConfig,
+    plan_document,
+)
+from interleaf.filters.clip_model import (
+    TINY_CLIP_NAME,
     image_transform,
     load_clip,
     make_tokenizer,
-    plan_document,
     preprocess_image,
     tokenize,
 )

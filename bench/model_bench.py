@@ -22,7 +22,8 @@ from results import table, write_section  # bench/ is sys.path[0] when run as a 
 
 from interleaf.model.generate import GenerationConfig, Generator
 from interleaf.model.geneval import TASKS
-from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset
+from interleaf.model.presets import PRESETS
+from interleaf.model.transformer import Transformer, count_params, model_preset
 from interleaf.tokenizers.codec import build_vocabulary
 
 log = logging.getLogger("model_bench")

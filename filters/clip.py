@@ -28,12 +28,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-# re-exported: the model half of this module before the split
-from interleaf.filters.clip_model import (CHECKPOINT_META_KEY, TINY_CLIP_NAME, ClipModelConfig,  # noqa: F401
-                                          ClipModelError, ImageDecodeError, LoadedClip, checkpoint_metadata,
-                                          ensure_model_config, file_sha256, image_preprocess_cfg,
-                                          image_transform, load_clip, make_tokenizer, preprocess_image,
-                                          register_model_config, tiny_clip_config, tokenize)
+from interleaf.filters.clip_model import ClipModelConfig, checkpoint_metadata
 from interleaf.schemas.document import DROPPED, KEPT, Document
 
 log = logging.getLogger(__name__)

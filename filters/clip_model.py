@@ -6,7 +6,6 @@ decision are in filters.clip.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,10 +29,6 @@ CHECKPOINT_META_KEY = "interleaf"  # extra checkpoint key written by clip_train 
 
 class ClipModelError(ValueError):
     """A CLIP model that cannot be built or loaded as configured."""
-
-
-class ImageDecodeError(ValueError):
-    """Image bytes that PIL cannot decode."""
 
 
 
@@ -303,16 +298,11 @@ def load_clip(config: ClipModelConfig, *, model_id: str | None = None) -> Loaded
 
 
 def preprocess_image(data: bytes, transform: Callable) -> np.ndarray:
-    """Image bytes -> (3, H, W) float32 at the model's size, whatever the stored size. Raises ImageDecodeError."""
-    from PIL import Image, UnidentifiedImageError
+    """Image bytes -> (3, H, W) float32 at the model's size, whatever the stored size. Raises
+    interleaf.imagefile.ImageDecodeError."""
+    from interleaf.imagefile import decode
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {e}") from None
-    return transform(rgb).numpy().astype(np.float32, copy=False)
+    return transform(decode(data, "RGB")).numpy().astype(np.float32, copy=False)
 
 
 def tokenize(tokenizer, texts: Sequence[str]) -> np.ndarray:

@@ -9,7 +9,6 @@ code path as published weights: ClipModelConfig(model_name=..., pretrained="/pat
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -22,11 +21,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from interleaf import precision
-from interleaf.filters.clip import (
+from interleaf.filters.clip import ClipModelConfig, ClipTextConfig
+from interleaf.filters.clip_model import (
     CHECKPOINT_META_KEY,
     TINY_CLIP_NAME,
-    ClipModelConfig,
-    ClipTextConfig,
     LoadedClip,
     image_transform,
     make_tokenizer,
@@ -34,6 +32,7 @@ from interleaf.filters.clip import (
     tiny_clip_config,
     tokenize,
 )
+from interleaf.imagefile import ImageDecodeError, decode
 from interleaf.model import shapes
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import STATUS_OK, ImageRecord
@@ -367,8 +366,6 @@ def pairs_from_documents(documents: Sequence[Document], images: dict[str, ImageR
                          text: ClipTextConfig | None = None) -> tuple[list, list[list[str]]]:
     """(image, caption variants) pairs from curated documents: each kept image node whose bytes are in the
     store, captioned by its alt text and the text nodes of its window. Undecodable images are skipped."""
-    from PIL import Image
-
     text = text or ClipTextConfig()
     out_images, out_captions, seen = [], [], set()
     for doc in documents:
@@ -386,13 +383,12 @@ def pairs_from_documents(documents: Sequence[Document], images: dict[str, ImageR
             if not caps or (node.image_sha256, caps[0]) in seen:
                 continue
             try:
-                img = Image.open(io.BytesIO(record.data))
-                img.load()
-            except (OSError, ValueError) as e:
+                img = decode(record.data, "RGB")
+            except ImageDecodeError as e:
                 log.debug("skipping undecodable image %s: %s", node.image_sha256, e)
                 continue
             seen.add((node.image_sha256, caps[0]))
-            out_images.append(img.convert("RGB"))
+            out_images.append(img)
             out_captions.append(caps)
     return out_images, out_captions
 

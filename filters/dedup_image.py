@@ -13,33 +13,20 @@ of ~11 bits at distance 5 (groups of n/1,600 random hashes); per_key=2 gives 21 
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
-import re
 
 import imagehash
-from PIL import Image, UnidentifiedImageError
 
-_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
+from interleaf.imagefile import decode
+
 PHASH_BITS = 64
 PHASH_HEX = PHASH_BITS // 4
 
 
-class ImageDecodeError(ValueError):
-    """The bytes could not be decoded as an image."""
-
-
 def phash_hex(data: bytes) -> str:
-    """64-bit DCT perceptual hash of encoded image bytes (imagehash.phash, hash_size 8), as 16 hex chars."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return str(imagehash.phash(im))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        # PIL names the file object with its memory address; leave that out so reruns give the same message
-        message = _ADDRESS.sub("", str(e))
-        raise ImageDecodeError(
-            f"cannot decode {len(data)} bytes as an image ({type(e).__name__}: {message})") from None
+    """64-bit DCT perceptual hash of encoded image bytes (imagehash.phash, hash_size 8), as 16 hex chars.
+    Raises ImageDecodeError."""
+    return str(imagehash.phash(decode(data)))
 
 
 def is_phash(value: str | None) -> bool:

@@ -23,12 +23,11 @@ import ipaddress
 import logging
 import os
 import ssl
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from interleaf import __version__
 from interleaf.filters.consent import (
@@ -39,6 +38,7 @@ from interleaf.filters.consent import (
 )
 from interleaf.filters.fetch_http import FetchError, HttpLimits, Watchdog, open_url
 from interleaf.filters.optout import OPTED_OUT, OptOutList
+from interleaf.imagefile import ImageDecodeError, read_header
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,12 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int]:
     """(width, height) declared in the header. Pillow's open() reads the header only; nothing is decoded.
     Raises FetchError decode_error (unreadable header) or too_large (Pillow's own bomb limit, 2x ours)."""
     try:
-        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:
-            return im.size
-    except Image.DecompressionBombError as e:
-        raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        width, height, _ = read_header(data, formats=[_PIL_FORMATS[fmt]])
+    except ImageDecodeError as e:
+        if e.bomb:
+            raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
         raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
+    return width, height
 
 
 def size_refusal(width: int, height: int, config: FetchConfig) -> FetchError | None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interleaf.model.presets import PRESETS
+
 PAD_DOC = -1  # document id of padding: no other token attends to it
 
 
@@ -54,16 +56,6 @@ class ModelConfig:
             raise ValueError(f"dim {self.dim} must split into {self.n_heads} heads of even width")
         if self.vocab_size < 1 or self.max_seq_len < 1 or self.n_layers < 1 or self.grid_positions < 0:
             raise ValueError(f"vocab_size, max_seq_len and n_layers must be positive: {self}")
-
-
-# Presets: a debug model for tests (torchtitan's llama3 debugmodel), `tiny` for CPU training in minutes,
-# `small` and `base` (about 100M parameters with a 16k-24k joint vocabulary) for a GPU.
-PRESETS: dict[str, dict] = {
-    "debug": {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 256, "grid_positions": 64},
-    "tiny": {"dim": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 512, "grid_positions": 64},
-    "small": {"dim": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": 1024, "grid_positions": 64},
-    "base": {"dim": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 2048, "grid_positions": 64},
-}
 
 
 def model_preset(name: str, *, vocab_size: int, **overrides) -> ModelConfig:

@@ -33,19 +33,16 @@ from interleaf.filters.clip import (
     ClipConfig,
     ClipDecisionConfig,
     ClipModelConfig,
-    ImageDecodeError,
-    LoadedClip,
     decide,
     decision_changes,
     image_best_similarities,
     image_scores,
-    image_transform,
-    load_clip,
     plan_document,
-    preprocess_image,
     reset_decision,
     score_document,
 )
+from interleaf.filters.clip_model import LoadedClip, image_transform, load_clip, preprocess_image
+from interleaf.imagefile import ImageDecodeError
 from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs, split_kept
 from interleaf.schemas.document import KEPT, Document

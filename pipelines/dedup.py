@@ -36,17 +36,7 @@ from interleaf.filters.dedup_text import (
 from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive
-
-# re-exported: the image dedup and its reason codes were defined here before the split
-from interleaf.pipelines.dedup_images import (  # noqa: F401
-    DECODE_ERROR,
-    DUPLICATE_IMAGE_SET,
-    IMAGE_DECODE_ERROR,
-    IMAGE_TOO_FREQUENT,
-    TOO_FREQUENT,
-    DedupImages,
-    ImageDedupConfig,
-)
+from interleaf.pipelines.dedup_images import ImageDedupConfig
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs, split_kept
 from interleaf.schemas.document import Document
 

@@ -15,7 +15,6 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from interleaf.filters.dedup_image import (
-    ImageDecodeError,
     first_common_key,
     hamming,
     image_set_key,
@@ -24,6 +23,7 @@ from interleaf.filters.dedup_image import (
     phash_hex,
     segment_bounds,
 )
+from interleaf.imagefile import ImageDecodeError
 from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.components import ConnectedComponents
 from interleaf.pipelines.dedup_common import _KV, EXACT_DUPLICATE, NEAR_DUPLICATE, STAGE, _check_positive

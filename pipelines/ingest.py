@@ -25,7 +25,9 @@ from interleaf.filters.html import ExtractConfig, decode_html, extract
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.filters.warc import PAGE, Skipped, WarcItem, iter_warc
+from interleaf.imagefile import ImageDecodeError, read_header
 from interleaf.pipelines.common import CountingDoFn, ReadShards
+from interleaf.pipelines.names import FORMATS
 from interleaf.pipelines.stage import SHARDS_FORMAT, RunContext, Stage, outputs
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, make_doc_id
 from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table
@@ -35,7 +37,6 @@ from interleaf.schemas.obelics import from_obelics
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
-FORMATS = ("warc", "obelics", "mmc4")
 
 
 @dataclass(kw_only=True)
@@ -220,12 +221,9 @@ def image_record(item: WarcItem, max_pixels: int) -> ImageRecord | str:
     the header only: nothing is decoded, so a decompression bomb costs nothing here."""
     import hashlib
 
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(item.body)) as img:
-            width, height, fmt = img.width, img.height, (img.format or "").lower()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        width, height, fmt = read_header(item.body)
+    except ImageDecodeError:
         return "not_image"
     if width * height > max_pixels:
         return "too_large"

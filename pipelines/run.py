@@ -47,6 +47,7 @@ from interleaf.pipelines.common import (
 from interleaf.pipelines.dedup import DedupConfig
 from interleaf.pipelines.fetch import FetchImagesConfig
 from interleaf.pipelines.ingest import IngestConfig, detect_format
+from interleaf.pipelines.names import MANIFEST, STAGES
 from interleaf.pipelines.stage import DOCUMENTS, FAILED, IMAGES, REJECTED, SHARDS_FORMAT, RunContext, Stage
 from interleaf.schemas.document import documents_to_table
 from interleaf.schemas.failure import failure_key, failures_to_table
@@ -55,8 +56,6 @@ from interleaf.shards import SHARD_SUFFIX
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "dedup", "fetch", "clip", "tokenize")  # as users name them, in pipeline order
-MANIFEST = "manifest.json"
 OUTPUTS = ("documents", "rejected", "images", "tokens", "failed")
 
 # The steps of a run in pipeline order, as (stage name, module, class): each class implements the stage
@@ -227,7 +226,7 @@ def preflight(config: RunConfig, options) -> None:
     if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "FnApiRunner"):
         return
     if "clip" in config.stages:
-        from interleaf.filters.clip import ClipModelError, load_clip
+        from interleaf.filters.clip_model import ClipModelError, load_clip
         try:
             load_clip(config.clip.model)
         except (ClipModelError, RuntimeError, OSError, ValueError) as e:

@@ -19,7 +19,6 @@ A document split by max_length gives rows "<doc_id>:0", "<doc_id>:1", ... (conca
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,9 +26,9 @@ from dataclasses import asdict, dataclass
 import apache_beam as beam
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
-from PIL import Image, UnidentifiedImageError
 
 from interleaf import __version__, storage
+from interleaf.imagefile import ImageDecodeError, decode
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
@@ -191,9 +190,8 @@ class _JoinImages(CountingDoFn):
                 yield beam.pvalue.TaggedOutput(self.ANSWERS, (d, (sha, None, SKIP_IMAGE_MISSING)))
             return
         try:
-            with Image.open(io.BytesIO(usable[0].data)) as img:
-                tensor = image_to_tensor(img, self.image_size)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            tensor = image_to_tensor(decode(usable[0].data), self.image_size)
+        except ImageDecodeError as e:
             log.debug("image %s does not decode: %s", sha[:12], e)
             self.funnel.drop("images", "undecodable")
             for d in doc_ids:

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interleaf.filters import clip
+from interleaf.filters import clip, clip_model
 from interleaf.filters.clip import (
     ClipConfig,
     ClipDecisionConfig,
     ClipModelConfig,
-    ClipModelError,
     ClipTextConfig,
     assign_images,
     clip_meta_from_mmc4,
@@ -27,10 +26,12 @@ from interleaf.filters.clip import (
     score_document,
     top_fraction_threshold,
 )
+from interleaf.filters.clip_model import ClipModelError
+from interleaf.imagefile import ImageDecodeError
 from interleaf.schemas.document import Document, Node
 from interleaf.schemas.mmc4 import from_mmc4, to_mmc4
 
-TINY = ClipModelConfig(model_name=clip.TINY_CLIP_NAME, num_threads=1)
+TINY = ClipModelConfig(model_name=clip_model.TINY_CLIP_NAME, num_threads=1)
 
 
 @pytest.fixture
@@ -223,17 +224,17 @@ def test_config_validation_messages(tmp_path):
     assert ClipConfig(model=ClipModelConfig(model_name="ViT-L-14")).threshold() == 0.15
     assert ClipConfig(model=TINY, decision=ClipDecisionConfig(mode="assign")).all_sentences
     with pytest.raises(ClipModelError, match="unknown open_clip model"):
-        clip.ensure_model_config(ClipModelConfig(model_name="ViT-Q-99"))
+        clip_model.ensure_model_config(ClipModelConfig(model_name="ViT-Q-99"))
 
 
 def test_register_model_config_is_idempotent():
-    cfg = clip.tiny_clip_config(image_size=16, patch_size=8)
-    clip.register_model_config("interleaf-test-tiny-16", cfg)
-    clip.register_model_config("interleaf-test-tiny-16", copy.deepcopy(cfg))
+    cfg = clip_model.tiny_clip_config(image_size=16, patch_size=8)
+    clip_model.register_model_config("interleaf-test-tiny-16", cfg)
+    clip_model.register_model_config("interleaf-test-tiny-16", copy.deepcopy(cfg))
     import open_clip
     assert open_clip.list_models().count("interleaf-test-tiny-16") == 1
     with pytest.raises(ClipModelError, match="another config"):
-        clip.register_model_config("interleaf-test-tiny-16", clip.tiny_clip_config(image_size=24, patch_size=8))
+        clip_model.register_model_config("interleaf-test-tiny-16", clip_model.tiny_clip_config(image_size=24, patch_size=8))
 
 
 # ---------------------------------------------------------------- open_clip models
@@ -246,19 +247,19 @@ def _png(size, color=(200, 30, 30), fmt="PNG"):
 
 
 def test_tiny_random_model_scores_mixed_size_images():
-    loaded = clip.load_clip(TINY)
-    assert loaded.model_id == f"{clip.TINY_CLIP_NAME}:random"
-    transform = clip.image_transform(TINY)
-    pixels = np.stack([clip.preprocess_image(_png(s, fmt=f), transform)
+    loaded = clip_model.load_clip(TINY)
+    assert loaded.model_id == f"{clip_model.TINY_CLIP_NAME}:random"
+    transform = clip_model.image_transform(TINY)
+    pixels = np.stack([clip_model.preprocess_image(_png(s, fmt=f), transform)
                        for s, f in (((32, 32), "PNG"), ((80, 40), "JPEG"), ((17, 50), "PNG"))])
     assert pixels.shape == (3, 3, 32, 32) and pixels.dtype == np.float32
     images = loaded.encode_images(pixels)
-    texts = loaded.encode_texts(clip.tokenize(clip.make_tokenizer(TINY), ["a red square", "a blue circle"]))
+    texts = loaded.encode_texts(clip_model.tokenize(clip_model.make_tokenizer(TINY), ["a red square", "a blue circle"]))
     assert images.shape == (3, 64) and texts.shape == (2, 64)
     assert np.linalg.norm(images, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
     assert (images @ texts.T).shape == (3, 2)
-    with pytest.raises(clip.ImageDecodeError, match="cannot decode image"):
-        clip.preprocess_image(b"<html>not an image</html>", transform)
+    with pytest.raises(ImageDecodeError, match="cannot decode .* bytes as an image"):
+        clip_model.preprocess_image(b"<html>not an image</html>", transform)
 
 
 def test_checkpoint_loads_by_path_with_the_same_weights(tmp_path):
@@ -269,12 +270,12 @@ def test_checkpoint_loads_by_path_with_the_same_weights(tmp_path):
     result = clip_train.train_clip(clip_train.encode_pairs(images, captions, clip_train.model_config_for(cfg)), cfg)
     path = tmp_path / "ckpt.pt"
     clip_train.save_checkpoint(str(path), result.model, cfg, threshold=0.42)
-    model = ClipModelConfig(model_name=clip.TINY_CLIP_NAME, pretrained=str(path), num_threads=1)
-    assert model.is_checkpoint and model.model_id().startswith(f"{clip.TINY_CLIP_NAME}:ckpt.pt@")
+    model = ClipModelConfig(model_name=clip_model.TINY_CLIP_NAME, pretrained=str(path), num_threads=1)
+    assert model.is_checkpoint and model.model_id().startswith(f"{clip_model.TINY_CLIP_NAME}:ckpt.pt@")
     assert clip.checkpoint_metadata(str(path))["threshold"] == 0.42
     assert ClipConfig(model=model).threshold() == 0.42  # the calibrated threshold is the default
-    loaded = clip.load_clip(model)
-    tokens = clip.tokenize(clip.make_tokenizer(model), ["a red circle"])
+    loaded = clip_model.load_clip(model)
+    tokens = clip_model.tokenize(clip_model.make_tokenizer(model), ["a red circle"])
     import torch
     with torch.inference_mode():
         expected = result.model.encode_text(torch.from_numpy(tokens), normalize=True).numpy()
@@ -284,11 +285,11 @@ def test_checkpoint_loads_by_path_with_the_same_weights(tmp_path):
 def test_pretrained_tag_path_is_real_and_fails_fast_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     with pytest.raises(ClipModelError, match="neither a checkpoint file nor a pretrained tag"):
-        clip.image_preprocess_cfg(ClipModelConfig(model_name="ViT-B-32", pretrained="no_such_tag"))
+        clip_model.image_preprocess_cfg(ClipModelConfig(model_name="ViT-B-32", pretrained="no_such_tag"))
     tagged = ClipModelConfig(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k")
     assert tagged.model_id() == "ViT-B-32:laion2b_s34b_b79k"
-    assert clip.image_preprocess_cfg(tagged)["size"] == (224, 224)
+    assert clip_model.image_preprocess_cfg(tagged)["size"] == (224, 224)
     start = time.monotonic()
     with pytest.raises(ClipModelError, match="cannot load open_clip ViT-B-32"):
-        clip.load_clip(tagged)  # the download is attempted and refused offline, without a model hub retry loop
+        clip_model.load_clip(tagged)  # the download is attempted and refused offline, without a model hub retry loop
     assert time.monotonic() - start < 20

@@ -11,7 +11,8 @@ import pytest
 
 from interleaf.commands import clip_cmd
 from interleaf.errors import UsageError
-from interleaf.filters.clip import TINY_CLIP_NAME, ClipModelConfig, checkpoint_metadata, load_clip
+from interleaf.filters.clip import ClipModelConfig, checkpoint_metadata
+from interleaf.filters.clip_model import TINY_CLIP_NAME, load_clip
 from interleaf.filters.clip_train import (
     ClipTrainConfig,
     calibrate_threshold,

@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from interleaf.filters.dedup_image import (ImageDecodeError, first_common_key, hamming, image_set_key,
-                                           is_phash, phash_band_keys, phash_hex, segment_bounds)
+from interleaf.filters.dedup_image import (
+    first_common_key,
+    hamming,
+    image_set_key,
+    is_phash,
+    phash_band_keys,
+    phash_hex,
+    segment_bounds,
+)
+from interleaf.imagefile import ImageDecodeError
 
 PHOTO_DIR = Path(__file__).parent.parent / "data" / "photos"
 PHOTOS = ["coins.png", "moon.png", "clock_motion.png", "horse.png", "rocket.jpg", "hopper.jpg", "flower.jpg"]

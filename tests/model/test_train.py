@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from interleaf.model.presets import PRESETS
 from interleaf.model.train import (
     TrainConfig,
     latest_checkpoint,
@@ -15,7 +16,7 @@ from interleaf.model.train import (
     read_loss_log,
     train,
 )
-from interleaf.model.transformer import PRESETS, Transformer, count_params, model_preset
+from interleaf.model.transformer import Transformer, count_params, model_preset
 
 SMALL = {"dim": 32, "n_layers": 2, "n_heads": 2}
 

@@ -14,17 +14,15 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from interleaf.filters.clip import (
-    TINY_CLIP_NAME,
     ClipConfig,
     ClipDecisionConfig,
     ClipModelConfig,
     ClipTextConfig,
     checkpoint_metadata,
     image_scores,
-    image_transform,
-    preprocess_image,
     top_fraction_threshold,
 )
+from interleaf.filters.clip_model import TINY_CLIP_NAME, image_transform, preprocess_image
 from interleaf.filters.clip_train import ClipTrainConfig, mismatched_caption, pair_auc, train_on_shapes
 from interleaf.model import shapes
 from interleaf.pipelines.clip import IMAGE, TEXT, ClipEmbed, ClipFilter, ReapplyClipDecision
@@ -195,7 +193,7 @@ def test_clip_filter_edge_cases_dead_letters_and_funnel(filtered):
     assert docs["shared-good"].nodes[0].kept and not docs["shared-bad"].nodes[0].kept
     assert out["failed"] == [Failure(stage="clip", step="decode", kind=IMAGE, key="b" * 64,
                                      error=out["failed"][0].error)]
-    assert "cannot decode image" in out["failed"][0].error
+    assert "cannot decode 17 bytes as an image" in out["failed"][0].error
 
     assert unreconciled(funnel) == []
     clip = funnel["clip"]

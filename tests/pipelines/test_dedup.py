@@ -16,8 +16,9 @@ from PIL import Image
 from interleaf.filters.dedup_text import MinHashConfig, jaccard, text_hash, word_shingles
 from interleaf.pipelines.common import (WriteShards, create_pipeline, funnel_from, pipeline_options,
                                         unreconciled)
-from interleaf.pipelines.dedup import (ConnectedComponents, DedupDocuments, DedupImages, DocumentDedupConfig,
-                                       ImageDedupConfig, ParagraphDedupConfig, RemoveRepeatedParagraphs)
+from interleaf.pipelines.components import ConnectedComponents
+from interleaf.pipelines.dedup import DedupDocuments, DocumentDedupConfig, ParagraphDedupConfig, RemoveRepeatedParagraphs
+from interleaf.pipelines.dedup_images import DedupImages, ImageDedupConfig
 from interleaf.schemas.document import (Document, Node, documents_from_table, documents_to_table,
                                         make_doc_id)
 from interleaf.schemas.image import ImageRecord, images_from_table, images_to_table

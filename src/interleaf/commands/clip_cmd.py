@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interleaf.filters.clip import TINY_CLIP_NAME
+    from interleaf.filters.clip_model import TINY_CLIP_NAME
     from interleaf.filters.clip_train import ClipTrainConfig, train_on_documents, train_on_shapes
 
     if bool(args.documents) != bool(args.images):

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "on 127.0.0.1, crawl it into a WARC, train tiny CLIP/VQ/BPE models, run "
                                    "every interleaf stage over the crawl with Apache Beam, train the reference "
                                    "model on the token shards, generate images, run the benchmark and write "
-                                   "the report. About 11 minutes on 2 cores (measured: 643 s), plus setup.")
+                                   "the report. About 11 minutes on 2 cores (measured 620 s on a CPU without "
+                                   "native bf16, 643 s on one with AMX), plus setup.")
     p.add_argument("--output", "-o", default="demo-output", metavar="DIR", help="where to write (default: %(default)s)")
     p.add_argument("--examples", type=int, default=d.examples, help=f"captioned images on the site ({d.examples})")
     p.add_argument("--model-seconds", type=float, default=d.model_seconds,

@@ -32,7 +32,7 @@ def _gen_args(p: argparse.ArgumentParser, *, cfg: float, temperature: float, top
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from interleaf.model.transformer import PRESETS
+    from interleaf.model.presets import PRESETS
 
     p = sub.add_parser("train", help="train the reference transformer on token shards",
                        description="Train (or resume, when --out holds a checkpoint) the reference early-fusion "

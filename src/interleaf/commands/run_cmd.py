@@ -8,8 +8,7 @@ import json
 
 from interleaf import config as configfile
 from interleaf.errors import UsageError
-from interleaf.pipelines.ingest import FORMATS
-from interleaf.pipelines.run import MANIFEST, STAGES, RunConfig, run as run_pipeline
+from interleaf.pipelines.names import FORMATS, MANIFEST, STAGES
 
 DEFAULT_STAGES = "ingest,dedup,fetch,clip"
 
@@ -70,7 +69,10 @@ def _given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
+def build_config(args: argparse.Namespace):
+    """The RunConfig of these arguments (imports the pipeline, hence Beam: only when a run starts)."""
+    from interleaf.pipelines.run import RunConfig
+
     cfg = RunConfig()
     file_values = configfile.load_toml(args.config) if args.config else {}
     if "tokenize" in file_values:
@@ -115,6 +117,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     try:
+        from interleaf.pipelines.run import run as run_pipeline
+
         manifest = run_pipeline(args.inputs, args.output, cfg, args.pipeline_args, images_path=args.images)
     except ValueError as e:  # inputs that match nothing, or whose format cannot be told
         raise UsageError(str(e)) from None

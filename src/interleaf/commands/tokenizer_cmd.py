@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import random
@@ -129,8 +128,8 @@ def _held_out(sha: str, fraction: float) -> bool:
 
 def _load_images(path: str, size: int, max_images: int, fraction: float):
     import torch
-    from PIL import Image, UnidentifiedImageError
 
+    from interleaf.imagefile import ImageDecodeError, decode
     from interleaf.tokenizers.vq import image_to_tensor
     shards = open_shards(path, kind=KIND_IMAGES)
     train, held, bad = [], [], 0
@@ -139,9 +138,8 @@ def _load_images(path: str, size: int, max_images: int, fraction: float):
             if row["status"] != "ok" or not row["data"]:
                 continue
             try:
-                with Image.open(io.BytesIO(row["data"])) as img:
-                    t = image_to_tensor(img, size)
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                t = image_to_tensor(decode(row["data"]), size)
+            except ImageDecodeError:
                 bad += 1
                 continue
             (held if _held_out(row["sha256"], fraction) else train).append(t)

@@ -11,8 +11,7 @@ import io
 import logging
 import textwrap
 
-from PIL import Image, UnidentifiedImageError
-
+from interleaf.imagefile import ImageDecodeError, decode, read_header
 from interleaf.report.svg import esc, fmt
 from interleaf.schemas.document import Document
 
@@ -28,19 +27,19 @@ def thumbnail(data: bytes, fmt_: str | None) -> tuple[bytes, str]:
     when Pillow cannot read them (the browser may still)."""
     mime = f"image/{(fmt_ or 'jpeg').lower()}"
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if max(im.size) <= THUMB_SIDE and len(data) < 64_000:
-                return data, mime
-            im.seek(0)
-            im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
-            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            out = io.BytesIO()
-            if im.mode == "RGBA":
-                im.save(out, "PNG", optimize=True)
-                return out.getvalue(), "image/png"
-            im.save(out, "JPEG", quality=82)
-            return out.getvalue(), "image/jpeg"
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        width, height, _ = read_header(data)
+        if max(width, height) <= THUMB_SIDE and len(data) < 64_000:
+            return data, mime
+        im = decode(data)  # the first frame of an animation
+        im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+        im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        out = io.BytesIO()
+        if im.mode == "RGBA":
+            im.save(out, "PNG", optimize=True)
+            return out.getvalue(), "image/png"
+        im.save(out, "JPEG", quality=82)
+        return out.getvalue(), "image/jpeg"
+    except (ImageDecodeError, OSError) as e:  # OSError: an encoder failing on what it was given
         log.debug("cannot thumbnail an image (%s); embedding it as stored", e)
         return data, mime
 
