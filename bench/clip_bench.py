@@ -27,6 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results import table, write_section
 
+from interleaf import shapes
 from interleaf.filters.clip import (
     ClipConfig,
     ClipDecisionConfig,
@@ -42,7 +43,6 @@ from interleaf.filters.clip_model import (
     preprocess_image,
     tokenize,
 )
-from interleaf.model import shapes
 from interleaf.pipelines.clip import INFERENCE_NAMESPACE, ClipFilter
 from interleaf.pipelines.common import create_pipeline, funnel_from, pipeline_options
 from interleaf.schemas.document import Document, Node

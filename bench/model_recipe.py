@@ -26,9 +26,9 @@ import torch
 from interleaf import precision
 from interleaf.model.corpus import CorpusConfig, make_examples, tokenize_examples
 from interleaf.model.generate import GenerationConfig, Generator
-from interleaf.model.geneval import DEFAULT_HELD_OUT, ground_truth, make_suite, run_eval
-from interleaf.model.shapes import render
+from interleaf.model.geneval import ground_truth, make_suite, run_eval
 from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
+from interleaf.shapes import DEFAULT_HELD_OUT, render
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import (
     VQModel,

@@ -25,12 +25,12 @@ import torch
 from PIL import Image
 from results import table, write_section  # bench/ is sys.path[0] when run as a script
 
-from interleaf.model.shapes import caption, random_scene, render
 from interleaf.pipelines.common import create_pipeline, pipeline_options
 from interleaf.pipelines.tokenize import TokenizeConfig, TokenizerSet, tokenize_stage
 from interleaf.schemas.document import Document, Node, documents_from_table, documents_to_table
 from interleaf.schemas.image import ImageRecord, images_from_table, images_to_table
 from interleaf.schemas.tokens import tokens_to_table
+from interleaf.shapes import caption, random_scene, render
 from interleaf.shards import open_shards, read_shard, write_shard, write_shards
 from interleaf.tokenizers.codec import SequenceCodec
 from interleaf.tokenizers.text_bpe import TextTokenizer

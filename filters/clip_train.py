@@ -1,7 +1,7 @@
 """A small CLIP trainer: open_clip's own model and ClipLoss on (image, caption) pairs.
 
 No published weights can be downloaded here, so the tests, the demo and the benchmark train a tiny CLIP
-(filters/clip.py tiny_clip_config) on the synthetic shape scenes of model/shapes.py, or on the (image, alt
+(filters/clip.py tiny_clip_config) on the synthetic shape scenes of interleaf.shapes, or on the (image, alt
 text) pairs of an image store and its documents. The checkpoint is open_clip's format ({"state_dict": ...})
 plus an "interleaf" entry with the model config and a calibrated threshold, and loads through the same
 code path as published weights: ClipModelConfig(model_name=..., pretrained="/path/ckpt.pt").
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from interleaf import precision
+from interleaf import precision, shapes
 from interleaf.filters.clip import ClipModelConfig, ClipTextConfig
 from interleaf.filters.clip_model import (
     CHECKPOINT_META_KEY,
@@ -33,7 +33,6 @@ from interleaf.filters.clip_model import (
     tokenize,
 )
 from interleaf.imagefile import ImageDecodeError, decode
-from interleaf.model import shapes
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import STATUS_OK, ImageRecord
 

@@ -14,22 +14,25 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from interleaf.model.geneval import (
+from interleaf.schemas.document import Document, Node
+from interleaf.shapes import (
     COUNT_SIZE,
     DEFAULT_HELD_OUT,
     IMAGE_SIZE,
+    NUMBER_WORDS,
     PAIR_SIZE,
     RELATIONS,
+    SHAPES,
     SINGLE_SIZE,
     HeldOut,
-    _a,
+    Scene,
     allowed_colors,
     object_box,
     place,
     relative_position,
+    render,
+    with_article,
 )
-from interleaf.model.shapes import NUMBER_WORDS, SHAPES, Scene, render
-from interleaf.schemas.document import Document, Node
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ def sample_example(rng: random.Random, kind: str, held_out: HeldOut) -> Example:
     s, t = rng.sample(SHAPES, 2)
     c = rng.choice(allowed_colors(s, held_out))
     d = rng.choice([x for x in allowed_colors(t, held_out) if x != c])
-    words = {"s": s, "t": t, "c": c, "d": d, "a_s": _a(s), "a_t": _a(t), "a_c": _a(c), "a_d": _a(d)}
+    words = {"s": s, "t": t, "c": c, "d": d, "a_s": with_article(s), "a_t": with_article(t),
+             "a_c": with_article(c), "a_d": with_article(d)}
     if kind in ("single_object", "colors"):
         scene = place(rng, [(s, c)], size_range=SINGLE_SIZE)
     elif kind == "counting":

@@ -1,7 +1,7 @@
 """A synthetic analogue of GenEval (Ghosh et al. 2023, github.com/djghosh13/geneval) that runs on the CPU.
 
 GenEval asks a text-to-image model for prompts of six kinds and checks each image with an object detector
-and a CLIP colour classifier. Here the objects are the flat-coloured shapes of model/shapes.py (circle, square,
+and a CLIP colour classifier. Here the objects are the flat-coloured shapes of interleaf.shapes (circle, square,
 triangle; the palette's colours), so the detector is a rule: every pixel takes the nearest palette colour
 (or the white background), each colour's 4-connected components are objects, and an object's shape follows
 from its bounding box: how much of the box it fills (square ~1, circle ~pi/4, triangle ~1/2) and how its area
@@ -34,15 +34,31 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from interleaf.model.shapes import BACKGROUND, COLORS, NUMBER_WORDS, SHAPES, Scene, ShapeObject, render
+from interleaf.shapes import (
+    BACKGROUND,
+    COLORS,
+    COUNT_SIZE,
+    DEFAULT_HELD_OUT,
+    IMAGE_SIZE,
+    NUMBER_WORDS,
+    PAIR_SIZE,
+    RELATIONS,
+    SHAPES,
+    SINGLE_SIZE,
+    HeldOut,
+    Scene,
+    allowed_colors,
+    object_box,
+    place,
+    relative_position,
+    render,
+    with_article,
+)
 
 log = logging.getLogger(__name__)
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-RELATIONS = ("left of", "right of", "above", "below")
-CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-POSITION_THRESHOLD = 0.1  # GenEval's default: box-centre offsets are shrunk by 0.1 x (summed box sizes)
-IMAGE_SIZE = 32  # the tiny VQ's image side
+
 
 # Detector thresholds, calibrated on renders of 6 to 16 pixel shapes and on their round trips through the
 # recipe's tiny VQ (27 dB): renders fill their box 1.0 (square), 0.71-0.81 (circle), 0.50-0.58 (triangle),
@@ -60,77 +76,19 @@ MIN_AREA_FRACTION = 0.008  # components smaller than this share of the image (8 
 MAX_COLOR_DISTANCE = 75.0
 
 
-# ---------------------------------------------------------------- held-out combinations
-
-@dataclass(frozen=True, kw_only=True)
-class HeldOut:
-    """Combinations the training corpus never shows; prompts asking for one are scored as held-out."""
-
-    color_shapes: frozenset = frozenset()  # (color, shape) pairs never drawn
-    arrangements: frozenset = frozenset()  # (shape_a, relation, shape_b): a never shown `relation` b
-
-    def pair_held_out(self, color: str | None, shape: str) -> bool:
-        return color is not None and (color, shape) in self.color_shapes
-
-    def arrangement_held_out(self, a: str, relation: str, b: str) -> bool:
-        return (a, relation, b) in self.arrangements or (b, CONVERSE[relation], a) in self.arrangements
-
-    def scene_held_out(self, scene: Scene) -> bool:
-        """Does a (training) scene show a held-out pair or arrangement?"""
-        if any(self.pair_held_out(o.color, o.shape) for o in scene.objects):
-            return True
-        for a in scene.objects:
-            for b in scene.objects:
-                if a is not b and any(self.arrangement_held_out(a.shape, r, b.shape)
-                                      for r in relative_position(object_box(a), object_box(b))):
-                    return True
-        return False
-
-    def prompt_held_out(self, metadata: dict) -> bool:
-        include = metadata["include"]
-        if any(self.pair_held_out(r.get("color"), r["class"]) for r in include):
-            return True
-        for r in include:
-            if "position" in r:
-                relation, target = r["position"]
-                if self.arrangement_held_out(r["class"], relation, include[target]["class"]):
-                    return True
-        return False
-
-    def to_json(self) -> dict:
-        return {"color_shapes": sorted(map(list, self.color_shapes)),
-                "arrangements": sorted(map(list, self.arrangements))}
-
-    @classmethod
-    def from_json(cls, d: dict) -> HeldOut:
-        return cls(color_shapes=frozenset(map(tuple, d.get("color_shapes", []))),
-                   arrangements=frozenset(map(tuple, d.get("arrangements", []))))
-
-
-# Each colour keeps 4-5 of its 6 shapes pairings... and each shape 5 of its 6 colours, so every word is seen.
-DEFAULT_HELD_OUT = HeldOut(
-    color_shapes=frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")}),
-    arrangements=frozenset({("circle", "above", "square"), ("triangle", "left of", "circle")}),
-)
-
-
 # ---------------------------------------------------------------- prompts in GenEval's format
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
 
 def _plural(shape: str) -> str:
     return shape + "s"
 
 
 def prompt_single(shape: str) -> dict:
-    return {"tag": "single_object", "include": [{"class": shape, "count": 1}], "prompt": f"a photo of {_a(shape)}"}
+    return {"tag": "single_object", "include": [{"class": shape, "count": 1}], "prompt": f"a photo of {with_article(shape)}"}
 
 
 def prompt_two(a: str, b: str) -> dict:
     return {"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
-            "prompt": f"a photo of {_a(a)} and {_a(b)}"}
+            "prompt": f"a photo of {with_article(a)} and {with_article(b)}"}
 
 
 def prompt_counting(shape: str, n: int) -> dict:
@@ -141,20 +99,20 @@ def prompt_counting(shape: str, n: int) -> dict:
 
 def prompt_color(color: str, shape: str) -> dict:
     return {"tag": "colors", "include": [{"class": shape, "count": 1, "color": color}],
-            "prompt": f"a photo of {_a(color)} {shape}"}
+            "prompt": f"a photo of {with_article(color)} {shape}"}
 
 
 def prompt_position(a: str, relation: str, b: str) -> dict:
     """`a` `relation` `b`: GenEval lists the target b first and a with ("relation", 0)."""
     return {"tag": "position", "include": [{"class": b, "count": 1},
                                            {"class": a, "count": 1, "position": [relation, 0]}],
-            "prompt": f"a photo of {_a(a)} {relation} {_a(b)}"}
+            "prompt": f"a photo of {with_article(a)} {relation} {with_article(b)}"}
 
 
 def prompt_color_attr(ca: str, a: str, cb: str, b: str) -> dict:
     return {"tag": "color_attr", "include": [{"class": a, "count": 1, "color": ca},
                                              {"class": b, "count": 1, "color": cb}],
-            "prompt": f"a photo of {_a(ca)} {a} and {_a(cb)} {b}"}
+            "prompt": f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}"}
 
 
 def make_suite(*, seed: int = 0, color_attr: int = 30, held_out: HeldOut = DEFAULT_HELD_OUT) -> list[dict]:
@@ -241,28 +199,6 @@ def detect(image: Image.Image) -> list[Detection]:
     return sorted(found, key=lambda d: -d.area)
 
 
-def relative_position(box_a, box_b) -> set[str]:
-    """Where a is relative to b under GenEval's rule (boxes x0, y0, x1, y1; image y grows downwards)."""
-    a, b = np.asarray(box_a, dtype=float), np.asarray(box_b, dtype=float)
-    centre_a, centre_b = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
-    size_a, size_b = np.abs(a[2:] - a[:2]), np.abs(b[2:] - b[:2])
-    offset = centre_a - centre_b
-    shrunk = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (size_a + size_b), 0) * np.sign(offset)
-    if np.all(np.abs(shrunk) < 1e-3):
-        return set()
-    dx, dy = shrunk / np.linalg.norm(offset)
-    out = set()
-    if dx < -0.5:
-        out.add("left of")
-    if dx > 0.5:
-        out.add("right of")
-    if dy < -0.5:
-        out.add("above")
-    if dy > 0.5:
-        out.add("below")
-    return out
-
-
 def evaluate(image: Image.Image, metadata: dict) -> tuple[bool, str]:
     """GenEval's verdict on one image: (correct, reasons). Includes are ANDed, excludes ORed; colour and
     position are checked on the largest `count` objects of the class."""
@@ -307,43 +243,6 @@ def evaluate(image: Image.Image, metadata: dict) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------- scenes that satisfy a prompt
-
-def object_box(o: ShapeObject, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
-    """The pixel box shapes.render draws the object in."""
-    half, x, y = o.size * size / 2, o.cx * size, o.cy * size
-    return round(x - half), round(y - half), round(x + half) - 1, round(y + half) - 1
-
-
-def place(rng: random.Random, specs: list[tuple[str, str]], *, size_range: tuple[float, float],
-          gap: float = 0.08, accept=None, tries: int = 500) -> Scene:
-    """Objects of the given (shape, color) at random non-overlapping places, `gap` apart (a fraction of the
-    image side; 0.08 = 2.5 px at 32, so blurred reconstructions do not merge neighbours), optionally until
-    `accept(scene)` holds."""
-    for _ in range(tries):
-        objs: list[ShapeObject] = []
-        for shape, color in specs:
-            s = rng.uniform(*size_range)
-            m = s / 2 + 0.03
-            o = ShapeObject(shape=shape, color=color, cx=rng.uniform(m, 1 - m), cy=rng.uniform(m, 1 - m), size=s)
-            if any(abs(o.cx - p.cx) < (o.size + p.size) / 2 + gap and abs(o.cy - p.cy) < (o.size + p.size) / 2 + gap
-                   for p in objs):
-                break
-            objs.append(o)
-        if len(objs) == len(specs):
-            scene = Scene(tuple(objs))
-            if accept is None or accept(scene):
-                return scene
-    raise ValueError(f"could not place {specs} in {tries} tries")
-
-
-SINGLE_SIZE = (0.35, 0.5)
-PAIR_SIZE = (0.25, 0.32)
-COUNT_SIZE = (0.2, 0.25)
-
-
-def allowed_colors(shape: str, held_out: HeldOut | None) -> list[str]:
-    return [c for c in COLORS if held_out is None or not held_out.pair_held_out(c, shape)]
-
 
 def scene_for(metadata: dict, rng: random.Random, *, held_out: HeldOut | None = None) -> Scene:
     """A scene that satisfies a prompt. Unspecified colours are drawn at random (never a held-out pair when

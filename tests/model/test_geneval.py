@@ -9,21 +9,27 @@ from PIL import Image, ImageFilter
 
 from interleaf.model.corpus import CorpusConfig, make_examples, to_documents, write_site
 from interleaf.model.geneval import (
-    CONVERSE,
-    DEFAULT_HELD_OUT,
     TASKS,
-    HeldOut,
     detect,
     evaluate,
     ground_truth,
     make_suite,
     read_metadata,
-    relative_position,
     scene_for,
     score_images,
     write_metadata,
 )
-from interleaf.model.shapes import COLORS, SHAPES, Scene, ShapeObject, render
+from interleaf.shapes import (
+    COLORS,
+    CONVERSE,
+    DEFAULT_HELD_OUT,
+    SHAPES,
+    HeldOut,
+    Scene,
+    ShapeObject,
+    relative_position,
+    render,
+)
 
 
 def test_suite_is_in_genevals_metadata_format(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from interleaf import shapes
 from interleaf.filters.clip import (
     ClipConfig,
     ClipDecisionConfig,
@@ -24,7 +25,6 @@ from interleaf.filters.clip import (
 )
 from interleaf.filters.clip_model import TINY_CLIP_NAME, image_transform, preprocess_image
 from interleaf.filters.clip_train import ClipTrainConfig, mismatched_caption, pair_auc, train_on_shapes
-from interleaf.model import shapes
 from interleaf.pipelines.clip import IMAGE, TEXT, ClipEmbed, ClipFilter, ReapplyClipDecision
 from interleaf.pipelines.common import (
     WriteShards,

@@ -16,11 +16,11 @@ import torch
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from interleaf.model.shapes import caption, random_scene, render
 from interleaf.pipelines.common import create_pipeline, funnel_from, pipeline_options, unreconciled
 from interleaf.pipelines.tokenize import Tokenize, TokenizeConfig, TokenizerSet, tokenize_stage
 from interleaf.schemas.document import Document, Node, documents_to_table
 from interleaf.schemas.image import ImageRecord, images_to_table
+from interleaf.shapes import caption, random_scene, render
 from interleaf.shards import ShardError, open_shards, write_shards
 from interleaf.tokenizers.codec import SequenceCodec
 from interleaf.tokenizers.text_bpe import TextTokenizer

@@ -10,9 +10,9 @@ import pytest
 
 from interleaf.commands import tokenizer_cmd
 from interleaf.errors import UsageError
-from interleaf.model.shapes import random_scene, render
 from interleaf.schemas.document import documents_to_table
 from interleaf.schemas.image import ImageRecord, images_to_table
+from interleaf.shapes import random_scene, render
 from interleaf.shards import write_shards
 from interleaf.tokenizers.text_bpe import TextTokenizer
 from interleaf.tokenizers.vq import load_vq

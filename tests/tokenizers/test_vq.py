@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from interleaf.model.shapes import random_scene, render
+from interleaf.shapes import random_scene, render
 from interleaf.tokenizers.vq import (
     VQModel,
     VQTrainConfig,

@@ -211,7 +211,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from interleaf.model.geneval import DEFAULT_HELD_OUT, HeldOut, read_metadata, run_eval
+    from interleaf.model.geneval import read_metadata, run_eval
+    from interleaf.shapes import DEFAULT_HELD_OUT, HeldOut
     if args.samples < 1:
         raise UsageError("--samples must be at least 1")
     config = _generation_config(args)

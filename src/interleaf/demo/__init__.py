@@ -89,7 +89,7 @@ def train_tokenizers(models: str, site: str, config: DemoConfig) -> dict:
     import torch
 
     from interleaf.model.corpus import CorpusConfig, make_examples
-    from interleaf.model.shapes import render
+    from interleaf.shapes import render
     from interleaf.tokenizers.text_bpe import TextTokenizer
     from interleaf.tokenizers.vq import VQModel, VQTrainConfig, image_to_tensor, save_vq, train_vq, vq_preset
 
@@ -130,9 +130,9 @@ def _train_clip(path: str, config: DemoConfig):
     from interleaf.filters.clip import ClipTextConfig
     from interleaf.filters.clip_train import ClipTrainConfig, train_on_documents
     from interleaf.model.corpus import CorpusConfig, make_examples
-    from interleaf.model.shapes import render
     from interleaf.schemas.document import Document, Node
     from interleaf.schemas.image import ImageRecord
+    from interleaf.shapes import render
 
     documents, images = [], {}
     for i, e in enumerate(make_examples(CorpusConfig(examples=config.clip_pairs, seed=config.seed + 100))):
