@@ -168,10 +168,10 @@ def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: R
           images_path: str | None = None) -> dict:
     """Add the configured stages and the writers to pipeline `p`; returns the final PCollections."""
     context = RunContext(inputs=inputs, output=output, images_path=images_path)
-    streams, rejected, failed = p, [], []
+    streams, rejected, failed = None, [], []
     for cls in stage_classes(config.stages):
         stage = cls.create(config, context)
-        out = streams | cls.label >> stage
+        out = (p if cls.source else streams) | cls.label >> stage
         rejected.append(out[REJECTED])
         failed.append(out[FAILED])
         streams = {DOCUMENTS: out[DOCUMENTS], IMAGES: out[IMAGES]}
