@@ -43,7 +43,7 @@ class ClipModelConfig:
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     # open_clip precision, or "auto": bf16 where the device has native bf16 (a GPU from Ampere on, a CPU with
     # AMX or AVX512-BF16), else fp32 (interleaf.precision). fp32 by default: bf16 was slower than fp32 for
-    # CLIP on the CPUs measured (../shared/ENVIRONMENT.md), and scores then do not depend on the worker's CPU.
+    # CLIP on the CPUs measured (ViT-B-32, 2 cores, 2026-11), and scores then do not depend on the CPU.
     precision: str = "fp32"
     # torch.set_num_threads in each worker process; None keeps torch's default (one per core). Beam runs
     # several DoFn threads per process: they share one model, and torch's intra-op pool, through this. On

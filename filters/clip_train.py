@@ -63,7 +63,7 @@ class ClipTrainConfig:
     num_threads: int | None = None
     # "fp32" (default), "auto" or "bf16": interleaf.precision's rule (bf16 autocast only where the hardware
     # has native bf16 when "auto"); fp32 by default, as the CLIP stage: bf16 was slower than fp32 for CLIP on
-    # the CPUs measured (../shared/ENVIRONMENT.md) and scores then do not depend on the worker's CPU.
+    # the CPUs measured (ViT-B-32, 2 cores, 2026-11) and scores then do not depend on the CPU.
     precision: str = "fp32"
     max_seconds: float | None = None  # stop early when a step would end past this (shared machines)
     log_every: int = 50  # steps between loss logs

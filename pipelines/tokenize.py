@@ -398,7 +398,7 @@ class TokenizeStage(Stage):
     Documents and images pass through unchanged. The accelerator resource hint, when given, applies to the
     encoding step (the VQ), not to the writing."""
 
-    name, label, units = "tokenize", "Tokenize", ("documents", "nodes", "images")
+    name, label, units = "tokenize", "Tokenize", ("documents", "nodes", "images", "tokens")
 
     def __init__(self, config: TokenizeConfig, directory: str, accelerator: str | None = None):
         super().__init__()

@@ -22,6 +22,11 @@ def test_small_demo_runs_end_to_end(tmp_path):
     funnel = s["pipeline"]["funnel"]
     assert {"ingest", "dedup", "fetch", "clip", "tokenize", "final"} <= set(funnel)
     assert s["pipeline"]["unreconciled"] == []
+    from interleaf.pipelines.run import STAGES, stage_classes
+    declared: dict[str, set] = {}
+    for cls in stage_classes(list(STAGES)):  # every stage counts only the funnel units it declares
+        declared.setdefault(cls.name, set()).update(cls.units)
+    assert all(set(units) <= declared[stage] for stage, units in funnel.items()), funnel.keys()
     assert funnel["ingest"]["records"]["in"] == 2 * s["crawl"]["pages"] + 1  # request + response + warcinfo
     assert funnel["fetch"]["images"]["out"] > 0.9 * funnel["fetch"]["images"]["in"]  # served on 127.0.0.1
     # the real 2008 pages are too short for the quality rules: rejected with a reason, not lost

@@ -3,8 +3,8 @@
 bf16 autocast pays off only where the hardware has bf16 arithmetic: CUDA GPUs from Ampere on, and CPUs
 with AMX tiles or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later), or Arm's BF16
 extension. Elsewhere PyTorch emulates it: on an AMD EPYC whose torch capability is AVX2, one
-1024x256 @ 256x1024 matmul forward and backward took 541 ms in bf16 against 22 ms in fp32 (25x; issue 14,
-../shared/ENVIRONMENT.md). So every place that trains or runs a model asks `choose()` with its setting
+1024x256 @ 256x1024 matmul forward and backward took 541 ms in bf16 against 22 ms in fp32 (25x; issue 14),
+and bench/precision_bench.py measured the project's own steps 12-16x slower in bf16 there (bench/RESULTS.md). So every place that trains or runs a model asks `choose()` with its setting
 ("auto", "bf16" or "fp32") and gets bf16 only where it is native, unless the setting forces one.
 
 `native_bf16()` is a pure function of what the CPU reports, so the rule is tested without the hardware.
@@ -12,6 +12,7 @@ extension. Elsewhere PyTorch emulates it: on an AMD EPYC whose torch capability 
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def native_bf16(features: CpuFeatures) -> tuple[bool, str]:
                    "would be emulated, about 25x slower than fp32")
 
 
+@functools.cache
 def cpu_features() -> CpuFeatures:
-    """This machine's CpuFeatures, read through torch (x86) or /proc/cpuinfo (Arm)."""
+    """This machine's CpuFeatures, read through torch (x86) or /proc/cpuinfo (Arm); once per process."""
     import torch
 
     cpu = torch.cpu

@@ -9,10 +9,11 @@ by their keys, URLs and status, not their perceptual hash (a float DCT).
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
-from interleaf.pipelines.run import RunConfig, run
+from interleaf.pipelines.run import RunConfig, run, stage_classes
 from interleaf.schemas.image import images_from_table
 from interleaf.shards import list_shards, open_shards
 
@@ -46,11 +47,28 @@ def _outputs(out) -> dict:
 EXPECTED = {"documents": "4e7616bb27ffed53", "rejected": "00d8399f136e66d4", "images": "bd9201a1b09a700e"}
 
 
-@pytest.mark.slow
-def test_ingest_and_dedup_write_the_same_bytes_as_before_the_stage_contract(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    data_dir = Path(__file__).parent.parent / "data"
+    out = tmp_path_factory.mktemp("run") / "out"
     cfg = RunConfig(stages=["ingest", "dedup"], num_shards=2)
     cfg.ingest.quality.min_images = 0
-    m = run([str(data_dir / "warc" / n) for n in WARCS] + [str(data_dir / n) for n in OTHERS],
-            str(tmp_path / "out"), cfg)
+    m = run([str(data_dir / "warc" / n) for n in WARCS] + [str(data_dir / n) for n in OTHERS], str(out), cfg)
+    return out, m
+
+
+@pytest.mark.slow
+def test_ingest_and_dedup_write_the_same_bytes_as_before_the_stage_contract(fixture_run):
+    out, m = fixture_run
     assert m["unreconciled"] == []
-    assert _outputs(tmp_path / "out") == EXPECTED
+    assert _outputs(out) == EXPECTED
+
+
+@pytest.mark.slow
+def test_each_stage_counts_only_the_units_it_declares(fixture_run):
+    _, m = fixture_run
+    declared: dict[str, set] = {}
+    for cls in stage_classes(["ingest", "dedup"]):
+        declared.setdefault(cls.name, set()).update(cls.units)
+    for stage, units in m["funnel"].items():
+        assert set(units) <= declared[stage], (stage, set(units) - declared[stage])

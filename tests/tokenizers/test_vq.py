@@ -13,17 +13,15 @@ from PIL import Image
 from interleaf.shapes import random_scene, render
 from interleaf.tokenizers.vq import (
     VQModel,
-    VQTrainConfig,
-    evaluate_vq,
     file_sha256,
     image_to_tensor,
     load_vq,
     read_vq_config,
     save_vq,
     tensor_to_image,
-    train_vq,
     vq_preset,
 )
+from interleaf.tokenizers.vq_train import VQTrainConfig, evaluate_vq, train_vq
 
 # a smaller model than the tiny preset, for the fast tests: same code paths, a tenth of the compute
 MICRO = replace(vq_preset("tiny"), image_size=16, channels=8, channel_mult=(1, 2), z_channels=8,

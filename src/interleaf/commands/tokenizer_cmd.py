@@ -160,7 +160,8 @@ def _train_image(args) -> int:
 
     import torch
 
-    from interleaf.tokenizers.vq import VQModel, VQTrainConfig, save_vq, train_vq, vq_preset
+    from interleaf.tokenizers.vq import VQModel, save_vq, vq_preset
+    from interleaf.tokenizers.vq_train import VQTrainConfig, train_vq
     if args.steps < 1 or args.batch_size < 1 or args.max_images < 0 or not 0 <= args.held_out < 1:
         raise UsageError("--steps and --batch-size must be at least 1, --max-images 0 or more, "
                          "--held-out in [0, 1)")

@@ -91,7 +91,8 @@ def train_tokenizers(models: str, site: str, config: DemoConfig) -> dict:
     from interleaf.model.corpus import CorpusConfig, make_examples
     from interleaf.shapes import render
     from interleaf.tokenizers.text_bpe import TextTokenizer
-    from interleaf.tokenizers.vq import VQModel, VQTrainConfig, image_to_tensor, save_vq, train_vq, vq_preset
+    from interleaf.tokenizers.vq import VQModel, image_to_tensor, save_vq, vq_preset
+    from interleaf.tokenizers.vq_train import VQTrainConfig, train_vq
 
     torch.set_num_threads(config.threads)
     out = {}
@@ -286,8 +287,7 @@ def _planted_outcome(run_dir: str, planted: list[int]) -> dict:
 def _train_model(run_dir: str, model_dir: str, models: dict, config: DemoConfig) -> dict:
     import torch
 
-    from interleaf import precision
-    from interleaf.model.train import TrainConfig, read_loss_log, train
+    from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
 
     torch.set_num_threads(config.model_threads or min(8, _usable_cores()))
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -304,13 +304,14 @@ def _train_model(run_dir: str, model_dir: str, models: dict, config: DemoConfig)
     losses = read_loss_log(model_dir)
     seconds = time.perf_counter() - started
     trained = losses[-1]["elapsed_s"]
-    chosen = precision.choose(tc.precision, "cpu", purpose="training")
+    with open(os.path.join(latest_checkpoint(model_dir), "meta.json")) as f:
+        chosen = json.load(f)["precision"]  # what the trainer chose, and why
     speed = {"seconds_per_step": round(trained / len(losses), 3),
              "tokens_per_s": round(len(losses) * tc.batch_size * tc.seq_len / trained),
-             "precision": chosen.dtype, "precision_reason": chosen.reason}
+             "precision": chosen["dtype"], "precision_reason": chosen["reason"]}
     over = seconds - config.model_seconds
     log.info("reference model: %d steps in %.0f s (%.2f s per step, %d tokens/s, %s; budget %.0f s%s)",
-             len(losses), seconds, speed["seconds_per_step"], speed["tokens_per_s"], chosen.dtype,
+             len(losses), seconds, speed["seconds_per_step"], speed["tokens_per_s"], chosen["dtype"],
              config.model_seconds, f", {over:.0f} s over" if over > 0 else "")
     return {"dir": model_dir, "steps": len(losses), "first": losses[0], "last": losses[-1],
             "seconds": round(seconds, 1), "budget_s": config.model_seconds, "over_budget_s": round(max(0.0, over), 1),
