@@ -5,14 +5,16 @@ Order of work for one URL, cheapest refusal first:
   scheme -> opt-out list (URL, domain) -> robots.txt of the host (fetched once, cached) -> guarded GET
   (each redirect hop re-checked: opt-out, robots.txt, address) -> X-Robots-Tag of the response, before the
   body is read -> body capped in bytes and time -> magic bytes of an allowed format -> dimensions read from
-  the header by Pillow, nothing decoded -> size and aspect rules -> opt-out by sha256 -> Resizer.
+  the header by Pillow, nothing decoded -> size and aspect rules (filters.image_rules, the same rules that
+  every image of a run meets later) -> opt-out by sha256 -> Resizer.
 
 img2dataset pieces used: `resizer.Resizer` for decoding, resizing and encoding (image size, resize mode and
 encode format as configured; the original size comes back with it). Two measured pitfalls are designed
 around: the Resizer redirects the whole process's stdout/stderr on every call and is not thread-safe, so
 every call goes through one lock per process; and OpenCV decodes a 20000x20000 PNG completely before the
 Resizer's own area check (+760 MB), so no image reaches it unless its header declares at most
-`max_pixels`. img2dataset's `download_image` is not used: see fetch_http for what it lacks.
+`max_pixels` (filters.image_rules). img2dataset's `download_image` is not used: see fetch_http for what
+it lacks.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from PIL import Image
-
 from interleaf import __version__
 from interleaf.filters.consent import (
     DEFAULT_DISALLOWED_DIRECTIVES,
@@ -37,8 +37,9 @@ from interleaf.filters.consent import (
     x_robots_refusal,
 )
 from interleaf.filters.fetch_http import FetchError, HttpLimits, Watchdog, open_url
+from interleaf.filters.image_rules import ImageRules, format_refusal, header_size, size_refusal, sniff_format
 from interleaf.filters.optout import OPTED_OUT, OptOutList
-from interleaf.imagefile import ImageDecodeError, read_header
+from interleaf.imagefile import ImageDecodeError
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,6 @@ log = logging.getLogger(__name__)
 # Failures worth trying again in a later run; the others are permanent and a rerun skips them.
 # http_4xx counts only for 429 (Too Many Requests), read from the error message ("HTTP 429 ...").
 TRANSIENT_STATUSES = frozenset({"dns", "connect", "timeout", "http_5xx", "error"})
-
-# Magic bytes of the formats the Resizer (OpenCV) decodes and the store accepts.
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-)
-_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP"}
-
 
 @dataclass(frozen=True, kw_only=True)
 class FetchConfig:
@@ -79,12 +70,6 @@ class FetchConfig:
     retries: int = 2  # further attempts after 429/5xx/connection reset within a run (img2dataset: 0)
     backoff_s: float = 1.0  # first backoff when no Retry-After; doubles per attempt
     max_retry_after_s: float = 60.0  # a longer Retry-After is not waited for: the URL fails, transient
-    allowed_formats: tuple[str, ...] = ("jpeg", "png", "gif", "webp")  # what OpenCV decodes and we store
-    min_side: int = 150  # px; OBELICS (Laurençon et al. 2023, sec. 3.5): sides below 150 px removed
-    max_side: int = 20_000  # px; OBELICS: sides above 20,000 px removed
-    max_aspect_ratio: float = 2.0  # OBELICS: aspect ratio above 2 (or below 1/2) removed
-    max_pixels: int = Image.MAX_IMAGE_PIXELS  # header-declared area above this is never decoded: Pillow's
-    # decompression-bomb threshold (89,478,485 px, about 256 MiB as 24-bit RGB)
     image_size: int = 256  # px, img2dataset's default `image_size`
     resize_mode: str = "keep_ratio"  # img2dataset ResizeMode: no, keep_ratio, center_crop, border,
     # keep_ratio_largest; keep_ratio (smaller side to image_size) keeps the whole image for later crops
@@ -94,11 +79,7 @@ class FetchConfig:
 
     def validate(self) -> None:
         problems = []
-        if self.min_side < 1 or self.max_side < self.min_side:
-            problems.append(f"need 1 <= min_side <= max_side, found {self.min_side} and {self.max_side}")
-        if self.max_aspect_ratio < 1:
-            problems.append(f"max_aspect_ratio must be at least 1, found {self.max_aspect_ratio}")
-        for name in ("connect_timeout_s", "read_timeout_s", "total_timeout_s", "max_bytes", "max_pixels"):
+        for name in ("connect_timeout_s", "read_timeout_s", "total_timeout_s", "max_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, found {getattr(self, name)}")
         for network in self.allowed_networks:
@@ -108,9 +89,6 @@ class FetchConfig:
                 problems.append(f"allowed_networks: {e}")
         if self.retries < 0 or self.max_redirects < 0:
             problems.append("retries and max_redirects must be 0 or more")
-        unknown = set(self.allowed_formats) - set(_PIL_FORMATS)
-        if unknown:
-            problems.append(f"allowed_formats: unknown {sorted(unknown)}; known: {sorted(_PIL_FORMATS)}")
         if self.encode_format not in ("jpg", "png", "webp"):
             problems.append(f"encode_format must be jpg, png or webp (img2dataset), found "
                             f"{self.encode_format!r}")
@@ -133,40 +111,6 @@ def is_transient(record: ImageRecord) -> bool:
     if record.status in TRANSIENT_STATUSES:
         return True
     return record.status == "http_4xx" and (record.error or "").startswith("HTTP 429")
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format the bytes start with (magic numbers), whatever the Content-Type said."""
-    for magic, name in _MAGIC:
-        if data.startswith(magic):
-            return name
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def header_size(data: bytes, fmt: str) -> tuple[int, int]:
-    """(width, height) declared in the header. Pillow's open() reads the header only; nothing is decoded.
-    Raises FetchError decode_error (unreadable header) or too_large (Pillow's own bomb limit, 2x ours)."""
-    try:
-        width, height, _ = read_header(data, formats=[_PIL_FORMATS[fmt]])
-    except ImageDecodeError as e:
-        if e.bomb:
-            raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
-        raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
-    return width, height
-
-
-def size_refusal(width: int, height: int, config: FetchConfig) -> FetchError | None:
-    """The size rule a (width, height) breaks, checked before any decoding, or None."""
-    if width * height > config.max_pixels or max(width, height) > config.max_side:
-        return FetchError("too_large", f"{width}x{height} is above the limits ({config.max_side} px a side, "
-                                       f"{config.max_pixels} px in all); not decoded")
-    if min(width, height) < config.min_side:
-        return FetchError("too_small", f"{width}x{height}: a side is below {config.min_side} px")
-    if max(width, height) / min(width, height) > config.max_aspect_ratio:
-        return FetchError("bad_aspect", f"{width}x{height}: aspect ratio above {config.max_aspect_ratio}")
-    return None
 
 
 class LockedResizer:
@@ -196,9 +140,11 @@ class Fetcher:
     """Fetches single URLs; thread-safe, one per worker process. Holds the robots.txt cache, the deadline
     watchdog and the locked Resizer."""
 
-    def __init__(self, config: FetchConfig):
+    def __init__(self, config: FetchConfig, rules: ImageRules | None = None):
         config.validate()
         self.config = config
+        self.rules = rules or ImageRules()
+        self.rules.validate()
         self.watchdog = Watchdog()
         self.resizer = LockedResizer(config)
         self.robots = RobotsCache(self._fetch_robots, config.user_agent_token)
@@ -290,16 +236,21 @@ class Fetcher:
             response.close(self.watchdog)
         record.original_bytes = len(data)
         fmt = sniff_format(data)
-        if fmt is None or fmt not in config.allowed_formats:
+        if format_refusal(fmt, self.rules) is not None:
             declared = response.headers.get("Content-Type", "no Content-Type")
             found = fmt or f"{data[:16]!r}"
             raise FetchError("not_image", f"{len(data)} bytes served as {declared} are not an allowed image "
-                                          f"({', '.join(config.allowed_formats)}); they start with {found}")
-        width, height = header_size(data, fmt)
+                                          f"({', '.join(self.rules.allowed_formats)}); they start with {found}")
+        try:
+            width, height = header_size(data, fmt)
+        except ImageDecodeError as e:
+            if e.bomb:
+                raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
+            raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
         record.original_width, record.original_height = width, height
-        refused = size_refusal(width, height, config)
+        refused = size_refusal(width, height, self.rules)
         if refused is not None:
-            raise refused
+            raise FetchError(*refused)
         entry = config.optout.match_bytes(data)
         if entry is not None:
             raise FetchError(OPTED_OUT, f"opted out by {entry} (bytes as served)")

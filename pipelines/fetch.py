@@ -41,10 +41,11 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from interleaf import storage
-from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient, size_refusal
+from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient
 from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
+from interleaf.filters.image_rules import SIZE_REASONS, ImageRules, size_refusal
 from interleaf.filters.netguard import ALLOWED_SCHEMES
-from interleaf.filters.optout import OPTED_OUT, OptOutList, apply_to_record
+from interleaf.filters.optout import OPTED_OUT, apply_to_record
 from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
@@ -61,7 +62,7 @@ STAGE = "fetch"
 class FetchImagesConfig:
     """The fetch stage: how each URL is fetched (`fetch`), how hard each worker works, and where it writes."""
 
-    fetch: FetchConfig = field(default_factory=FetchConfig)  # per-URL consent, safety, size rules, resizing
+    fetch: FetchConfig = field(default_factory=FetchConfig)  # per-URL consent, safety, resizing
     store_dir: str | None = None  # image store: read for resume, journaled into, rewritten at the end;
     # None keeps everything in the pipeline (no resume)
     num_shards: int = 1  # shards of the image store written at store_dir
@@ -82,37 +83,6 @@ class FetchImagesConfig:
         if self.per_host_rate < 0 or self.max_hosts_in_flight < 1:
             raise ValueError("invalid FetchImagesConfig: per_host_rate >= 0 and max_hosts_in_flight >= 1 "
                              "needed")
-
-
-def add_arguments(parser) -> None:
-    """The fetch stage's command-line options, for the command that runs the stage (`interleaf run`)."""
-    g = parser.add_argument_group("image fetch")
-    g.add_argument("--allow-private-hosts", action="store_true",
-                   help="fetch from private, loopback and link-local addresses (refused by default)")
-    g.add_argument("--optout-list", metavar="FILE", help="opt-out list: domains, URL patterns, image sha256")
-    g.add_argument("--user-agent-token", default=FetchConfig.user_agent_token,
-                   help="the token robots.txt and X-Robots-Tag address this crawler by")
-    g.add_argument("--image-size", type=int, default=FetchConfig.image_size, help="resize target, px")
-    g.add_argument("--resize-mode", default=FetchConfig.resize_mode, help="img2dataset resize mode")
-    g.add_argument("--encode-format", default=FetchConfig.encode_format, choices=("jpg", "png", "webp"))
-    g.add_argument("--fetch-threads", type=int, default=FetchImagesConfig.threads,
-                   help="requests in flight per worker")
-    g.add_argument("--per-host-concurrency", type=int, default=FetchImagesConfig.per_host_concurrency)
-    g.add_argument("--per-host-rate", type=float, default=FetchImagesConfig.per_host_rate,
-                   help="requests per second per host (0: no limit)")
-
-
-def config_from_args(args, store_dir: str | None, num_shards: int = 1) -> FetchImagesConfig:
-    """A validated FetchImagesConfig from the options of add_arguments()."""
-    optout = OptOutList.load(args.optout_list) if args.optout_list else OptOutList()
-    fetch = FetchConfig(allow_private_hosts=args.allow_private_hosts, optout=optout,
-                        user_agent_token=args.user_agent_token, image_size=args.image_size,
-                        resize_mode=args.resize_mode, encode_format=args.encode_format)
-    config = FetchImagesConfig(fetch=fetch, store_dir=store_dir, num_shards=num_shards,
-                               threads=args.fetch_threads, per_host_concurrency=args.per_host_concurrency,
-                               per_host_rate=args.per_host_rate)
-    config.validate()
-    return config
 
 
 # ---------------------------------------------------------------- pure helpers (tested without Beam)
@@ -144,17 +114,14 @@ def failed(url: str, status: str, error: str) -> ImageRecord:
     return ImageRecord(sha256=None, urls=[url], status=status, error=error, source="fetch")
 
 
-_SIZE_RULES = ("too_small", "bad_aspect", "too_large")
-
-
-def settled(record: ImageRecord, config: FetchConfig) -> bool:
+def settled(record: ImageRecord, rules: ImageRules) -> bool:
     """Whether a failed record stands on a rerun: not transient, and not a size refusal that the current
     size rules would let through (a store made with min_side 150 is refetched for the images of 100-149 px
     a side when a later run lowers min_side to 100: the original size is kept in the failed record)."""
     if is_transient(record):
         return False
-    if record.status in _SIZE_RULES and record.original_width and record.original_height:
-        return size_refusal(record.original_width, record.original_height, config) is not None
+    if record.status in SIZE_REASONS and record.original_width and record.original_height:
+        return size_refusal(record.original_width, record.original_height, rules) is not None
     return True
 
 
@@ -183,8 +150,8 @@ class _Decide(beam.DoFn):
     to keep; tagged "fetch" (host, url) to fetch, "resolved" (url, (status, sha256)) resolved without a
     request."""
 
-    def __init__(self, config: FetchImagesConfig):
-        self.config = config
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
+        self.config, self.rules = config, rules
 
     def process(self, item):
         url, grouped = item
@@ -197,11 +164,11 @@ class _Decide(beam.DoFn):
                 records.append(value)
                 if value.status == STATUS_OK:
                     ok_sha = ok_sha or value.sha256
-        permanent = [r for r in records if r.status != STATUS_OK and settled(r, self.config.fetch)]
+        permanent = [r for r in records if r.status != STATUS_OK and settled(r, self.rules)]
         for r in records:
             # a failure is stale once the URL is known ok, or (unsettled) when refetched or decided otherwise
             stale = r.status != STATUS_OK and (ok_sha is not None or (
-                not settled(r, self.config.fetch) and (needed or bool(permanent))))
+                not settled(r, self.rules) and (needed or bool(permanent))))
             if not stale:
                 yield r
         if not needed:
@@ -243,12 +210,12 @@ class _FetchHosts(CountingDoFn):
 
     stage = STAGE
 
-    def __init__(self, config: FetchImagesConfig):
-        self.config = config
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
+        self.config, self.rules = config, rules
 
     def setup(self):
         super().setup()
-        self.fetcher = Fetcher(self.config.fetch)
+        self.fetcher = Fetcher(self.config.fetch, self.rules)
         self.scheduler = HostScheduler(self._work, self._on_done, threads=self.config.threads,
                                        per_host_concurrency=self.config.per_host_concurrency,
                                        per_host_rate=self.config.per_host_rate)
@@ -398,10 +365,11 @@ def _delete(path: str) -> None:
 class FetchImages(beam.PTransform):
     """Documents in; documents with image nodes resolved, and the image store, out (see module docstring)."""
 
-    def __init__(self, config: FetchImagesConfig, label: str | None = None):
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules | None = None, label: str | None = None):
         super().__init__(label)
         config.validate()
-        self.config = config
+        self.config, self.rules = config, rules or ImageRules()
+        self.rules.validate()
 
     def expand(self, pcolls):
         if isinstance(pcolls, dict):
@@ -437,12 +405,12 @@ class FetchImages(beam.PTransform):
 
         decided = ({"need": need, "prior": prior_by_url}
                    | "GroupByUrl" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.ParDo(_Decide(config)).with_outputs("fetch", "resolved", main="kept"))
+                   | "Decide" >> beam.ParDo(_Decide(config, self.rules)).with_outputs("fetch", "resolved", main="kept"))
 
         # (host, [url, ...]) -> ImageRecord per URL fetched in this run
         fetched = (decided.fetch
                    | "GroupByHost" >> beam.GroupByKey()
-                   | "Fetch" >> beam.ParDo(_FetchHosts(config)))
+                   | "Fetch" >> beam.ParDo(_FetchHosts(config, self.rules)))
         # (url, (status, sha256 or None, from_store))
         fetched_res = fetched | "FetchedOutcome" >> beam.Map(
             lambda r: (r.urls[0], (r.status, r.sha256, False)))
@@ -479,9 +447,9 @@ class FetchStage(Stage):
 
     name, label, units = STAGE, "Fetch", ("documents", "nodes", "images")
 
-    def __init__(self, config: FetchImagesConfig):
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
         super().__init__()
-        self.config = config
+        self.config, self.rules = config, rules
 
     @classmethod
     def validate(cls, config) -> None:
@@ -489,9 +457,11 @@ class FetchStage(Stage):
 
     @classmethod
     def create(cls, config, context: RunContext) -> FetchStage:
+        """The run's image rules (section image_rules) refuse URLs before their bytes are decoded."""
         return cls(replace(config.fetch, store_dir=config.fetch.store_dir
-                           or storage.join(context.output, "cache", "fetch")))
+                           or storage.join(context.output, "cache", "fetch")), config.image_rules)
 
     def expand(self, streams):
-        out = {DOCUMENTS: streams[DOCUMENTS], "store": streams[IMAGES]} | "Images" >> FetchImages(self.config)
+        out = ({DOCUMENTS: streams[DOCUMENTS], "store": streams[IMAGES]}
+               | "Images" >> FetchImages(self.config, self.rules))
         return outputs(out[DOCUMENTS].pipeline, documents=out[DOCUMENTS], images=out[IMAGES])

@@ -1,5 +1,5 @@
 """The last check of a run: the image-count bounds of the quality rules once more, after the image stages
-(fetch, image dedup, CLIP) changed which images a document keeps: a page whose images all failed to fetch
+(fetch, the image rules, image dedup, CLIP) changed which images a document keeps: a page whose images all failed to fetch
 no longer has any. Counted as stage "final"."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from interleaf.pipelines.stage import DOCUMENTS, IMAGES, REJECTED, RunContext, S
 from interleaf.schemas.document import Document
 
 STAGE = "final"
-IMAGE_STAGES = ("fetch", "dedup", "clip")  # the stages that change which images a document keeps
+# the stages that change which images a document keeps (ingest: the image rules on archived images)
+IMAGE_STAGES = ("ingest", "fetch", "dedup", "clip")
 
 
 class _ImageCounts(DecisionDoFn):

@@ -5,6 +5,7 @@ Stages, in order (any subset; a run that does not start with ingest reads interl
     dedup     exact and near-duplicate documents, repeated paragraphs          pipelines/dedup.py
               after fetch (or on archived images): duplicate and too-frequent images   pipelines/dedup_images.py
     fetch     image URLs -> the image store (consent, safety, politeness)   pipelines/fetch.py
+              then every image, fetched or archived, meets the image rules      pipelines/image_rules.py
     clip      image-text similarity with open_clip; drop images that do not belong   pipelines/clip.py
     tokenize  BPE text + VQ image codes -> token shards                      pipelines/tokenize.py
 After the last image stage, documents are checked once more against the image-count bounds (a page whose
@@ -36,6 +37,7 @@ import apache_beam as beam
 
 from interleaf import __version__, storage
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
+from interleaf.filters.image_rules import ImageRules
 from interleaf.pipelines import dataflow
 from interleaf.pipelines.common import (
     WriteShards,
@@ -60,13 +62,15 @@ OUTPUTS = ("documents", "rejected", "images", "tokens", "failed")
 
 # The steps of a run in pipeline order, as (stage name, module, class): each class implements the stage
 # contract (pipelines/stage.py) and says itself whether a run of the configured stages includes it. A
-# module is imported only when its stage may run (clip and tokenize import torch); "shards" and "final"
-# are steps users do not name: the source of a run without ingest, and the last image-count check.
+# module is imported only when its stage may run (clip and tokenize import torch); "shards", "final" and
+# "image_rules" are steps users do not name: the source of a run without ingest, the image rules on every
+# image (fetched or archived), and the last image-count check.
 STAGE_ORDER = (
     ("shards", "interleaf.pipelines.ingest", "ShardsInput"),
     ("ingest", "interleaf.pipelines.ingest", "IngestStage"),
     ("dedup", "interleaf.pipelines.dedup", "DedupDocumentsStage"),
     ("fetch", "interleaf.pipelines.fetch", "FetchStage"),
+    ("image_rules", "interleaf.pipelines.image_rules", "ImageRulesStage"),
     ("dedup", "interleaf.pipelines.dedup_images", "DedupImagesStage"),
     ("clip", "interleaf.pipelines.clip", "ClipStage"),
     ("final", "interleaf.pipelines.final", "FinalStage"),
@@ -94,6 +98,8 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     fetch: FetchImagesConfig = field(default_factory=FetchImagesConfig)
+    # which images are kept (format, sides, aspect, area): every image, fetched or archived
+    image_rules: ImageRules = field(default_factory=ImageRules)
     # LAION's ViT-B-32 (its published threshold 0.28 applies); needs a download once, or a checkpoint file
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(
         model=ClipModelConfig(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k")))

@@ -26,6 +26,11 @@ def load_toml(path: str) -> dict:
         raise UsageError(f"config file {path}: {e}") from None
 
 
+# keys that moved to another section, so that an older config file gets told where they went
+MOVED = {f"fetch.fetch.{key}": f"image_rules.{key}"
+         for key in ("allowed_formats", "min_side", "max_side", "max_aspect_ratio", "max_pixels")}
+
+
 def apply(obj: Any, values: dict, where: str = "") -> Any:
     """A copy of dataclass `obj` with `values` applied (nested dicts go into nested dataclasses)."""
     if not dataclasses.is_dataclass(obj):
@@ -37,6 +42,9 @@ def apply(obj: Any, values: dict, where: str = "") -> Any:
         name = key.replace("-", "_")
         here = f"{where}.{key}" if where else key
         if name not in fields:
+            if here in MOVED:
+                section, _, key = MOVED[here].rpartition(".")
+                raise UsageError(f"config key {here!r} moved: write it as {key} in [{section}]")
             raise UsageError(f"unknown config key {here!r}; known keys here: {', '.join(sorted(fields))}")
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
@@ -82,6 +90,9 @@ def build(cls: type, values: dict, where: str) -> Any:
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in fields:
+            if here in MOVED:
+                section, _, key = MOVED[here].rpartition(".")
+                raise UsageError(f"config key {here!r} moved: write it as {key} in [{section}]")
             raise UsageError(f"unknown config key '{where}.{key}'; known keys here: {', '.join(sorted(fields))}")
         kwargs[name] = _coerce(value, hints[name], f"{where}.{key}")
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING

@@ -12,6 +12,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
 
 from interleaf import shapes
 from interleaf.filters.clip import (
@@ -363,17 +364,21 @@ def test_a_run_writes_the_clip_dead_letters_to_failed(tiny_clip, tmp_path, capsy
     """The stage contract end to end: what the clip stage could not process lands in DIR/failed/ (one row per
     element, with the error), is counted in the funnel, and `interleaf inspect` reads it."""
     from interleaf.cli import main
+    from interleaf.filters.image_rules import ImageRules
     from interleaf.pipelines.run import RunConfig, run
     from interleaf.schemas.failure import failures_from_table
     from interleaf.shards import write_shards
 
     docs, records, _ = _corpus(seed=5, n_docs=3, per_doc=2)
-    broken = ImageRecord(sha256="d" * 64, urls=["http://shapes.test/broken.png"], data=b"\x89PNG truncated")
+    # a PNG cut after its header: it passes the image rules (read from the header) and fails to decode
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(png, "PNG")
+    broken = ImageRecord(sha256="d" * 64, urls=["http://shapes.test/broken.png"], data=png.getvalue()[:60])
     docs.append(Document(doc_id="edge", url="http://shapes.test/edge",
                          nodes=[_image_node(broken), Node.text_node("a red circle")]))
     write_shards(str(tmp_path / "in" / "documents"), [documents_to_table(docs)])
     write_shards(str(tmp_path / "in" / "images"), [images_to_table([*records.values(), broken])])
-    cfg = RunConfig(stages=["clip"], clip=ClipConfig(model=_tiny(tiny_clip)))
+    cfg = RunConfig(stages=["clip"], clip=ClipConfig(model=_tiny(tiny_clip)), image_rules=ImageRules(min_side=16))
     cfg.ingest.quality.min_images = 0
     m = run([str(tmp_path / "in" / "documents")], str(tmp_path / "out"), cfg)
     assert m["unreconciled"] == []

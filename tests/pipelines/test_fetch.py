@@ -1,7 +1,6 @@
 """FetchImages on Beam's local runner against real HTTP servers on 127.0.0.1: the fixture sites served from
 their manifests, resume from a store, and a run killed part-way then rerun without fetching anything twice."""
 
-import argparse
 import hashlib
 import importlib.util
 import io
@@ -20,11 +19,16 @@ from PIL import Image
 
 from interleaf.filters.fetch import FetchConfig
 from interleaf.filters.fetch_journal import list_journals, read_journal
+from interleaf.filters.image_rules import ImageRules
 from interleaf.filters.optout import OptOutList
-from interleaf.pipelines.common import (WriteShards, create_pipeline, funnel_from, pipeline_options,
-                                        unreconciled)
-from interleaf.pipelines.fetch import (FetchImages, FetchImagesConfig, add_arguments, config_from_args,
-                                       fetch_url, host_key, merge_records)
+from interleaf.pipelines.common import (
+    WriteShards,
+    create_pipeline,
+    funnel_from,
+    pipeline_options,
+    unreconciled,
+)
+from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig, fetch_url, host_key, merge_records
 from interleaf.schemas.document import Document, Node, documents_from_table, documents_to_table, make_doc_id
 from interleaf.schemas.image import ImageRecord, images_from_table
 from interleaf.shards import open_shards, write_shard
@@ -43,7 +47,7 @@ def fetch_config(**overrides) -> FetchConfig:
     return FetchConfig(**{**base, **overrides})
 
 
-def run_fetch(docs, store_dir, *, store=None, fetch=None, **config):
+def run_fetch(docs, store_dir, *, store=None, fetch=None, rules=None, **config):
     """Run FetchImages once; returns (documents, image store records, funnel), read back from the shards the
     run wrote (the documents through WriteShards beside the store)."""
     cfg = FetchImagesConfig(fetch=fetch or fetch_config(), store_dir=str(store_dir),
@@ -53,7 +57,7 @@ def run_fetch(docs, store_dir, *, store=None, fetch=None, **config):
     inputs = {"documents": p | "Docs" >> beam.Create(docs)}
     if store is not None:
         inputs["store"] = p | "Store" >> beam.Create(store)
-    result = inputs | FetchImages(cfg)
+    result = inputs | FetchImages(cfg, rules)
     result["documents"] | "WriteDocs" >> WriteShards(docs_dir, documents_to_table, lambda d: d.doc_id)
     outcome = p.run()
     outcome.wait_until_finish()
@@ -79,16 +83,16 @@ def manifest_documents(sites: "servers.Sites") -> tuple[list[Document], dict[str
     return docs, refs
 
 
-def expected_status(site: str, ref: dict, config: FetchConfig) -> str:
+def expected_status(site: str, ref: dict, rules: ImageRules) -> str:
     """What the stage must say about one captured img link, decided from the fixture file itself."""
     if not ref["in_tree"]:
         return "http_4xx"
     entry = next(e for e in servers.load_manifest(site) if e["url"] == ref["resolved"])
     with Image.open(servers.SITES / site / entry["file"]) as im:
         w, h = im.size
-    if min(w, h) < config.min_side:
+    if min(w, h) < rules.min_side:
         return "too_small"
-    if max(w, h) / min(w, h) > config.max_aspect_ratio:
+    if max(w, h) / min(w, h) > rules.max_aspect_ratio:
         return "bad_aspect"
     return "ok"
 
@@ -110,7 +114,7 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
                                                            Node.image_node("data:image/png;base64,iVBORw0KGgo=")])
     docs += [odd, dropped, Document(doc_id="warc", url="http://archived.example/", nodes=[resolved])]
     out_docs, images, funnel = run_fetch(docs, tmp_path / "images", num_shards=2)
-    config = fetch_config()
+    rules = ImageRules()
 
     by_id = {d.doc_id: d for d in out_docs}
     assert set(by_id) == {d.doc_id for d in docs}
@@ -124,7 +128,7 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
                 assert after == before
                 continue
             ref = refs[before.image_url]
-            want = expected_status(ref["site"], ref, config)
+            want = expected_status(ref["site"], ref, rules)
             got = "ok" if after.kept else after.reason
             assert got == want, (before.image_url, store[before.image_url].error)
             record = store[before.image_url]
@@ -249,7 +253,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
 
         # run 4: smaller images now allowed; only the one refused for its size is fetched again
         hits_before = dict(server.hits)
-        docs4, _, _ = run_fetch(docs, store_dir, fetch=fetch_config(optout=optout, min_side=100))
+        docs4, _, _ = run_fetch(docs, store_dir, fetch=fetch_config(optout=optout),
+                                rules=ImageRules(min_side=100))
         assert {k: v - hits_before.get(k, 0) for k, v in server.hits.items()
                 if v != hits_before.get(k, 0)} == {"/small.jpg": 1, "/robots.txt": 1}
         small = next(n for d in docs4 for n in d.image_nodes if n.image_url.endswith("/small.jpg"))
@@ -369,13 +374,3 @@ def test_host_key_and_merge():
     assert merge_records([t, g]).status == "http_4xx"
 
 
-def test_command_line_options(tmp_path):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    (tmp_path / "optout.txt").write_text("example.com\n")
-    args = parser.parse_args(["--allow-private-hosts", "--optout-list", str(tmp_path / "optout.txt"),
-                              "--image-size", "384", "--per-host-rate", "0"])
-    config = config_from_args(args, str(tmp_path / "images"), num_shards=4)
-    assert config.fetch.allow_private_hosts and config.fetch.image_size == 384 and config.num_shards == 4
-    assert config.fetch.optout.match_url("http://a.example.com/x.jpg") == "domain:example.com"
-    assert not config_from_args(parser.parse_args([]), None).fetch.allow_private_hosts  # guard on by default

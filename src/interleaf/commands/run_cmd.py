@@ -17,8 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run the curation pipeline (Beam) over WARC, OBELICS or MMC4 inputs",
         description="Run the curation stages as one Apache Beam pipeline. Settings come from --config (TOML, "
-                    "sections as in RunConfig: [ingest.quality], [fetch.fetch], [clip.model], ...), then "
-                    "from flags. Arguments interleaf does not know (--runner, --direct_num_workers, Dataflow "
+                    "sections as in RunConfig: [ingest.quality], [fetch.fetch], [image_rules], [clip.model], "
+                    "...), then from flags. Arguments interleaf does not know (--runner, --direct_num_workers, Dataflow "
                     "options, ...) go to Beam untouched; with no --runner, Beam's local FnApiRunner runs it "
                     "(no download attempts).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",

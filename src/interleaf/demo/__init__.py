@@ -176,9 +176,11 @@ per_host_concurrency = 8
 
 [fetch.fetch]
 allow_private_hosts = true   # the demo's site is on 127.0.0.1
-min_side = 32                # the shapes are 32 px (OBELICS's 150 px floor is for photos)
 image_size = 32
 respect_robots_txt = true
+
+[image_rules]
+min_side = 32                # the shapes are 32 px (OBELICS's 150 px floor is for photos)
 
 [clip.text]
 window_after = 0        # the site's captions come before their image; the one after belongs to the next

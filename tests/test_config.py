@@ -1,0 +1,29 @@
+"""Config files: sections mirror the config dataclasses; a wrong or moved key is one line that says what to
+write instead."""
+
+from interleaf.cli import main
+
+
+def _run(tmp_path, toml: str, capsys):
+    (tmp_path / "run.toml").write_text(toml)
+    (tmp_path / "in.jsonl").write_text("")
+    code = main(["run", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"),
+                 "--config", str(tmp_path / "run.toml"), "--stages", "ingest"])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_a_key_that_moved_says_where_it_went(tmp_path, capsys):
+    code, err = _run(tmp_path, "[fetch.fetch]\nmin_side = 32\n", capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "'fetch.fetch.min_side' moved: write it as min_side in [image_rules]" in err
+
+
+def test_an_unknown_key_lists_the_known_ones(tmp_path, capsys):
+    code, err = _run(tmp_path, "[image_rules]\nmin_sides = 32\n", capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "unknown config key 'image_rules.min_sides'" in err and "min_side" in err
+
+
+def test_image_rules_are_read_and_validated(tmp_path, capsys):
+    code, err = _run(tmp_path, "[image_rules]\nmin_side = 500\nmax_side = 100\n", capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "min_side" in err
