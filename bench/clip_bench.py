@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vit-images", type=int, default=96, help="ViT-B-32 images (3 batches of 32 by default)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (1: on busy shared 2-core machines 2 threads ran 10x "
-                             "slower; see filters/clip_train.py)")
+                             "slower; see model/clip_train.py)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)

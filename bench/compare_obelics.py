@@ -29,7 +29,9 @@ from urllib.parse import urljoin
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
-from interleaf.filters.html import decode_html, extract, parse_srcset, resolve_url
+from interleaf.filters.charset import decode_html
+from interleaf.filters.html import extract
+from interleaf.filters.html_images import parse_srcset, resolve_url
 
 log = logging.getLogger("compare_obelics")
 

@@ -123,7 +123,7 @@ def run_img2dataset(urls: list[str], workdir: str, args) -> tuple[float, int]:
 def run_interleaf(urls: list[str], workdir: str, args, workers: int, tag: str) -> tuple[float, int]:
     import apache_beam as beam
 
-    from interleaf.filters.fetch import FetchConfig
+    from interleaf.download.fetcher import FetchConfig
     from interleaf.pipelines.common import WriteShards, create_pipeline, funnel_from, pipeline_options
     from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig
     from interleaf.schemas.document import Document, Node, documents_to_table

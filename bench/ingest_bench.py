@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import table, write_section  # noqa: E402
 
 from interleaf.filters.quality import apply as apply_quality  # noqa: E402
-from interleaf.filters.warc import PAGE, WarcItem, iter_warc  # noqa: E402
 from interleaf.pipelines.ingest import IngestConfig, page_to_document  # noqa: E402
 from interleaf.pipelines.run import RunConfig, run  # noqa: E402
+from interleaf.readers.warc import PAGE, WarcItem, iter_warc  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "warc" / "dolma-sample-0000.warc.gz"
 

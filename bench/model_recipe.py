@@ -29,8 +29,9 @@ from interleaf.model.generate import GenerationConfig, Generator
 from interleaf.model.geneval import ground_truth, make_suite, run_eval
 from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
 from interleaf.shapes import DEFAULT_HELD_OUT, render
+from interleaf.tokenizers.image import image_to_tensor
 from interleaf.tokenizers.text_bpe import TextTokenizer
-from interleaf.tokenizers.vq import VQModel, image_to_tensor, load_vq, save_vq, vq_preset
+from interleaf.tokenizers.vq import VQModel, load_vq, save_vq, vq_preset
 from interleaf.tokenizers.vq_train import VQTrainConfig, train_vq
 
 log = logging.getLogger("model_recipe")

@@ -33,8 +33,9 @@ from interleaf.schemas.tokens import tokens_to_table
 from interleaf.shapes import caption, random_scene, render
 from interleaf.shards import open_shards, read_shard, write_shard, write_shards
 from interleaf.tokenizers.codec import SequenceCodec
+from interleaf.tokenizers.image import image_to_tensor
 from interleaf.tokenizers.text_bpe import TextTokenizer
-from interleaf.tokenizers.vq import VQModel, image_to_tensor, load_vq, save_vq, vq_preset
+from interleaf.tokenizers.vq import VQModel, load_vq, save_vq, vq_preset
 
 BATCH = 64
 SHARD = "part-00000-of-00001.arrow"

@@ -21,7 +21,7 @@ from interleaf.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
-# The tiny architecture the in-repo trainer uses (filters/clip_train.py): ENVIRONMENT.md measured a
+# The tiny architecture the in-repo trainer uses (model/clip_train.py): ENVIRONMENT.md measured a
 # 7.2M-parameter model of this shape training, saving and reloading by checkpoint path on 2 CPU cores.
 TINY_CLIP_NAME = "interleaf-tiny-clip"
 CHECKPOINT_META_KEY = "interleaf"  # extra checkpoint key written by clip_train (model config, calibration)
@@ -47,7 +47,7 @@ class ClipModelConfig:
     precision: str = "fp32"
     # torch.set_num_threads in each worker process; None keeps torch's default (one per core). Beam runs
     # several DoFn threads per process: they share one model, and torch's intra-op pool, through this. On
-    # shared machines whose cores are busy, 1 ran 10-20x faster than 2 (filters/clip_train.py).
+    # shared machines whose cores are busy, 1 ran 10-20x faster than 2 (model/clip_train.py).
     num_threads: int | None = None
     # Inference batch bounds. 32 is where ViT-B-32 fp32 was measured on 2 cores (23 images/s,
     # ENVIRONMENT.md); larger batches only add latency on a CPU, a GPU wants 256 or more.

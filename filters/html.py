@@ -19,14 +19,22 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from interleaf.filters.charset import decode_html
+from interleaf.filters.html_images import (
+    AD_HOST,
+    ICON_CLASSES,
+    ICON_URL,
+    NOT_A_URL,
+    SPACER_NAME,
+    STYLE_SIDE,
+    TRACKER,
+    image_source,
+    parse_dimension,
+    resolve_url,
+)
 from interleaf.schemas.document import Node
-
-__all__ = ["ExtractConfig", "Extraction", "decode_html", "extract"]
 
 log = logging.getLogger(__name__)
 
@@ -129,111 +137,6 @@ _CAMEL = re.compile(r"([a-z])([A-Z])")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _SPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
-
-# Lazy loaders put the real image in these attributes and a placeholder in src (lazysizes, WordPress
-# a3-lazy-load, jQuery lazyload "data-original", OBELICS's own list in obelics/utils/simplification_utils.py).
-LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
-                  "data-full-src", "data-lazyload", "data-echo", "data-img-src", "data-src-fg", "src2")
-# Web beacons by host or path, from EasyPrivacy's most common entries.
-TRACKER = re.compile(r"//([^/]*\.)?(doubleclick\.net|google-analytics\.com|googletagmanager\.com"
-                     r"|facebook\.com/tr|scorecardresearch\.com|quantserve\.com|pixel\.wp\.com|stats\.wp\.com"
-                     r"|bat\.bing\.com|analytics\.twitter\.com|t\.co/i/adsct)"
-                     r"|/(pixel|beacon|tracking?)(\.gif|\.png|\.php|/|\?)", re.IGNORECASE)
-AD_HOST = re.compile(r"//([^/]*\.)?(googlesyndication\.com|adservice\.google\.|amazon-adsystem\.com"
-                     r"|taboola\.com|outbrain\.com|adnxs\.com|criteo\.(com|net))/", re.IGNORECASE)
-SPACER_NAME = re.compile(r"/(spacer|blank|transparent|trans|clear|clearpixel|shim|spc|space|empty|dot|pix"
-                         r"|1x1|s)\.(gif|png)(\?|$)", re.IGNORECASE)
-ICON_URL = re.compile(r"\.ico(\?|$)|/favicon|/emoji/|/smilies/", re.IGNORECASE)
-ICON_CLASSES = frozenset(["icon", "icons", "emoji", "favicon", "smiley"])
-# src values that scripts and templates leave behind; an src that resolves to the page itself is one too
-_NOT_A_URL = frozenset(("null", "undefined", "none", "false", "#", "about:blank"))
-_DIMENSION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(px)?\s*;?\s*$", re.IGNORECASE)
-_STYLE_SIDE = re.compile(r"(?<![-\w])(width|height)\s*:\s*(\d+(?:\.\d*)?)px", re.IGNORECASE)
-
-
-def parse_dimension(value: str | None, *, limit: int = 65535) -> int | None:
-    """A declared width/height as an int: "100", "100px", "100.5" -> 100; "50%", "auto", garbage -> None."""
-    if not value:
-        return None
-    m = _DIMENSION.match(value)
-    if not m:
-        return None
-    n = int(float(m.group(1)))
-    return n if n <= limit else None
-
-
-def parse_srcset(value: str) -> list[tuple[str, int | None, float | None]]:
-    """(url, width, density) candidates of a srcset, after the WHATWG parsing algorithm: URLs may contain
-    commas (image CDNs put transformations there), a candidate ends at a comma after its descriptors."""
-    out, pos, n = [], 0, len(value)
-    while pos < n:
-        while pos < n and (value[pos].isspace() or value[pos] == ","):
-            pos += 1
-        start = pos
-        while pos < n and not value[pos].isspace():
-            pos += 1
-        url, descriptors = value[start:pos], ""
-        if url.endswith(","):
-            url = url.rstrip(",")
-        else:
-            start, depth = pos, 0
-            while pos < n and not (value[pos] == "," and depth == 0):
-                depth += {"(": 1, ")": -1}.get(value[pos], 0)
-                pos += 1
-            descriptors = value[start:pos]
-        if not url:
-            continue
-        width, density = None, None
-        for d in descriptors.split():
-            try:
-                if d[-1:] in "wW":
-                    width = int(d[:-1])
-                elif d[-1:] in "xX":
-                    density = float(d[:-1])
-            except ValueError:
-                pass  # an invalid descriptor: the candidate still counts, without it
-        out.append((url, width, density))
-    return out
-
-
-def pick_srcset(candidates: list[tuple[str, int | None, float | None]], config: ExtractConfig) -> str | None:
-    """The largest width up to config.max_srcset_width (else the smallest width); with densities only, the
-    largest density up to config.max_srcset_density (else the smallest). data: candidates never count."""
-    candidates = [c for c in candidates if not c[0].lower().startswith("data:")]
-    if not candidates:
-        return None
-    if any(w is not None for _, w, _ in candidates):
-        widths = [(w, u) for u, w, _ in candidates if w is not None]
-        fitting = [c for c in widths if c[0] <= config.max_srcset_width]
-        return max(fitting)[1] if fitting else min(widths)[1]
-    densities = [(d if d is not None else 1.0, u) for u, _, d in candidates]
-    fitting = [c for c in densities if c[0] <= config.max_srcset_density]
-    return max(fitting)[1] if fitting else min(densities)[1]
-
-
-def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None = None) -> str | None:
-    """The URL an <img> shows once its lazy loader has run. In order: a lazy srcset (data-srcset), a lazy
-    single URL (data-src ...), src, srcset, a <picture><source> srcset; a data: URI only when nothing else.
-
-    src beats a plain srcset (config.prefer_srcset reverses that): it is the page's default rendition, big
-    enough for the image filters, and the URL other extractions (OBELICS, MMC4, Readability) record, so
-    images match across datasets. A lazy loader's data-* attributes beat src, which then holds a placeholder.
-    """
-    def pick(value: str | None) -> str | None:
-        return pick_srcset(parse_srcset(value), config) if value else None
-
-    lazy = pick(attrs.get("data-srcset")) or pick(attrs.get("data-lazy-srcset"))
-    if lazy:
-        return lazy
-    singles = [(attrs.get(name) or "").strip() for name in (*LAZY_SRC_ATTRS, "src")]
-    real = [v for v in singles if v and not v.lower().startswith("data:")]
-    srcset = pick(attrs.get("srcset"))
-    if srcset and (config.prefer_srcset or not real):
-        return srcset
-    if real:
-        return real[0]
-    return pick(fallback_srcset) or next((v for v in singles if v), None)
-
 
 def normalise_language(value: str | None) -> str | None:
     """An ISO 639-1 code from a language tag ("en-US", "en_us", "EN", "eng", "english"), or None."""
@@ -412,7 +315,7 @@ class _Walk:
         width = parse_dimension(attrs.get("width"), limit=c.max_declared_side)
         height = parse_dimension(attrs.get("height"), limit=c.max_declared_side)
         if (width is None or height is None) and attrs.get("style"):
-            for side, value in _STYLE_SIDE.findall(attrs["style"]):
+            for side, value in STYLE_SIDE.findall(attrs["style"]):
                 if side.lower() == "width" and width is None:
                     width = parse_dimension(value, limit=c.max_declared_side)
                 elif side.lower() == "height" and height is None:
@@ -426,7 +329,7 @@ class _Walk:
             return "no_src", None, width, height
         if is_data:
             return ((None, src) if c.keep_data_uris else ("data_uri", None)) + (width, height)
-        if url is None or src.lower() in _NOT_A_URL or url.split("#")[0] == self.base_url.split("#")[0]:
+        if url is None or src.lower() in NOT_A_URL or url.split("#")[0] == self.base_url.split("#")[0]:
             return "bad_url", url, width, height
         sides = [s for s in (width, height) if s is not None]
         if TRACKER.search(url) or (sides and max(sides) <= c.pixel_max_side):
@@ -439,20 +342,6 @@ class _Walk:
                 attrs.get("class") and ICON_CLASSES.intersection(_words(attrs))):
             return "icon", url, width, height
         return None, url, width, height
-
-
-def resolve_url(base_url: str, src: str) -> str | None:
-    """An absolute http(s) URL for an src (relative, root-relative, protocol-relative), or None."""
-    # WHATWG URL parsing drops ASCII tabs and newlines anywhere and strips surrounding spaces.
-    src = src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
-    try:
-        url = urljoin(base_url, src)
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return url
 
 
 def _base_url(tree: LexborHTMLParser, url: str) -> str:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 from interleaf import storage
-from interleaf.filters.fetch_journal import JOURNAL_SUFFIX, read_journal, write_journal
+from interleaf.download.journal import JOURNAL_SUFFIX, read_journal, write_journal
 from interleaf.schemas.document import DOCUMENT_SCHEMA, documents_from_table, documents_to_table
 from interleaf.schemas.image import IMAGE_SCHEMA, ImageRecord, images_from_table, images_to_table
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS, shard_kind

@@ -159,7 +159,7 @@ def tokenize_examples(examples: list[Example], directory: str, *, text, vq, text
                       held_out: HeldOut = DEFAULT_HELD_OUT, shards: int = 1, batch_size: int = 256,
                       base_url: str = "http://shapes.example") -> list[str]:
     """Token shards of the examples through the sequence codec: the caption's BPE ids, then the image block of
-    its VQ codes. The shards' config records the tokenizer paths (as the tokenize stage does) and the held-out
+    its image tokenizer's codes (`vq`: a tokenizers.image.ImageTokenizer). The shards' config records the tokenizer paths (as the tokenize stage does) and the held-out
     combinations, so `interleaf eval` scores seen and held-out prompts apart.
 
     The pipeline's tokenize stage does the same for crawled documents; this is its in-process shortcut for a
@@ -169,22 +169,22 @@ def tokenize_examples(examples: list[Example], directory: str, *, text, vq, text
     from interleaf import __version__
     from interleaf.model.data import write_token_shards
     from interleaf.schemas.tokens import TokenShardInfo
+    from interleaf.storage import file_sha256
     from interleaf.tokenizers.codec import SequenceCodec
-    from interleaf.tokenizers.vq import file_sha256, image_to_tensor
+    from interleaf.tokenizers.image import image_to_tensor
 
     codec = SequenceCodec.build(text, vq)
     docs = to_documents(examples, base_url=base_url)
-    size = vq.config.image_size
-    device = next(vq.parameters()).device
+    size = vq.image_size
     codes: dict[str, list[int]] = {}
     for i in range(0, len(examples), batch_size):
         x = torch.stack([image_to_tensor(render(e.scene, size), size) for e in examples[i:i + batch_size]])
-        for j, c in enumerate(vq.encode(x.to(device)).flatten(1).tolist()):
+        for j, c in enumerate(vq.encode(x).flatten(1).tolist()):
             codes[image_url(base_url, i + j)] = c
         if (i // batch_size) % 20 == 0:
             log.info("tokenize: %d/%d images encoded", min(i + batch_size, len(examples)), len(examples))
     rows = [(d.doc_id, codec.encode(d, codes)) for d in docs]
-    info = TokenShardInfo(vocabulary=codec.vocab, tokenizers={"text": text.sha256, "image": vq.sha256 or file_sha256(vq_path)},
+    info = TokenShardInfo(vocabulary=codec.vocab, tokenizers={"text": text.sha256, "image": vq.fingerprint or file_sha256(vq_path)},
                           config={"tokenize": {"text_tokenizer": os.path.abspath(text_path),
                                                "image_tokenizer": os.path.abspath(vq_path)},
                                   "shapes": {"examples": len(examples), "held_out": held_out.to_json()}},

@@ -122,7 +122,8 @@ class _Rows:
 
 
 class Generator:
-    """A trained model with its vocabulary, and optionally its text tokenizer (codec) and VQ decoder."""
+    """A trained model with its vocabulary, and optionally its text tokenizer (codec) and image tokenizer
+    (`vq`: a tokenizers.image.ImageTokenizer, the VQ or any registered kind) to decode images with."""
 
     def __init__(self, model: Transformer, vocab: Vocabulary, *, codec=None, vq=None):
         self.model, self.vocab, self.codec, self.vq = model.eval(), vocab, codec, vq
@@ -162,8 +163,8 @@ class Generator:
             from interleaf.tokenizers.text_bpe import TextTokenizer
             text = TextTokenizer.load(text_path)
         if vq_path:
-            from interleaf.tokenizers.vq import load_vq
-            vq_model = load_vq(vq_path, device)
+            from interleaf.tokenizers import image as image_tokenizers
+            vq_model = image_tokenizers.load(vq_path, device)
         return cls(model, vocab, codec=SequenceCodec(vocab, text), vq=vq_model)
 
     # ------------------------------------------------------------ prompts
@@ -260,13 +261,12 @@ class Generator:
     # ------------------------------------------------------------ decoding
 
     def decode_images(self, codes: torch.Tensor) -> list[Image.Image]:
-        """VQ-decode codes (B, R, C) to RGB images."""
+        """Decode codes (B, R, C) to RGB images with the image tokenizer (the VQ, or any registered kind)."""
         if self.vq is None:
             raise ValueError("no VQ decoder: the checkpoint has no image tokenizer copy; pass the VQ checkpoint "
                              "the shards were made with")
-        from interleaf.tokenizers.vq import tensor_to_image
-        device = next(self.vq.parameters()).device
-        images = self.vq.decode(codes.to(device))  # (B, 3, H, W) in [-1, 1]
+        from interleaf.tokenizers.image import tensor_to_image
+        images = self.vq.decode(codes)  # (B, 3, H, W) in [-1, 1], on the tokenizer's device
         return [tensor_to_image(x) for x in images]
 
     def decode(self, tokens: list[int]) -> list[tuple[str, object]]:

@@ -343,16 +343,16 @@ def write_geneval_folder(out: str, suite: list[dict], images: list[list[Image.Im
 # ---------------------------------------------------------------- evaluating a checkpoint
 
 def vq_reconstructions(vq, images: list[list[Image.Image]], *, batch_size: int = 256) -> list[list[Image.Image]]:
-    """The images after a round trip through the VQ (encode, decode): what a perfect generator could show."""
+    """The images after a round trip through the image tokenizer (`vq`: a tokenizers.image.ImageTokenizer;
+    encode, decode): what a perfect generator could show."""
     import torch
 
-    from interleaf.tokenizers.vq import image_to_tensor, tensor_to_image
-    size = vq.config.image_size
+    from interleaf.tokenizers.image import image_to_tensor, tensor_to_image
+    size = vq.image_size
     flat = [img for row in images for img in row]
     out = []
-    device = next(vq.parameters()).device
     for i in range(0, len(flat), batch_size):
-        x = torch.stack([image_to_tensor(img, size) for img in flat[i:i + batch_size]]).to(device)
+        x = torch.stack([image_to_tensor(img, size) for img in flat[i:i + batch_size]])
         out += [tensor_to_image(t) for t in vq.decode(vq.encode(x))]
     it = iter(out)
     return [[next(it) for _ in row] for row in images]
@@ -394,7 +394,7 @@ def run_eval(generator, out: str, *, suite: list[dict] | None = None, samples: i
               "held_out_combinations": held_out.to_json(), "generation_seconds": seconds,
               "seconds_per_image": seconds / max(1, scores.images)}
     if ceiling and generator.vq is not None:
-        truth = ground_truth(suite, samples, seed=config.seed + 1, size=generator.vq.config.image_size)
+        truth = ground_truth(suite, samples, seed=config.seed + 1, size=generator.vq.image_size)
         result["checker_on_ground_truth"] = score_images(suite, truth, held_out)[1].to_json()
         result["ceiling_vq_reconstructions"] = score_images(suite, vq_reconstructions(generator.vq, truth),
                                                             held_out)[1].to_json()

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import apache_beam as beam
 
-from interleaf.filters.warc import WarcItem
 from interleaf.imagefile import ImageDecodeError, read_header
 from interleaf.pipelines.common import CountingDoFn
+from interleaf.readers.warc import WarcItem
 from interleaf.schemas.document import Document
 from interleaf.schemas.image import ImageRecord
 

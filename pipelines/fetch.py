@@ -16,8 +16,8 @@ How the work is split, in Beam:
      permanently is not fetched again; a transient failure (timeout, 5xx, 429, connection) is, and so is a
      size refusal that the current size rules would no longer make.
   3. URLs to fetch grouped by host, so that all of a host's URLs meet in one worker, where the per-host
-     limits hold; a worker runs many hosts at once on its thread pool (filters.politeness).
-  4. every finished URL is appended to the worker's journal at once (filters.fetch_journal).
+     limits hold; a worker runs many hosts at once on its thread pool (download.politeness).
+  4. every finished URL is appended to the worker's journal at once (download.journal).
   5. the store is rewritten from the known state plus this run's records (deterministic shards), then
      the journals it absorbed are deleted; documents are resolved by joining on URL, then on doc_id.
 
@@ -41,12 +41,12 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from interleaf import storage
-from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient
-from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
+from interleaf.download.fetcher import FetchConfig, Fetcher, is_transient
+from interleaf.download.journal import JournalWriter, list_journals, read_journal
+from interleaf.download.netguard import ALLOWED_SCHEMES
+from interleaf.download.politeness import HostScheduler, JobResult
 from interleaf.filters.image_rules import SIZE_REASONS, ImageRules, size_refusal
-from interleaf.filters.netguard import ALLOWED_SCHEMES
 from interleaf.filters.optout import OPTED_OUT, apply_to_record
-from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
 from interleaf.schemas.document import Document

@@ -11,7 +11,6 @@ documents, nodes, images) so that in = out + sum(dropped) for each.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -21,18 +20,18 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from interleaf import storage
-from interleaf.filters.html import ExtractConfig, decode_html, extract
+from interleaf.filters.charset import decode_html
+from interleaf.filters.html import ExtractConfig, extract
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
-from interleaf.filters.warc import PAGE, Skipped, WarcItem, iter_warc
 from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
 from interleaf.pipelines.common import CountingDoFn, ReadShards
-from interleaf.pipelines.names import FORMATS
 from interleaf.pipelines.stage import SHARDS_FORMAT, RunContext, Stage, outputs
+from interleaf.readers import ROW_FORMATS, RowFormat, formats
+from interleaf.readers.rows import rows
+from interleaf.readers.warc import PAGE, Skipped, WarcItem, iter_warc
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, make_doc_id
 from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table
-from interleaf.schemas.mmc4 import from_mmc4
-from interleaf.schemas.obelics import from_obelics
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ STAGE = "ingest"
 
 @dataclass(kw_only=True)
 class IngestConfig:
-    input_format: str | None = None  # "warc", "obelics" or "mmc4"; None detects per file (see detect_format)
+    input_format: str | None = None  # "warc", "obelics", "mmc4" (readers.formats()); None detects per file
     extract: ExtractConfig = field(default_factory=ExtractConfig)  # HTML to nodes
     quality: QualityConfig = field(default_factory=QualityConfig)  # node and document rules
     keep_dropped_nodes: bool = False  # keep filtered nodes (with reasons) inside kept documents, for audit
@@ -50,53 +49,11 @@ class IngestConfig:
     max_image_pixels: int = 20_000 * 20_000
 
     def validate(self) -> None:
-        if self.input_format is not None and self.input_format not in FORMATS:
-            raise ValueError(f"input format must be one of {', '.join(FORMATS)}, found {self.input_format!r}")
+        if self.input_format is not None and self.input_format not in formats():
+            raise ValueError(f"input format must be one of {', '.join(formats())}, found {self.input_format!r}")
 
 
 # ---------------------------------------------------------------- format detection
-
-
-def detect_format(path: str) -> str:
-    """The input format of a file from its name: *.warc[.gz] is a WARC; a JSONL/Parquet file is OBELICS or
-    MMC4 by its name, else by the keys of its first row."""
-    name = os.path.basename(path).lower()
-    if name.endswith((".warc", ".warc.gz", ".warc.zst", ".arc.gz")):
-        return "warc"
-    for fmt in ("obelics", "mmc4"):
-        if fmt in name:
-            return fmt
-    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".parquet")):
-        keys = set(next(iter(_rows(path, limit=1)), {}).keys())
-        if {"texts", "images"} <= keys:
-            return "obelics"
-        if "text_list" in keys:
-            return "mmc4"
-    raise ValueError(f"cannot tell the format of {path}: name it *.warc[.gz], or pass --input-format "
-                     f"({', '.join(FORMATS)})")
-
-
-def _rows(path: str, limit: int | None = None):
-    """Rows of a JSONL (optionally gzipped), JSON (one document) or Parquet file, as dicts."""
-    data = storage.read_bytes(path)
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-        table = pq.read_table(io.BytesIO(data))
-        yield from table.slice(0, limit).to_pylist() if limit else table.to_pylist()
-        return
-    if path.endswith(".gz"):
-        import gzip
-        data = gzip.decompress(data)
-    text = data.decode("utf-8")
-    if path.endswith(".json"):
-        value = json.loads(text)
-        yield from (value if isinstance(value, list) else [value])[:limit]
-        return
-    for i, line in enumerate(text.splitlines()):
-        if limit is not None and i >= limit:
-            return
-        if line.strip():
-            yield line  # parsed by the caller, so that one bad line is one counted drop
 
 
 # ---------------------------------------------------------------- reading WARCs
@@ -213,24 +170,25 @@ class ExtractPages(beam.PTransform):
         return (documents, resolved) | "AllDocuments" >> beam.Flatten()
 
 
-# ---------------------------------------------------------------- OBELICS / MMC4 documents
+# ---------------------------------------------------------------- row formats (OBELICS, MMC4, ...)
 
 
 class _ReadInterleavedFile(CountingDoFn):
-    """An OBELICS or MMC4 file (JSONL, JSON or Parquet) to Documents; a bad row is one counted drop."""
+    """A file of a row format (readers.RowFormat: JSONL, JSON or Parquet) to Documents; a bad row is one
+    counted drop."""
 
     stage = STAGE
 
-    def __init__(self, fmt: str):
-        self.fmt = fmt
+    def __init__(self, fmt: RowFormat):
+        self.fmt = fmt  # travels to the workers whole: a format registered at run time works there too
 
     def setup(self):
         super().setup()
-        self.convert = from_obelics if self.fmt == "obelics" else from_mmc4
+        self.convert = self.fmt.load()
 
     def process(self, path: str):
         name = os.path.basename(path)
-        for i, row in enumerate(_rows(path)):
+        for i, row in enumerate(rows(path)):
             self.funnel.inc("records", "in")
             self.funnel.inc("documents", "in")
             try:
@@ -247,9 +205,9 @@ class _ReadInterleavedFile(CountingDoFn):
 
 
 class ReadInterleaved(beam.PTransform):
-    """OBELICS or MMC4 file paths to Documents."""
+    """File paths of a row format (OBELICS, MMC4, ...) to Documents."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: RowFormat):
         super().__init__()
         self.fmt = fmt
 
@@ -306,7 +264,7 @@ class FilterDocuments(beam.PTransform):
 class Ingest(beam.PTransform):
     """Input paths to {"kept": Documents, "rejected": Documents, "images": ImageRecords}.
 
-    `inputs` maps a format to its file paths (see detect_format), e.g. {"warc": [...], "obelics": [...]}.
+    `inputs` maps a format to its file paths (see readers.detect_format), e.g. {"warc": [...], "obelics": [...]}.
     """
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
@@ -323,10 +281,10 @@ class Ingest(beam.PTransform):
                 self.config.extract))
             image_parts.append((warc[IMAGES], warc[IMAGE_REVISITS]) | "ArchivedImages" >> ArchivedImages(
                 self.config.max_image_pixels))
-        for fmt in ("obelics", "mmc4"):
+        for fmt, row_format in ROW_FORMATS.items():
             if self.inputs.get(fmt):
                 doc_parts.append(p | f"{fmt}Paths" >> beam.Create(sorted(self.inputs[fmt]))
-                                 | f"Read{fmt}" >> ReadInterleaved(fmt))
+                                 | f"Read{fmt}" >> ReadInterleaved(row_format))
         if not doc_parts:
             raise ValueError("no input files")
         docs = tuple(doc_parts) | "AllDocuments" >> beam.Flatten()

@@ -48,9 +48,10 @@ from interleaf.pipelines.common import (
 )
 from interleaf.pipelines.dedup import DedupConfig
 from interleaf.pipelines.fetch import FetchImagesConfig
-from interleaf.pipelines.ingest import IngestConfig, detect_format
+from interleaf.pipelines.ingest import IngestConfig
 from interleaf.pipelines.names import MANIFEST, STAGES
 from interleaf.pipelines.stage import DOCUMENTS, FAILED, IMAGES, REJECTED, SHARDS_FORMAT, RunContext, Stage
+from interleaf.readers import detect_format
 from interleaf.schemas.document import documents_to_table
 from interleaf.schemas.failure import failure_key, failures_to_table
 from interleaf.schemas.image import images_to_table

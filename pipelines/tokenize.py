@@ -1,6 +1,7 @@
 """Stage 6, tokenize: curated Documents plus the image store to (doc_id, tokens) rows and token shards.
 
-Images go through the VQ encoder with Beam's RunInference (batched; the model is loaded once per worker
+Images go through the image tokenizer (tokenizers/image.py: the VQ, or any registered kind) with Beam's
+RunInference (batched; the model is loaded once per worker
 process and shared by its threads; cpu or cuda), text through the byte-level BPE, and the two meet in the
 engine: image references are grouped with the image store by sha256, encoded once however many documents
 use them, and their codes are grouped back with their documents by doc_id. Nothing is gathered into one
@@ -34,6 +35,7 @@ from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outp
 from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, ImageRecord, images_from_table
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary, tokens_to_table
+from interleaf.tokenizers import image as image_tokenizers
 from interleaf.tokenizers.codec import (
     SKIP_EMPTY_TEXT,
     SKIP_IMAGE_MISSING,
@@ -41,8 +43,8 @@ from interleaf.tokenizers.codec import (
     SequenceCodec,
     build_vocabulary,
 )
+from interleaf.tokenizers.image import ImageTokenizer, ImageTokenizerInfo, image_to_tensor
 from interleaf.tokenizers.text_bpe import TextTokenizer
-from interleaf.tokenizers.vq import VQConfig, VQModel, file_sha256, image_to_tensor, load_vq, read_vq_config
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,9 @@ SKIP_IMAGE_INFERENCE = "image_inference_error"
 @dataclass(kw_only=True)
 class TokenizeConfig:
     text_tokenizer: str  # path of the BPE's tokenizer.json (interleaf train-text-tokenizer)
-    image_tokenizer: str  # path of the VQ checkpoint (interleaf train-image-tokenizer, or save_vq of any)
-    device: str = "cpu"  # where the VQ encoder runs: "cpu" or "cuda" ("cuda:N")
+    image_tokenizer: str  # path of the image tokenizer file (tokenizers/image.py; the VQ: interleaf
+    # train-image-tokenizer, or save_vq of any)
+    device: str = "cpu"  # where the image tokenizer's encoder runs: "cpu" or "cuda" ("cuda:N")
     max_batch_size: int = 64  # RunInference batches at most this many images
     # and at least this many when a bundle has them (None: max_batch_size, fixed batches; Beam's default of
     # growing batches from 1 costs throughput in batch pipelines)
@@ -84,34 +87,39 @@ class TokenizeConfig:
 @dataclass(frozen=True)
 class TokenizerSet:
     """What the launcher learns about the tokenizers before the pipeline starts: the vocabulary, the
-    fingerprints and the VQ's config (read from the files; the VQ weights are loaded only by workers)."""
+    fingerprints and the image tokenizer's description (read from the files; the image tokenizer's weights
+    are loaded only by workers)."""
 
     vocabulary: Vocabulary
     text_sha256: str
-    image_sha256: str
-    vq_config: VQConfig
+    image: ImageTokenizerInfo
+
+    @property
+    def image_sha256(self) -> str:
+        return self.image.fingerprint
 
     @classmethod
     def read(cls, config: TokenizeConfig) -> TokenizerSet:
         text = TextTokenizer.load(config.text_tokenizer)
-        vq = read_vq_config(config.image_tokenizer)
-        vocab = build_vocabulary(text_vocab_size=text.vocab_size, image_codebook_size=vq.codebook_size,
-                                 image_grid=vq.grid)
-        return cls(vocabulary=vocab, text_sha256=text.sha256,
-                   image_sha256=file_sha256(config.image_tokenizer), vq_config=vq)
+        image = image_tokenizers.read_info(config.image_tokenizer)
+        vocab = build_vocabulary(text_vocab_size=text.vocab_size, image_codebook_size=image.codebook_size,
+                                 image_grid=image.grid)
+        return cls(vocabulary=vocab, text_sha256=text.sha256, image=image)
 
     def shard_info(self, config: TokenizeConfig) -> TokenShardInfo:
         return TokenShardInfo(vocabulary=self.vocabulary,
                               tokenizers={"text": self.text_sha256, "image": self.image_sha256},
-                              config={"tokenize": asdict(config), "vq": asdict(self.vq_config)},
+                              config={"tokenize": asdict(config),
+                                      "image_tokenizer": {"kind": self.image.kind, **self.image.config}},
                               producer=f"interleaf {__version__}")
 
 
-# ---------------------------------------------------------------- the VQ through RunInference
+# ---------------------------------------------------------------- the image tokenizer through RunInference
 
 
-class VQModelHandler(ModelHandler[torch.Tensor, list[int], VQModel]):
-    """RunInference's handler for the VQ encoder: (3, H, W) tensors in, flat code lists (raster order) out."""
+class ImageTokenizerHandler(ModelHandler[torch.Tensor, list[int], ImageTokenizer]):
+    """RunInference's handler for the image tokenizer's encoder: (3, S, S) tensors in, flat code lists
+    (raster order) out."""
 
     def __init__(self, path: str, *, expected_sha256: str | None = None, device: str = "cpu",
                  num_threads: int | None = None, min_batch_size: int = 1, max_batch_size: int = 64):
@@ -119,23 +127,23 @@ class VQModelHandler(ModelHandler[torch.Tensor, list[int], VQModel]):
         self.path, self.expected_sha256 = path, expected_sha256
         self.device, self.num_threads = device, num_threads
 
-    def load_model(self) -> VQModel:
+    def load_model(self) -> ImageTokenizer:
         # checked here, on the worker, not at launch: a CPU-only launcher may start a job on GPU workers
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"VQ device {self.device!r} asked, but torch sees no CUDA device on this worker; "
-                               "run on GPU workers or set device='cpu'")
+            raise RuntimeError(f"image tokenizer device {self.device!r} asked, but torch sees no CUDA device "
+                               "on this worker; run on GPU workers or set device='cpu'")
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        model = load_vq(self.path, self.device)
-        if self.expected_sha256 and model.sha256 != self.expected_sha256:
-            raise ValueError(f"VQ checkpoint {self.path} changed since the pipeline started (sha256 "
-                             f"{model.sha256[:12]}, expected {self.expected_sha256[:12]}); the shards' "
+        model = image_tokenizers.load(self.path, self.device)
+        if self.expected_sha256 and model.fingerprint != self.expected_sha256:
+            raise ValueError(f"image tokenizer {self.path} changed since the pipeline started (sha256 "
+                             f"{model.fingerprint[:12]}, expected {self.expected_sha256[:12]}); the shards' "
                              "metadata would be wrong. Rerun the stage")
-        log.info("loaded VQ %s (%s, grid %s, %d codes) on %s", self.path, model.sha256[:12], model.grid,
-                 model.codebook_size, self.device)
+        log.info("loaded image tokenizer %s (%s, grid %s, %d codes) on %s", self.path, model.fingerprint[:12],
+                 model.grid, model.codebook_size, self.device)
         return model
 
-    def run_inference(self, batch: Sequence[torch.Tensor], model: VQModel,
+    def run_inference(self, batch: Sequence[torch.Tensor], model: ImageTokenizer,
                       inference_args=None) -> list[list[int]]:
         x = torch.stack(list(batch)).to(self.device)  # (B, 3, H, W)
         codes = model.encode(x)  # (B, h, w)
@@ -145,7 +153,7 @@ class VQModelHandler(ModelHandler[torch.Tensor, list[int], VQModel]):
         return sum(t.numel() * t.element_size() for t in batch)
 
     def get_metrics_namespace(self) -> str:
-        return "RunInference.vq"  # outside interleaf.*, so the funnel does not read these as a stage
+        return "RunInference.image_tokenizer"  # outside interleaf.*, so the funnel does not read these as a stage
 
     def batch_elements_kwargs(self):
         return self._batching_kwargs
@@ -219,7 +227,7 @@ class _FailedBatch(CountingDoFn):
 
     def process(self, item):
         batch, error = item
-        log.warning("VQ inference failed on a batch of %d images: %s", len(batch), error)
+        log.warning("image tokenizer inference failed on a batch of %d images: %s", len(batch), error)
         for (sha, doc_ids), _ in batch:
             self.funnel.drop("images", "inference_error")
             for d in doc_ids:
@@ -320,9 +328,9 @@ class Tokenize(beam.PTransform):
         # ((sha256, doc_ids), tensor) to encode, and (doc_id, (sha256, None, reason)) for images that
         # cannot be
         joined = ({"refs": refs, "images": keyed_images} | "GroupBySha" >> beam.CoGroupByKey()
-                  | "JoinImages" >> beam.ParDo(_JoinImages(t.vq_config.image_size)).with_outputs(
+                  | "JoinImages" >> beam.ParDo(_JoinImages(t.image.image_size)).with_outputs(
                       _JoinImages.ANSWERS, main="encode"))
-        handler = KeyedModelHandler(VQModelHandler(
+        handler = KeyedModelHandler(ImageTokenizerHandler(
             c.image_tokenizer, expected_sha256=t.image_sha256, device=c.device, num_threads=c.num_threads,
             min_batch_size=c.batch_min, max_batch_size=c.max_batch_size))
         # ((sha256, doc_ids), flat codes), and the batches that failed
@@ -396,7 +404,7 @@ def tokenize_stage(pipeline: beam.Pipeline, *, documents: str, images: str, out:
 class TokenizeStage(Stage):
     """The tokenize stage: the run's curated documents and image store to token shards in DIR/tokens/.
     Documents and images pass through unchanged. The accelerator resource hint, when given, applies to the
-    encoding step (the VQ), not to the writing."""
+    encoding step (the image tokenizer), not to the writing."""
 
     name, label, units = "tokenize", "Tokenize", ("documents", "nodes", "images", "tokens")
 

@@ -27,3 +27,9 @@ def test_an_unknown_key_lists_the_known_ones(tmp_path, capsys):
 def test_image_rules_are_read_and_validated(tmp_path, capsys):
     code, err = _run(tmp_path, "[image_rules]\nmin_side = 500\nmax_side = 100\n", capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "min_side" in err
+
+
+def test_an_unknown_key_in_a_section_with_required_keys(tmp_path, capsys):
+    code, err = _run(tmp_path, '[tokenize]\ntext_tokenizer = "t.json"\nimage_tokenizer = "v.pt"\nbogus = 1\n',
+                     capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "unknown config key 'tokenize.bogus'" in err

@@ -37,7 +37,8 @@ def test_small_demo_runs_end_to_end(tmp_path):
     tokens = open_shards(os.path.join(tmp_path, "run", "tokens"))
     assert tokens.kind == KIND_TOKENS and tokens.read().num_rows > 0
     # a model trained on those shards, generated images, was evaluated
-    assert s["model"]["steps"] >= 20 and s["model"]["last"]["loss"] < s["model"]["first"]["loss"]
+    # (steps: what fits the 30 s budget; 18-30 measured on 2 cores, fewer when the machine is shared)
+    assert s["model"]["steps"] >= 10 and s["model"]["last"]["loss"] < s["model"]["first"]["loss"]
     # its training kept the time budget, and says how fast and in which precision it ran (issue 14)
     assert s["model"]["seconds"] <= cfg.model_seconds * 1.1 and s["model"]["tokens_per_s"] > 0
     from interleaf.precision import cpu_features, native_bf16

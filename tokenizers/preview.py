@@ -27,7 +27,7 @@ class Preview:
     """What can be decoded for a token shard: a codec (with its text tokenizer) and the VQ decoder."""
 
     codec: SequenceCodec | None = None  # None: no matching text tokenizer was found
-    vq: object | None = None  # a VQModel, or None: image blocks show their codes
+    vq: object | None = None  # a tokenizers.image.ImageTokenizer, or None: image blocks show their codes
     notes: list[str] = field(default_factory=list)  # why a tokenizer was not used
 
 
@@ -43,7 +43,8 @@ def load_preview(info: TokenShardInfo, *, text: str | None = None, image: str | 
     """The codec and VQ for shards described by `info`, from the given files or the ones their metadata names.
     A file is used only when its sha256 is the shard's fingerprint for that role. with_images=False skips the
     VQ (terminal output shows codes, not pictures)."""
-    from interleaf.tokenizers.vq import file_sha256, load_vq
+    from interleaf.storage import file_sha256
+    from interleaf.tokenizers import image as image_tokenizers
     preview = Preview()
     want = info.tokenizers
     for path in _candidates(info, "text", text):
@@ -65,7 +66,7 @@ def load_preview(info: TokenShardInfo, *, text: str | None = None, image: str | 
             preview.notes.append(f"image tokenizer {path} has sha256 {sha[:12]}, the shards were made with "
                                  f"{str(want.get('image'))[:12]}")
             continue
-        preview.vq = load_vq(path, device)
+        preview.vq = image_tokenizers.load(path, device)
     if preview.codec is None and not any(n.startswith("text") for n in preview.notes):
         preview.notes.append("no text tokenizer named in the shard metadata; pass one to decode text")
     return preview
@@ -95,7 +96,7 @@ def decoded_row_html(tokens: list[int], codec: SequenceCodec, vq=None, display_p
         else:
             import torch
 
-            from interleaf.tokenizers.vq import tensor_to_image
+            from interleaf.tokenizers.image import tensor_to_image
             img = tensor_to_image(vq.decode(torch.tensor([value]))[0])
             buf = io.BytesIO()
             img.save(buf, "PNG")

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from interleaf.storage import file_sha256
+from interleaf.tokenizers.image import ImageTokenizerInfo
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,15 @@ class VQModel(nn.Module):
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint file (tokenizers.image.ImageTokenizer); empty before saved or loaded."""
+        return self.sha256 or ""
+
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """(B, 3, H, W) -> reconstruction (B, 3, H, W), quantiser losses, codes (B, h, w)."""
         z = self.quant_conv(self.encoder(images))  # (B, D, h, w)
@@ -341,13 +350,13 @@ class VQModel(nn.Module):
         s = self.config.image_size
         if images.ndim != 4 or images.shape[1] != self.config.in_channels or images.shape[-2:] != (s, s):
             raise ValueError(f"expected images of shape (B, {self.config.in_channels}, {s}, {s}), found "
-                             f"{tuple(images.shape)}; resize with image_to_tensor(img, {s})")
+                             f"{tuple(images.shape)}; resize with tokenizers.image.image_to_tensor(img, {s})")
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) float in [-1, 1] -> (B, h, w) long codes."""
+        """(B, 3, H, W) float in [-1, 1] (on any device) -> (B, h, w) long codes on the model's device."""
         self._check(images)
-        z = self.quant_conv(self.encoder(images))  # (B, D, h, w)
+        z = self.quant_conv(self.encoder(images.to(self.quant_conv.weight.device)))  # (B, D, h, w)
         b, d, hh, ww = z.shape
         return self.quantize.lookup(z.permute(0, 2, 3, 1).reshape(-1, d)).reshape(b, hh, ww)
 
@@ -399,14 +408,6 @@ def save_vq(model: VQModel, path: str) -> None:
     model.sha256 = atomic_torch_save(checkpoint_payload(model), path)
 
 
-def read_vq_config(path: str) -> VQConfig:
-    """The config of an interleaf VQ checkpoint, without materialising its weights (memory-mapped)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ValueError(f"{path}: not an interleaf VQ checkpoint (no 'config'); pass config= to load_vq")
-    return VQConfig(**ckpt["config"])
-
-
 def load_vq(path: str, device: str | torch.device = "cpu", *, config: VQConfig | None = None) -> VQModel:
     """A VQModel from a checkpoint file, in eval mode on `device`.
 
@@ -445,31 +446,22 @@ def load_vq(path: str, device: str | torch.device = "cpu", *, config: VQConfig |
     return model.to(device).eval()
 
 
-# ---------------------------------------------------------------- images <-> tensors
+# ---------------------------------------------------------------- the image tokenizer kind (tokenizers/image.py)
 
 
-def image_to_tensor(img: Image.Image, size: int) -> Tensor:
-    """(3, size, size) float in [-1, 1]: transparency composited on white, centre crop to a square, bicubic
-    resize (LlamaGen's preprocessing, without its random crop)."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    img = img.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-    return t.permute(2, 0, 1).float().div(127.5).sub(1.0)
+def read_info(path: str, ckpt: dict) -> ImageTokenizerInfo:
+    """The VQ checkpoint at `path` (already opened, memory-mapped, as `ckpt`) as an ImageTokenizerInfo."""
+    if "config" not in ckpt:
+        raise ValueError(f"{path}: no 'config' in the VQ checkpoint (an external one?); load it with "
+                         "load_vq(path, config=...) and save_vq it")
+    try:
+        config = VQConfig(**ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the VQ checkpoint's config is not valid: {e}") from None
+    return ImageTokenizerInfo(kind=CHECKPOINT_FORMAT, grid=config.grid, codebook_size=config.codebook_size,
+                              image_size=config.image_size, fingerprint=file_sha256(path),
+                              config=asdict(config))
 
 
-def tensor_to_image(t: Tensor) -> Image.Image:
-    """(3, H, W) in [-1, 1] -> RGB image."""
-    if t.ndim != 3 or t.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, found {tuple(t.shape)}")
-    arr = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy(), "RGB")
+def load(path: str, device: str | torch.device = "cpu") -> VQModel:
+    return load_vq(path, device)

@@ -90,9 +90,6 @@ def build(cls: type, values: dict, where: str) -> Any:
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in fields:
-            if here in MOVED:
-                section, _, key = MOVED[here].rpartition(".")
-                raise UsageError(f"config key {here!r} moved: write it as {key} in [{section}]")
             raise UsageError(f"unknown config key '{where}.{key}'; known keys here: {', '.join(sorted(fields))}")
         kwargs[name] = _coerce(value, hints[name], f"{where}.{key}")
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING

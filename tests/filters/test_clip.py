@@ -263,7 +263,7 @@ def test_tiny_random_model_scores_mixed_size_images():
 
 
 def test_checkpoint_loads_by_path_with_the_same_weights(tmp_path):
-    from interleaf.filters import clip_train
+    from interleaf.model import clip_train
 
     cfg = clip_train.ClipTrainConfig(steps=2, batch_size=8, num_threads=1)
     images, captions, _ = clip_train.shape_pairs(16, seed=3)

@@ -10,8 +10,8 @@ import pytest
 from selectolax.lexbor import LexborHTMLParser
 
 from interleaf.filters.charset import decode_html, sniff_encoding
-from interleaf.filters.html import (ExtractConfig, Extraction, extract, normalise_language, parse_dimension,
-                                    parse_srcset, resolve_url)
+from interleaf.filters.html import ExtractConfig, Extraction, extract, normalise_language
+from interleaf.filters.html_images import parse_dimension, parse_srcset, resolve_url
 
 PAGE = "https://example.org/blog/post.html"
 READABILITY = Path(__file__).resolve().parents[1] / "data" / "readability"
@@ -428,11 +428,6 @@ def test_utf8_cut_mid_character_stays_utf8():
 ])
 def test_decode_never_raises(body, content_type):
     assert isinstance(decode_html(body, content_type), str)
-
-
-def test_decode_html_is_reexported_by_the_html_module():
-    from interleaf.filters import html
-    assert html.decode_html is decode_html
 
 
 # ---------------------------------------------------------------- readability fixture pages

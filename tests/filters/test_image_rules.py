@@ -11,8 +11,8 @@ from PIL import Image
 from interleaf.filters.image_rules import ImageRules, header_size, refusal, size_refusal, sniff_format
 from interleaf.imagefile import ImageDecodeError
 
-_spec = importlib.util.spec_from_file_location("fetch_servers",
-                                               Path(__file__).with_name("test_fetch_servers.py"))
+_spec = importlib.util.spec_from_file_location(
+    "fetch_servers", Path(__file__).resolve().parent.parent / "download" / "test_fetch_servers.py")
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 

@@ -25,7 +25,7 @@ from interleaf.filters.clip import (
     top_fraction_threshold,
 )
 from interleaf.filters.clip_model import TINY_CLIP_NAME, image_transform, preprocess_image
-from interleaf.filters.clip_train import ClipTrainConfig, mismatched_caption, pair_auc, train_on_shapes
+from interleaf.model.clip_train import ClipTrainConfig, mismatched_caption, pair_auc, train_on_shapes
 from interleaf.pipelines.clip import IMAGE, TEXT, ClipEmbed, ClipFilter, ReapplyClipDecision
 from interleaf.pipelines.common import (
     WriteShards,

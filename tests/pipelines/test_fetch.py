@@ -17,8 +17,8 @@ import apache_beam as beam
 import pytest
 from PIL import Image
 
-from interleaf.filters.fetch import FetchConfig
-from interleaf.filters.fetch_journal import list_journals, read_journal
+from interleaf.download.fetcher import FetchConfig
+from interleaf.download.journal import list_journals, read_journal
 from interleaf.filters.image_rules import ImageRules
 from interleaf.filters.optout import OptOutList
 from interleaf.pipelines.common import (
@@ -34,7 +34,7 @@ from interleaf.schemas.image import ImageRecord, images_from_table
 from interleaf.shards import open_shards, write_shard
 
 _spec = importlib.util.spec_from_file_location(
-    "fetch_servers", Path(__file__).resolve().parent.parent / "filters" / "test_fetch_servers.py")
+    "fetch_servers", Path(__file__).resolve().parent.parent / "download" / "test_fetch_servers.py")
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 
@@ -299,7 +299,7 @@ class _GateServer(servers.BaseServer):
 RUNNER = """
 import json, sys
 import apache_beam as beam
-from interleaf.filters.fetch import FetchConfig
+from interleaf.download.fetcher import FetchConfig
 from interleaf.pipelines.common import create_pipeline, pipeline_options
 from interleaf.pipelines.fetch import FetchImages, FetchImagesConfig
 from interleaf.schemas.document import DOCUMENT_SCHEMA, documents_from_table

@@ -16,7 +16,7 @@ from interleaf.schemas.image import images_from_table
 from interleaf.shards import open_shards
 
 _spec = importlib.util.spec_from_file_location(
-    "fetch_servers", Path(__file__).resolve().parent.parent / "filters" / "test_fetch_servers.py")
+    "fetch_servers", Path(__file__).resolve().parent.parent / "download" / "test_fetch_servers.py")
 servers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(servers)
 

@@ -46,7 +46,7 @@ def test_every_fixture_warc_ingests_and_reconciles(tmp_path, data_dir):
     _check_reconciled(m)
     f = m["funnel"]["ingest"]
     # records: every record of the 13 files read; pages + revisits + images passed on
-    assert f["records"]["in"] == 259  # the sum of tests/filters/test_warc.py's per-file counts
+    assert f["records"]["in"] == 259  # the sum of tests/readers/test_warc.py's per-file counts
     assert f["records"]["out"] == 44 + 1 + 33 + 5  # pages, page revisits, images, image revisits
     assert f["records"]["dropped"]["truncated"] == 1 and f["records"]["dropped"]["no_target_uri"] == 1
     # documents: 44 pages + 1 resolved revisit enter; kept + rejected shards hold what left

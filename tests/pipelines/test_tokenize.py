@@ -22,9 +22,11 @@ from interleaf.schemas.document import Document, Node, documents_to_table
 from interleaf.schemas.image import ImageRecord, images_to_table
 from interleaf.shapes import caption, random_scene, render
 from interleaf.shards import ShardError, open_shards, write_shards
+from interleaf.storage import file_sha256
 from interleaf.tokenizers.codec import SequenceCodec
+from interleaf.tokenizers.image import image_to_tensor
 from interleaf.tokenizers.text_bpe import TextTokenizer
-from interleaf.tokenizers.vq import VQModel, file_sha256, image_to_tensor, load_vq, save_vq, vq_preset
+from interleaf.tokenizers.vq import VQModel, load_vq, save_vq, vq_preset
 
 
 def _png(img: Image.Image) -> bytes:
@@ -179,7 +181,8 @@ def test_token_shards_are_self_describing_and_open_without_interleaf(world, tmp_
     assert info.tokenizers == {"text": file_sha256(config.text_tokenizer),
                                "image": file_sha256(config.image_tokenizer)}
     assert info.config["tokenize"]["text_tokenizer"] == config.text_tokenizer
-    assert info.config["vq"]["codebook_size"] == 256 and info.producer.startswith("interleaf ")
+    assert info.config["image_tokenizer"]["codebook_size"] == 256
+    assert info.config["image_tokenizer"]["kind"] == "interleaf.vq" and info.producer.startswith("interleaf ")
     assert shards.schema.field("tokens").type.value_type == pa.uint16()
     table = shards.read()
     assert sorted(zip(table["doc_id"].to_pylist(), table["tokens"].to_pylist())) == sorted(_expected(world))

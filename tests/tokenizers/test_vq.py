@@ -11,16 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from interleaf.shapes import random_scene, render
-from interleaf.tokenizers.vq import (
-    VQModel,
-    file_sha256,
-    image_to_tensor,
-    load_vq,
-    read_vq_config,
-    save_vq,
-    tensor_to_image,
-    vq_preset,
-)
+from interleaf.storage import file_sha256
+from interleaf.tokenizers import image as image_tokenizers
+from interleaf.tokenizers.image import image_to_tensor, tensor_to_image
+from interleaf.tokenizers.vq import VQConfig, VQModel, load_vq, save_vq, vq_preset
 from interleaf.tokenizers.vq_train import VQTrainConfig, evaluate_vq, train_vq
 
 # a smaller model than the tiny preset, for the fast tests: same code paths, a tenth of the compute
@@ -81,7 +75,9 @@ def test_save_load_round_trip(tmp_path):
     x = _scenes(4, 1, 16)
     assert torch.equal(loaded.encode(x), model.encode(x))
     assert torch.equal(loaded.decode(model.encode(x)), model.decode(model.encode(x)))
-    assert read_vq_config(path) == MICRO
+    info = image_tokenizers.read_info(path)  # without loading the weights
+    assert VQConfig(**info.config) == MICRO and info.grid == MICRO.grid and info.kind == "interleaf.vq"
+    assert info.fingerprint == loaded.sha256 and isinstance(loaded, image_tokenizers.ImageTokenizer)
 
 
 def test_loads_an_external_llamagen_layout_checkpoint(tmp_path):

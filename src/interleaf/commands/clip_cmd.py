@@ -9,7 +9,7 @@ from interleaf.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from interleaf.filters.clip_train import ClipTrainConfig
+    from interleaf.model.clip_train import ClipTrainConfig
 
     d = ClipTrainConfig
     p = sub.add_parser("train-clip", help="train a tiny CLIP and save a checkpoint for the CLIP stage",
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from interleaf.filters.clip_model import TINY_CLIP_NAME
-    from interleaf.filters.clip_train import ClipTrainConfig, train_on_documents, train_on_shapes
+    from interleaf.model.clip_train import ClipTrainConfig, train_on_documents, train_on_shapes
 
     if bool(args.documents) != bool(args.images):
         raise UsageError("--documents and --images go together (a run's documents/ and images/ directories)")

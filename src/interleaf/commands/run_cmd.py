@@ -8,7 +8,8 @@ import json
 
 from interleaf import config as configfile
 from interleaf.errors import UsageError
-from interleaf.pipelines.names import FORMATS, MANIFEST, STAGES
+from interleaf.pipelines.names import MANIFEST, STAGES
+from interleaf.readers import formats
 
 DEFAULT_STAGES = "ingest,dedup,fetch,clip"
 
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                    "images directory beside them)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     g = p.add_argument_group("ingest")
-    g.add_argument("--input-format", choices=FORMATS, help="override format detection from file names")
+    g.add_argument("--input-format", choices=formats(), help="override format detection from file names")
     g.add_argument("--min-images", type=int, help="drop documents with fewer kept images (0 keeps text-only)")
     g.add_argument("--max-images", type=int, help="drop documents with more kept images")
     g.add_argument("--keep-dropped-nodes", action="store_true",

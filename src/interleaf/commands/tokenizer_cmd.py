@@ -130,7 +130,7 @@ def _load_images(path: str, size: int, max_images: int, fraction: float):
     import torch
 
     from interleaf.imagefile import ImageDecodeError, decode
-    from interleaf.tokenizers.vq import image_to_tensor
+    from interleaf.tokenizers.image import image_to_tensor
     shards = open_shards(path, kind=KIND_IMAGES)
     train, held, bad = [], [], 0
     for _, table in shards.tables(columns=["sha256", "status", "data"]):

@@ -90,8 +90,9 @@ def train_tokenizers(models: str, site: str, config: DemoConfig) -> dict:
 
     from interleaf.model.corpus import CorpusConfig, make_examples
     from interleaf.shapes import render
+    from interleaf.tokenizers.image import image_to_tensor
     from interleaf.tokenizers.text_bpe import TextTokenizer
-    from interleaf.tokenizers.vq import VQModel, image_to_tensor, save_vq, vq_preset
+    from interleaf.tokenizers.vq import VQModel, save_vq, vq_preset
     from interleaf.tokenizers.vq_train import VQTrainConfig, train_vq
 
     torch.set_num_threads(config.threads)
@@ -129,7 +130,7 @@ def _train_clip(path: str, config: DemoConfig):
     import io
 
     from interleaf.filters.clip import ClipTextConfig
-    from interleaf.filters.clip_train import ClipTrainConfig, train_on_documents
+    from interleaf.model.clip_train import ClipTrainConfig, train_on_documents
     from interleaf.model.corpus import CorpusConfig, make_examples
     from interleaf.schemas.document import Document, Node
     from interleaf.schemas.image import ImageRecord

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from interleaf.filters.netguard import GuardError, open_connection, resolve
+from interleaf.download.netguard import GuardError, open_connection, resolve
 
 log = logging.getLogger(__name__)
 

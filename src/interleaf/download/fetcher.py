@@ -13,7 +13,7 @@ encode format as configured; the original size comes back with it). Two measured
 around: the Resizer redirects the whole process's stdout/stderr on every call and is not thread-safe, so
 every call goes through one lock per process; and OpenCV decodes a 20000x20000 PNG completely before the
 Resizer's own area check (+760 MB), so no image reaches it unless its header declares at most
-`max_pixels` (filters.image_rules). img2dataset's `download_image` is not used: see fetch_http for what
+`max_pixels` (filters.image_rules). img2dataset's `download_image` is not used: see download.client for what
 it lacks.
 """
 
@@ -30,13 +30,13 @@ import time
 from dataclasses import dataclass, field
 
 from interleaf import __version__
-from interleaf.filters.consent import (
+from interleaf.download.client import FetchError, HttpLimits, Watchdog, open_url
+from interleaf.download.consent import (
     DEFAULT_DISALLOWED_DIRECTIVES,
     RobotsCache,
     RobotsUnavailable,
     x_robots_refusal,
 )
-from interleaf.filters.fetch_http import FetchError, HttpLimits, Watchdog, open_url
 from interleaf.filters.image_rules import ImageRules, format_refusal, header_size, size_refusal, sniff_format
 from interleaf.filters.optout import OPTED_OUT, OptOutList
 from interleaf.imagefile import ImageDecodeError

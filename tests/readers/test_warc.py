@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from interleaf.filters.warc import Skipped, WarcItem, decode_payload, iter_warc
+from interleaf.readers.warc import Skipped, WarcItem, decode_payload, iter_warc
 
 
 def _read(path):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from interleaf.filters.fetch import FetchConfig, Fetcher, is_transient
-from interleaf.filters.fetch_http import retry_after_seconds
+from interleaf.download.client import retry_after_seconds
+from interleaf.download.fetcher import FetchConfig, Fetcher, is_transient
+from interleaf.download.politeness import HostScheduler, JobResult
 from interleaf.filters.optout import OptOutList
-from interleaf.filters.politeness import HostScheduler, JobResult
 from interleaf.schemas.image import FETCH_STATUSES
 
 _spec = importlib.util.spec_from_file_location("fetch_servers",

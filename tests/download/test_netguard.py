@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from interleaf.filters.fetch import FetchConfig, Fetcher
-from interleaf.filters.netguard import GuardError, refusal, resolve
+from interleaf.download.fetcher import FetchConfig, Fetcher
+from interleaf.download.netguard import GuardError, refusal, resolve
 
 _spec = importlib.util.spec_from_file_location("fetch_servers",
                                                Path(__file__).with_name("test_fetch_servers.py"))

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from interleaf.filters.politeness import HostScheduler, JobResult
+from interleaf.download.politeness import HostScheduler, JobResult
 
 
 class _Recorder:

@@ -13,7 +13,7 @@ from interleaf.commands import clip_cmd
 from interleaf.errors import UsageError
 from interleaf.filters.clip import ClipModelConfig, checkpoint_metadata
 from interleaf.filters.clip_model import TINY_CLIP_NAME, load_clip
-from interleaf.filters.clip_train import (
+from interleaf.model.clip_train import (
     ClipTrainConfig,
     calibrate_threshold,
     mismatched_caption,

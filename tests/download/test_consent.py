@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from interleaf.commands import optout_cmd
-from interleaf.filters.consent import RobotsTxt, x_robots_directives, x_robots_refusal
-from interleaf.filters.fetch import FetchConfig, Fetcher
-from interleaf.filters.fetch_journal import JournalWriter, list_journals, read_journal
+from interleaf.download.consent import RobotsTxt, x_robots_directives, x_robots_refusal
+from interleaf.download.fetcher import FetchConfig, Fetcher
+from interleaf.download.journal import JournalWriter, list_journals, read_journal
 from interleaf.filters.optout import OptOutList, OptOutListError, apply_to_paths
 from interleaf.schemas.document import (
     DOCUMENT_SCHEMA,

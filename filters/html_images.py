@@ -1,0 +1,130 @@
+"""Where an <img> points and what its URL says: lazy-loader attributes, srcset parsing and choice, declared
+sizes, absolute http(s) URLs, and the URL patterns of tracking pixels, ads, spacers and icons. Used by the
+HTML walk of filters/html.py."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit
+
+if TYPE_CHECKING:
+    from interleaf.filters.html import ExtractConfig
+
+# Lazy loaders put the real image in these attributes and a placeholder in src (lazysizes, WordPress
+# a3-lazy-load, jQuery lazyload "data-original", OBELICS's own list in obelics/utils/simplification_utils.py).
+LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
+                  "data-full-src", "data-lazyload", "data-echo", "data-img-src", "data-src-fg", "src2")
+# Web beacons by host or path, from EasyPrivacy's most common entries.
+TRACKER = re.compile(r"//([^/]*\.)?(doubleclick\.net|google-analytics\.com|googletagmanager\.com"
+                     r"|facebook\.com/tr|scorecardresearch\.com|quantserve\.com|pixel\.wp\.com|stats\.wp\.com"
+                     r"|bat\.bing\.com|analytics\.twitter\.com|t\.co/i/adsct)"
+                     r"|/(pixel|beacon|tracking?)(\.gif|\.png|\.php|/|\?)", re.IGNORECASE)
+AD_HOST = re.compile(r"//([^/]*\.)?(googlesyndication\.com|adservice\.google\.|amazon-adsystem\.com"
+                     r"|taboola\.com|outbrain\.com|adnxs\.com|criteo\.(com|net))/", re.IGNORECASE)
+SPACER_NAME = re.compile(r"/(spacer|blank|transparent|trans|clear|clearpixel|shim|spc|space|empty|dot|pix"
+                         r"|1x1|s)\.(gif|png)(\?|$)", re.IGNORECASE)
+ICON_URL = re.compile(r"\.ico(\?|$)|/favicon|/emoji/|/smilies/", re.IGNORECASE)
+ICON_CLASSES = frozenset(["icon", "icons", "emoji", "favicon", "smiley"])
+# src values that scripts and templates leave behind; an src that resolves to the page itself is one too
+NOT_A_URL = frozenset(("null", "undefined", "none", "false", "#", "about:blank"))
+_DIMENSION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(px)?\s*;?\s*$", re.IGNORECASE)
+STYLE_SIDE = re.compile(r"(?<![-\w])(width|height)\s*:\s*(\d+(?:\.\d*)?)px", re.IGNORECASE)
+
+
+def parse_dimension(value: str | None, *, limit: int = 65535) -> int | None:
+    """A declared width/height as an int: "100", "100px", "100.5" -> 100; "50%", "auto", garbage -> None."""
+    if not value:
+        return None
+    m = _DIMENSION.match(value)
+    if not m:
+        return None
+    n = int(float(m.group(1)))
+    return n if n <= limit else None
+
+
+def parse_srcset(value: str) -> list[tuple[str, int | None, float | None]]:
+    """(url, width, density) candidates of a srcset, after the WHATWG parsing algorithm: URLs may contain
+    commas (image CDNs put transformations there), a candidate ends at a comma after its descriptors."""
+    out, pos, n = [], 0, len(value)
+    while pos < n:
+        while pos < n and (value[pos].isspace() or value[pos] == ","):
+            pos += 1
+        start = pos
+        while pos < n and not value[pos].isspace():
+            pos += 1
+        url, descriptors = value[start:pos], ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            start, depth = pos, 0
+            while pos < n and not (value[pos] == "," and depth == 0):
+                depth += {"(": 1, ")": -1}.get(value[pos], 0)
+                pos += 1
+            descriptors = value[start:pos]
+        if not url:
+            continue
+        width, density = None, None
+        for d in descriptors.split():
+            try:
+                if d[-1:] in "wW":
+                    width = int(d[:-1])
+                elif d[-1:] in "xX":
+                    density = float(d[:-1])
+            except ValueError:
+                pass  # an invalid descriptor: the candidate still counts, without it
+        out.append((url, width, density))
+    return out
+
+
+def pick_srcset(candidates: list[tuple[str, int | None, float | None]], config: ExtractConfig) -> str | None:
+    """The largest width up to config.max_srcset_width (else the smallest width); with densities only, the
+    largest density up to config.max_srcset_density (else the smallest). data: candidates never count."""
+    candidates = [c for c in candidates if not c[0].lower().startswith("data:")]
+    if not candidates:
+        return None
+    if any(w is not None for _, w, _ in candidates):
+        widths = [(w, u) for u, w, _ in candidates if w is not None]
+        fitting = [c for c in widths if c[0] <= config.max_srcset_width]
+        return max(fitting)[1] if fitting else min(widths)[1]
+    densities = [(d if d is not None else 1.0, u) for u, _, d in candidates]
+    fitting = [c for c in densities if c[0] <= config.max_srcset_density]
+    return max(fitting)[1] if fitting else min(densities)[1]
+
+
+def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None = None) -> str | None:
+    """The URL an <img> shows once its lazy loader has run. In order: a lazy srcset (data-srcset), a lazy
+    single URL (data-src ...), src, srcset, a <picture><source> srcset; a data: URI only when nothing else.
+
+    src beats a plain srcset (config.prefer_srcset reverses that): it is the page's default rendition, big
+    enough for the image filters, and the URL other extractions (OBELICS, MMC4, Readability) record, so
+    images match across datasets. A lazy loader's data-* attributes beat src, which then holds a placeholder.
+    """
+    def pick(value: str | None) -> str | None:
+        return pick_srcset(parse_srcset(value), config) if value else None
+
+    lazy = pick(attrs.get("data-srcset")) or pick(attrs.get("data-lazy-srcset"))
+    if lazy:
+        return lazy
+    singles = [(attrs.get(name) or "").strip() for name in (*LAZY_SRC_ATTRS, "src")]
+    real = [v for v in singles if v and not v.lower().startswith("data:")]
+    srcset = pick(attrs.get("srcset"))
+    if srcset and (config.prefer_srcset or not real):
+        return srcset
+    if real:
+        return real[0]
+    return pick(fallback_srcset) or next((v for v in singles if v), None)
+
+
+def resolve_url(base_url: str, src: str) -> str | None:
+    """An absolute http(s) URL for an src (relative, root-relative, protocol-relative), or None."""
+    # WHATWG URL parsing drops ASCII tabs and newlines anywhere and strips surrounding spaces.
+    src = src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
+    try:
+        url = urljoin(base_url, src)
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return url
