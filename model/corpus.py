@@ -128,6 +128,8 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
                title: str = "Shapes") -> list[str]:
     """A small web site: index.html linking pages/page-NNNNN.html, each a few paragraphs with the image they
     describe (images/NNNNNN.png). Returns the page paths."""
+    from interleaf.htmlsafe import CSP_META
+
     os.makedirs(os.path.join(directory, "pages"), exist_ok=True)
     os.makedirs(os.path.join(directory, "images"), exist_ok=True)
     pages = []
@@ -140,7 +142,8 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
             body.append(f"<p>Figure {i}: {cap}.</p>\n<img src=\"../images/{i:06d}.png\" alt=\"{cap}\" "
                         f"width=\"{size}\" height=\"{size}\">")
         name = f"page-{p // per_page:05d}.html"
-        page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}, "
+        page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{CSP_META}"
+                f"<title>{html.escape(title)}, "
                 f"page {p // per_page}</title></head>\n<body><article>\n<h1>{html.escape(title)}: flat shapes "
                 f"on white</h1>\n" + "\n".join(body) + "\n</article></body></html>\n")
         path = os.path.join(directory, "pages", name)
@@ -149,7 +152,8 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
         pages.append(path)
     links = "\n".join(f"<li><a href=\"pages/{os.path.basename(p)}\">{os.path.basename(p)}</a></li>" for p in pages)
     with open(os.path.join(directory, "index.html"), "w") as f:
-        f.write(f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+        f.write(f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{CSP_META}"
+                f"<title>{html.escape(title)}"
                 f"</title></head>\n<body><h1>{html.escape(title)}</h1><ul>\n{links}\n</ul></body></html>\n")
     log.info("wrote a site of %d pages and %d images to %s", len(pages), len(examples), directory)
     return pages

@@ -33,7 +33,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field, replace
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -45,6 +45,7 @@ from interleaf.download.fetcher import FetchConfig, Fetcher, is_transient
 from interleaf.download.journal import JournalWriter, list_journals, read_journal
 from interleaf.download.netguard import ALLOWED_SCHEMES
 from interleaf.download.politeness import HostScheduler, JobResult
+from interleaf.download.urls import request_url
 from interleaf.filters.image_rules import SIZE_REASONS, ImageRules, size_refusal
 from interleaf.filters.optout import OPTED_OUT, apply_to_record
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
@@ -56,6 +57,7 @@ from interleaf.shards import SHARD_SUFFIX
 log = logging.getLogger(__name__)
 
 STAGE = "fetch"
+BAD_URL = "bad_url"  # a URL that cannot be requested: permanent, a rerun does not try it again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,10 +97,12 @@ def host_key(url: str) -> str:
 
 
 def fetch_url(url: str) -> str:
-    """The URL as fetched and stored: without its #fragment, which is never sent to the server."""
+    """The URL as fetched and stored: as a browser sends it (download.urls: percent-encoded, IDNA host),
+    without its #fragment, which is never sent to the server. One that cannot be requested is kept as it is
+    and fails in _Decide with a permanent status."""
     try:
-        return urldefrag(url.strip()).url
-    except ValueError:  # unparseable (a broken IPv6 literal): kept as is, it fails as "error" in _Decide
+        return request_url(url)
+    except ValueError:
         return url.strip()
 
 
@@ -192,9 +196,13 @@ class _Decide(beam.DoFn):
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError as e:
-            return failed(url, "error", f"malformed URL: {e}")
+            return failed(url, BAD_URL, f"malformed URL: {e}")
         if scheme not in ALLOWED_SCHEMES:
             return failed(url, "unsupported_scheme", f"scheme {scheme or '(none)'!r} is not fetched")
+        try:
+            request_url(url)
+        except ValueError as e:
+            return failed(url, BAD_URL, f"cannot be requested: {e}")
         entry = self.config.fetch.optout.match_url(url)
         if entry is not None:
             return failed(url, OPTED_OUT, f"opted out by {entry}")
@@ -405,7 +413,8 @@ class FetchImages(beam.PTransform):
 
         decided = ({"need": need, "prior": prior_by_url}
                    | "GroupByUrl" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.ParDo(_Decide(config, self.rules)).with_outputs("fetch", "resolved", main="kept"))
+                   | "Decide" >> beam.ParDo(_Decide(config, self.rules)).with_outputs(
+                       "fetch", "resolved", main="kept"))
 
         # (host, [url, ...]) -> ImageRecord per URL fetched in this run
         fetched = (decided.fetch

@@ -11,7 +11,6 @@ documents, nodes, images) so that in = out + sum(dropped) for each.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -26,11 +25,18 @@ from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
 from interleaf.pipelines.common import CountingDoFn, ReadShards
-from interleaf.pipelines.stage import SHARDS_FORMAT, RunContext, Stage, outputs
+from interleaf.pipelines.stage import FAILED, SHARDS_FORMAT, RunContext, Stage, outputs
 from interleaf.readers import ROW_FORMATS, RowFormat, formats
-from interleaf.readers.rows import rows
-from interleaf.readers.warc import PAGE, Skipped, WarcItem, iter_warc
-from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, documents_from_table, make_doc_id
+from interleaf.readers.rows import BAD_ROW, DEFAULT_MAX_ROW_BYTES, rows
+from interleaf.readers.warc import DEFAULT_MAX_BYTES, PAGE, Skipped, WarcItem, iter_warc
+from interleaf.schemas.document import (
+    DOCUMENT_SCHEMA,
+    Document,
+    check_writable,
+    documents_from_table,
+    make_doc_id,
+)
+from interleaf.schemas.failure import Failure
 from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table
 
 log = logging.getLogger(__name__)
@@ -44,13 +50,23 @@ class IngestConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)  # HTML to nodes
     quality: QualityConfig = field(default_factory=QualityConfig)  # node and document rules
     keep_dropped_nodes: bool = False  # keep filtered nodes (with reasons) inside kept documents, for audit
+    # Rows of JSONL/JSON/Parquet inputs longer than this are dropped unread (too_large), so memory per row
+    # stays bounded; an OBELICS document is rarely above 1 MB.
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    # A WARC record whose payload is larger than this, as stored or once its content encodings are undone,
+    # is dropped (too_large) after reading at most this many bytes: a 1 KB gzip bomb costs no more.
+    max_record_bytes: int = DEFAULT_MAX_BYTES
     # Archived images whose header declares more pixels than this are not stored (decompression bombs);
     # 20,000 x 20,000 is OBELICS's largest accepted side squared.
     max_image_pixels: int = 20_000 * 20_000
 
     def validate(self) -> None:
+        if self.max_row_bytes < 1024 or self.max_record_bytes < 1024:
+            raise ValueError(f"max_row_bytes and max_record_bytes must be at least 1024, found "
+                             f"{self.max_row_bytes} and {self.max_record_bytes}")
         if self.input_format is not None and self.input_format not in formats():
-            raise ValueError(f"input format must be one of {', '.join(formats())}, found {self.input_format!r}")
+            raise ValueError(f"input format must be one of {', '.join(formats())}, found "
+                             f"{self.input_format!r}")
 
 
 # ---------------------------------------------------------------- format detection
@@ -66,9 +82,12 @@ class _ReadWarcFile(CountingDoFn):
 
     stage = STAGE
 
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+
     def process(self, path: str):
         with storage.open_read(path) as stream:
-            for item in iter_warc(stream, os.path.basename(path)):
+            for item in iter_warc(stream, os.path.basename(path), self.max_bytes):
                 self.funnel.inc("records", "in")
                 if isinstance(item, Skipped):
                     self.funnel.drop("records", item.reason)
@@ -83,11 +102,15 @@ class _ReadWarcFile(CountingDoFn):
 class ReadWarc(beam.PTransform):
     """WARC file paths to tagged WarcItems: pages, page_revisits, images, image_revisits."""
 
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        super().__init__()
+        self.max_bytes = max_bytes
+
     def expand(self, paths):
         # one WARC path per element, spread over workers
         return (paths
                 | "Spread" >> beam.Reshuffle()
-                | "ReadRecords" >> beam.ParDo(_ReadWarcFile()).with_outputs(
+                | "ReadRecords" >> beam.ParDo(_ReadWarcFile(self.max_bytes)).with_outputs(
                     PAGES, PAGE_REVISITS, IMAGES, IMAGE_REVISITS))
 
 
@@ -174,47 +197,60 @@ class ExtractPages(beam.PTransform):
 
 
 class _ReadInterleavedFile(CountingDoFn):
-    """A file of a row format (readers.RowFormat: JSONL, JSON or Parquet) to Documents; a bad row is one
-    counted drop."""
+    """A file of a row format (readers.RowFormat: JSONL, JSON or Parquet) to Documents. A row that cannot be
+    read, converted or written (readers.rows, the converter, schemas.document.check_writable) is one
+    counted drop (bad_row, too_large; bad_file for the rest of a file that cannot be read on) and one dead
+    letter naming the file, the row and the field."""
 
     stage = STAGE
 
-    def __init__(self, fmt: RowFormat):
+    def __init__(self, fmt: RowFormat, max_row_bytes: int):
         self.fmt = fmt  # travels to the workers whole: a format registered at run time works there too
+        self.max_row_bytes = max_row_bytes
 
     def setup(self):
         super().setup()
         self.convert = self.fmt.load()
 
+    def _bad(self, name: str, number: int, reason: str, error: str):
+        self.funnel.drop("documents", reason)
+        log.debug("%s row %d: %s", name, number, error)
+        return pvalue.TaggedOutput(FAILED, Failure(stage=STAGE, step=f"read_{self.fmt.name}", kind="row",
+                                                   key=f"{name}:{number}", error=f"{reason}: {error}"))
+
     def process(self, path: str):
         name = os.path.basename(path)
-        for i, row in enumerate(rows(path)):
+        for row in rows(path, max_row_bytes=self.max_row_bytes):
             self.funnel.inc("records", "in")
-            self.funnel.inc("documents", "in")
-            try:
-                doc = self.convert(json.loads(row) if isinstance(row, str) else row, source_file=name,
-                                   row_number=i)
-            except (ValueError, TypeError, AttributeError, KeyError) as e:
-                log.debug("%s row %d: %s", name, i, e)
-                self.funnel.inc("records", "out")
-                self.funnel.drop("documents", "bad_row")
-                continue
             self.funnel.inc("records", "out")
+            self.funnel.inc("documents", "in")
+            if row.error is not None:
+                yield self._bad(name, row.number, row.reason, row.error)
+                continue
+            try:
+                if not isinstance(row.value, dict):
+                    raise TypeError(f"a row must be a JSON object, found {type(row.value).__name__}")
+                doc = self.convert(row.value, source_file=name, row_number=row.number)
+                check_writable(doc)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as e:
+                yield self._bad(name, row.number, BAD_ROW, f"{type(e).__name__}: {str(e)[:300]}")
+                continue
             self.funnel.inc("nodes", "in", len(doc.nodes))
             yield doc
 
 
 class ReadInterleaved(beam.PTransform):
-    """File paths of a row format (OBELICS, MMC4, ...) to Documents."""
+    """File paths of a row format (OBELICS, MMC4, ...) to Documents, and dead letters tagged FAILED."""
 
-    def __init__(self, fmt: RowFormat):
+    def __init__(self, fmt: RowFormat, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES):
         super().__init__()
-        self.fmt = fmt
+        self.fmt, self.max_row_bytes = fmt, max_row_bytes
 
     def expand(self, paths):
         # one file path per element, spread over workers
         return (paths | "Spread" >> beam.Reshuffle()
-                | "ReadRows" >> beam.ParDo(_ReadInterleavedFile(self.fmt)))
+                | "ReadRows" >> beam.ParDo(_ReadInterleavedFile(self.fmt, self.max_row_bytes)).with_outputs(
+                    FAILED, main="documents"))
 
 
 # ---------------------------------------------------------------- filtering
@@ -262,10 +298,9 @@ class FilterDocuments(beam.PTransform):
 
 
 class Ingest(beam.PTransform):
-    """Input paths to {"kept": Documents, "rejected": Documents, "images": ImageRecords}.
-
-    `inputs` maps a format to its file paths (see readers.detect_format), e.g. {"warc": [...], "obelics": [...]}.
-    """
+    """Input paths to {"kept": Documents, "rejected": Documents, "images": ImageRecords, "failed":
+    Failures}. `inputs` maps a format to its file paths (see readers.detect_format), e.g. {"warc": [...],
+    "obelics": [...]}."""
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
         super().__init__()
@@ -274,17 +309,20 @@ class Ingest(beam.PTransform):
 
     def expand(self, pbegin):
         p = pbegin.pipeline if hasattr(pbegin, "pipeline") else pbegin
-        doc_parts, image_parts = [], []
+        doc_parts, image_parts, failed_parts = [], [], []
         if self.inputs.get("warc"):
-            warc = (p | "WarcPaths" >> beam.Create(sorted(self.inputs["warc"])) | "ReadWarc" >> ReadWarc())
+            warc = (p | "WarcPaths" >> beam.Create(sorted(self.inputs["warc"]))
+                    | "ReadWarc" >> ReadWarc(self.config.max_record_bytes))
             doc_parts.append((warc[PAGES], warc[PAGE_REVISITS]) | "ExtractPages" >> ExtractPages(
                 self.config.extract))
             image_parts.append((warc[IMAGES], warc[IMAGE_REVISITS]) | "ArchivedImages" >> ArchivedImages(
                 self.config.max_image_pixels))
         for fmt, row_format in ROW_FORMATS.items():
             if self.inputs.get(fmt):
-                doc_parts.append(p | f"{fmt}Paths" >> beam.Create(sorted(self.inputs[fmt]))
-                                 | f"Read{fmt}" >> ReadInterleaved(row_format))
+                read = (p | f"{fmt}Paths" >> beam.Create(sorted(self.inputs[fmt]))
+                        | f"Read{fmt}" >> ReadInterleaved(row_format, self.config.max_row_bytes))
+                doc_parts.append(read.documents)
+                failed_parts.append(read[FAILED])
         if not doc_parts:
             raise ValueError("no input files")
         docs = tuple(doc_parts) | "AllDocuments" >> beam.Flatten()
@@ -294,7 +332,10 @@ class Ingest(beam.PTransform):
         else:
             images = p | "NoImages" >> beam.Create([])
         filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes)
-        return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images}
+        failed = (tuple(failed_parts) | "AllFailed" >> beam.Flatten()) if failed_parts else (
+            p | "NoFailed" >> beam.Create([]))
+        return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images,
+                FAILED: failed}
 
 
 class IngestStage(Stage):
@@ -321,7 +362,8 @@ class IngestStage(Stage):
 
     def expand(self, pbegin):
         out = pbegin | "Read" >> Ingest(self.inputs, self.config)
-        return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"], rejected=out[REJECTED_TAG])
+        return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"],
+                       rejected=out[REJECTED_TAG], failed=out[FAILED])
 
 
 class ShardsInput(Stage):

@@ -131,6 +131,63 @@ class Document:
                 raise ValueError(f"document {self.doc_id} node {i}: {e}") from None
 
 
+_INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_str(value, field: str, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value):
+        raise ValueError(f"{field}: expected {'a non-empty' if required else 'a'} string, found "
+                         f"{type(value).__name__} {str(value)[:40]!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: not valid Unicode (a lone surrogate such as \\ud800)") from None
+
+
+def _check_int(value, field: str, low: int, high: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field}: expected an integer, found {type(value).__name__} {str(value)[:40]!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{field}: {str(value)[:40]} is outside {low}..{high}")
+
+
+def check_writable(doc: Document) -> None:
+    """Raise ValueError naming the first field of `doc` that the document schema cannot hold: a wrong type,
+    a number out of its column's range, NaN or infinity, text that is not valid Unicode, meta that is not
+    JSON. Readers of untrusted rows call it, so that a bad row is dropped where it is read, not at write."""
+    _check_str(doc.doc_id, "doc_id", required=True)
+    _check_str(doc.url, "url", required=True)
+    _check_str(doc.source_file, "source_file")
+    _check_int(doc.source_offset, "source_offset", -_INT64_MAX - 1, _INT64_MAX)
+    if doc.crawl_date is not None and not isinstance(doc.crawl_date, datetime):
+        raise ValueError(f"crawl_date: expected a datetime, found {type(doc.crawl_date).__name__}")
+    _check_str(doc.language, "language")
+    if not isinstance(doc.nodes, list):
+        raise ValueError("nodes: expected a list")
+    for i, n in enumerate(doc.nodes):
+        where = f"node {i}"
+        if not isinstance(n, Node) or n.kind not in (TEXT, IMAGE):
+            raise ValueError(f"{where}: not a text or image node")
+        for name in ("text", "image_url", "alt_text", "image_sha256", "reason"):
+            _check_str(getattr(n, name), f"{where} {name}")
+        for name in ("declared_width", "declared_height"):
+            _check_int(getattr(n, name), f"{where} {name}", 0, _INT32_MAX)
+        score = n.clip_score
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                  or not -_FLOAT32_MAX <= score <= _FLOAT32_MAX):  # NaN fails both
+            raise ValueError(f"{where} clip_score: expected a finite number, found {str(score)[:40]!r}")
+    try:
+        json.dumps(doc.meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ValueError(f"meta: not JSON ({str(e).splitlines()[0][:120]})") from None
+    doc.validate()
+
+
 def make_doc_id(url: str, nodes: list[Node]) -> str:
     """A stable id from the URL and the content: the same page captured twice with the same content gets the
     same id, a changed page a new one. 32 hex characters of sha256 (128 bits: no collisions at web scale)."""

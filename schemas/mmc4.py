@@ -18,17 +18,24 @@ def from_mmc4(doc: dict, *, source_file: str | None = None, row_number: int | No
     url = doc.get("url")
     if not isinstance(sentences, list) or not url:
         raise ValueError("MMC4 document needs 'url' and a 'text_list' list")
+    if not isinstance(url, str) or not isinstance(images, list):
+        raise ValueError(f"MMC4 url must be a string and image_info a list, found {type(url).__name__} and "
+                         f"{type(images).__name__}")
     by_sentence: dict[int, list[dict]] = {}
     for i, info in enumerate(images):
+        if not isinstance(info, dict):
+            raise ValueError(f"MMC4 image_info[{i}] must be an object, found {type(info).__name__}")
         if not info.get("raw_url"):
             raise ValueError(f"MMC4 image {i} has no raw_url")
         idx = info.get("matched_text_index")
-        if not isinstance(idx, int) or not 0 <= idx < len(sentences):
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(sentences):
             raise ValueError(f"MMC4 image {i} matched_text_index {idx!r} outside 0..{len(sentences) - 1}")
         by_sentence.setdefault(idx, []).append(info)
 
     nodes, image_meta = [], {}
     for s, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise ValueError(f"MMC4 text_list[{s}] must be a string, found {type(sentence).__name__}")
         for info in by_sentence.get(s, []):
             node = Node.image_node(info["raw_url"])
             node.clip_score = info.get("matched_sim")

@@ -44,22 +44,31 @@ def from_obelics(row: dict, *, source_file: str | None = None, row_number: int |
     if len(metadata) != len(texts):
         raise ValueError(f"OBELICS metadata has {len(metadata)} entries for {len(texts)} positions")
     general = _json(row.get("general_metadata"), "general_metadata") or {}
+    if not isinstance(general, dict):
+        raise ValueError(f"OBELICS general_metadata must be a JSON object, found {type(general).__name__}")
     url = general.get("url") or row.get("url")
     if not url:
         raise ValueError("OBELICS row has no URL (general_metadata.url)")
+    if not isinstance(url, str):
+        raise ValueError(f"OBELICS general_metadata.url must be a string, found {type(url).__name__}")
 
     nodes, image_meta = [], {}
     for i, (text, image, md) in enumerate(zip(texts, images, metadata)):
         if image:
             md = md or {}
+            if not isinstance(image, str) or not isinstance(md, dict):
+                raise ValueError(f"OBELICS position {i}: images[{i}] must be a string and metadata[{i}] an "
+                                 "object")
             nodes.append(Node.image_node(image, alt_text=md.get("alt_text"), width=_int(md.get("rendered_width")),
                                          height=_int(md.get("rendered_height"))))
             extra = {k: v for k, v in md.items() if k not in ("src", "alt_text", "rendered_width",
                                                                "rendered_height", "document_url")}
             if extra:
                 image_meta[image] = extra
-        elif text is not None:
+        elif isinstance(text, str):
             nodes.append(Node.text_node(text))
+        elif text is not None:
+            raise ValueError(f"OBELICS texts[{i}] must be a string or null, found {type(text).__name__}")
         else:
             raise ValueError(f"OBELICS position {i} has neither text nor image")
 

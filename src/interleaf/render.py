@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from interleaf import storage
+from interleaf.htmlsafe import CSP_META, data_image, link
 from interleaf.inspect import Summary
 from interleaf.schemas.document import Document
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES
@@ -114,17 +114,21 @@ def _summary_table(summary: Summary) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+
 def _img_tag(data: bytes | None, fmt: str | None, label: str) -> str:
+    uri = data_image(data, fmt) if data else None
+    if uri:
+        return f'<img src="{uri}" alt="{html.escape(label)}">'
     if data:
-        mime = f"image/{(fmt or 'jpeg').lower()}"
-        return f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{html.escape(label)}">'
+        return (f'<span class="placeholder">image ({html.escape(str(fmt))}) not shown: '
+                f'{html.escape(label)}</span>')
     return f'<span class="placeholder">image not in the store: {html.escape(label)}</span>'
+
 
 
 def _document_html(doc: Document, images: dict[str, tuple[bytes, str]]) -> str:
     parts = [f'<div class="doc{"" if doc.kept else " dropped"}">',
-             f'<div class="meta">{html.escape(doc.doc_id)} · <a href="{html.escape(doc.url)}">'
-             f'{html.escape(doc.url)}</a>'
+             f'<div class="meta">{html.escape(doc.doc_id)} · {link(doc.url)}'
              + (f' · <span class="reason">dropped: {html.escape(doc.reason or "")}</span>' if not doc.kept else "")
              + "</div>"]
     for n in doc.nodes:
@@ -194,6 +198,6 @@ def html_page(path: str, summary: Summary, *, documents: list[Document] | None =
     elif token_rows is not None:
         body.append(f"<h2>Sample token sequences ({len(token_rows)})</h2>")
         body += [f"<pre>{html.escape(t)}</pre>" for t in token_rows]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + CSP_META +
             f"<title>interleaf inspect: {html.escape(path)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")

@@ -75,9 +75,9 @@ CASES = [
     ("opted out by sha256 of the bytes", "/other.jpg", "opted_out", TOTAL_S),
     ("redirect to an opted-out URL", "/redirect?to=/ok/opted-out.jpg", "opted_out", TOTAL_S),
     ("redirect to file://", "/redirect?to=file:///etc/passwd", "unsupported_scheme", TOTAL_S),
-    ("redirect to a malformed URL", "/redirect?to=http://%5B::1/x.jpg", "error", TOTAL_S),
-    ("malformed IPv6 literal", "http://[::1/x.jpg", "error", TOTAL_S),
-    ("port that is not a number", "http://127.0.0.1:port/x.jpg", "error", TOTAL_S),
+    ("redirect to a malformed URL", "/redirect?to=http://%5B::1/x.jpg", "bad_url", TOTAL_S),
+    ("malformed IPv6 literal", "http://[::1/x.jpg", "bad_url", TOTAL_S),
+    ("port that is not a number", "http://127.0.0.1:port/x.jpg", "bad_url", TOTAL_S),
 ]
 
 

@@ -121,7 +121,7 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     assert by_id["dropped"] == dropped and by_id["warc"].nodes == [resolved]
     store = {u: r for r in images for u in r.urls}
     checked = set()
-    assert [n.reason for n in by_id["odd"].nodes] == ["error", "unsupported_scheme"]  # decided, not fetched
+    assert [n.reason for n in by_id["odd"].nodes] == ["bad_url", "unsupported_scheme"]  # decided, not fetched
     for doc in docs[:-3]:
         for before, after in zip(doc.nodes, by_id[doc.doc_id].nodes, strict=True):
             if not before.is_image:

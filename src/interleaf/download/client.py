@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from interleaf.download.netguard import GuardError, open_connection, resolve
+from interleaf.download.urls import request_url
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,12 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
     visited = []
     current = url
     while True:
+        try:  # as a browser sends it: non-ASCII and spaces percent-encoded (other schemes: the guard says)
+            if current.strip().lower().startswith(("http:", "https:")):
+                current = request_url(current)
+        except ValueError as e:
+            raise FetchError("bad_url", f"{current!r} cannot be requested: {e}" if not visited else
+                             f"redirect to {current!r}, which cannot be requested: {e}") from None
         try:
             parts = urlsplit(current)
             target = resolve(parts.scheme, parts.hostname or "", parts.port, allow_private=allow_private,
@@ -255,7 +262,7 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
             try:
                 location = urljoin(current, raw.headers["Location"].strip())
             except ValueError as e:  # a broken IPv6 literal
-                raise FetchError("error", f"redirect to a malformed URL {raw.headers['Location']!r}: "
+                raise FetchError("bad_url", f"redirect to a malformed URL {raw.headers['Location']!r}: "
                                           f"{e}") from None
             if location in visited:
                 raise FetchError("too_many_redirects", f"redirect loop: {current} -> {location} "

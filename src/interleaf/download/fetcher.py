@@ -239,8 +239,9 @@ class Fetcher:
         if format_refusal(fmt, self.rules) is not None:
             declared = response.headers.get("Content-Type", "no Content-Type")
             found = fmt or f"{data[:16]!r}"
+            allowed = ", ".join(self.rules.allowed_formats)
             raise FetchError("not_image", f"{len(data)} bytes served as {declared} are not an allowed image "
-                                          f"({', '.join(self.rules.allowed_formats)}); they start with {found}")
+                                          f"({allowed}); they start with {found}")
         try:
             width, height = header_size(data, fmt)
         except ImageDecodeError as e:

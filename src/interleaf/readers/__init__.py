@@ -64,15 +64,8 @@ def detect_format(path: str) -> str:
         if fmt in name:
             return fmt
     if name.endswith(ROW_SUFFIXES):
-        first = next(iter(rows(path, limit=1)), {})
-        if isinstance(first, str):
-            import json
-
-            try:
-                first = json.loads(first)
-            except ValueError:
-                first = {}
-        keys = set(first) if isinstance(first, dict) else set()
+        first = next(iter(rows(path, limit=1)), None)
+        keys = set(first.value) if first is not None and isinstance(first.value, dict) else set()
         for fmt in ROW_FORMATS.values():
             if fmt.keys <= keys:
                 return fmt.name

@@ -74,30 +74,62 @@ def _dechunk(data: bytes) -> bytes:
         pos = start + size + 2
 
 
-def _decode_content(data: bytes, encoding: str) -> bytes:
+DEFAULT_MAX_BYTES = 64 * 2**20  # a record's payload, on the wire and once decoded (bounds memory per record)
+
+
+class TooLarge(ValueError):
+    """A payload above the cap, on the wire or once decoded."""
+
+
+def _capped(out: bytes, limit: int, what: str) -> bytes:
+    if len(out) > limit:
+        raise TooLarge(f"{what} decodes to more than {limit} bytes")
+    return out
+
+
+def _inflate(data: bytes, wbits: int, limit: int, what: str) -> bytes:
+    z = zlib.decompressobj(wbits)
+    out = _capped(z.decompress(data, limit + 1), limit, what)
+    if not z.eof:  # as zlib.decompress: a stream cut short is an error, not a shorter body
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
+def _decode_content(data: bytes, encoding: str, limit: int) -> bytes:
+    """One content coding undone, never producing more than `limit` + 1 bytes (a small record that
+    inflates to gigabytes costs `limit` bytes of memory, then TooLarge)."""
     encoding = encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+        return _inflate(data, 16 + zlib.MAX_WBITS, limit, encoding)
     if encoding == "deflate":
         try:
-            return zlib.decompress(data)
+            return _inflate(data, zlib.MAX_WBITS, limit, encoding)
         except zlib.error:  # raw deflate without the zlib header, as some servers send
-            return zlib.decompress(data, -zlib.MAX_WBITS)
+            return _inflate(data, -zlib.MAX_WBITS, limit, encoding)
     if encoding == "br":
         import brotli
-        return brotli.decompress(data)
+        d = brotli.Decompressor()
+        out = _capped(d.process(data, output_buffer_limit=limit + 1), limit, encoding)
+        if not d.is_finished():
+            raise ValueError("brotli stream cut short")
+        return out
     if encoding == "zstd":
+        import io
+
         import zstandard
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+            return _capped(reader.read(limit + 1), limit, encoding)
     if encoding in ("", "identity", "none"):
         return data
     raise ValueError(f"unsupported Content-Encoding {encoding!r}")
 
 
-def decode_payload(raw: bytes, transfer_encoding: str | None, content_encoding: str | None) -> bytes:
-    """The entity body from the bytes on the wire. Archivers such as wget store bodies already decoded
-    while keeping the headers, so a body that fails to decode but is plainly not compressed is returned as
-    is. Raises ValueError when it can be neither decoded nor used."""
+def decode_payload(raw: bytes, transfer_encoding: str | None, content_encoding: str | None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The entity body from the bytes on the wire, each decoding step capped at `max_bytes` (TooLarge past
+    it). Archivers such as wget store bodies already decoded while keeping the headers, so a body that fails
+    to decode but is plainly not compressed is returned as is. Raises ValueError when it can be neither
+    decoded nor used."""
     data = raw
     if transfer_encoding and "chunked" in transfer_encoding.lower():
         try:
@@ -106,7 +138,9 @@ def decode_payload(raw: bytes, transfer_encoding: str | None, content_encoding: 
             pass  # stored de-chunked by the archiver
     for enc in reversed([e for e in (content_encoding or "").split(",") if e.strip()]):
         try:
-            data = _decode_content(data, enc)
+            data = _decode_content(data, enc, max_bytes)
+        except TooLarge:
+            raise
         except (zlib.error, ValueError, OSError, Exception) as e:  # brotli/zstd raise their own error types
             if data[:1] in (b"<", b"\xef", b" ", b"\n", b"\r", b"\t"):
                 return data  # already plain text
@@ -139,17 +173,19 @@ def classify(status: int | None, content_type: str | None, body_start: bytes) ->
     return None
 
 
-def iter_warc(stream: BinaryIO, source_file: str) -> Iterator[WarcItem | Skipped]:
+def iter_warc(stream: BinaryIO, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES
+              ) -> Iterator[WarcItem | Skipped]:
     """Every record of a WARC (or WARC.gz) stream as a WarcItem or a Skipped with its reason.
 
-    Never raises for bad input: a record cut short is skipped as "truncated", a payload that cannot be
-    decoded as "decode_error", and a file whose framing breaks ends with one "malformed" skip.
+    Never raises for bad input: a record cut short is skipped as "truncated", a payload above `max_bytes`
+    (on the wire or once decoded) as "too_large", one that cannot be decoded as "decode_error", and a file
+    whose framing breaks ends with one "malformed" skip.
     """
     it = ArchiveIterator(stream, parse_http=True, record_types=WarcRecordType.any_type, auto_decode="none",
                          fsspec_args=False)
     try:
         for rec in it:
-            yield _item(rec, source_file)
+            yield _item(rec, source_file, max_bytes)
     except (OSError, ValueError) as e:
         log.warning("%s: WARC framing broken, rest of the file skipped: %s", source_file, e)
         yield Skipped("malformed")
@@ -166,7 +202,7 @@ _SKIP_TYPES = [
 ]
 
 
-def _item(rec, source_file: str) -> WarcItem | Skipped:
+def _item(rec, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> WarcItem | Skipped:
     rtype = rec.record_type
     for skip_type, reason in _SKIP_TYPES:
         if rtype == skip_type:
@@ -196,7 +232,9 @@ def _item(rec, source_file: str) -> WarcItem | Skipped:
 
     if status != 200:
         return Skipped(f"http_{status // 100}xx" if status else "not_http")
-    raw = rec.reader.read()
+    if rec.content_length > max_bytes:  # the payload's declared length: nothing is read
+        return Skipped("too_large")
+    raw = rec.reader.read()  # at most content_length bytes
     if len(raw) < rec.content_length:
         return Skipped("truncated")
     kind = classify(status, content_type, raw[:64])
@@ -204,7 +242,10 @@ def _item(rec, source_file: str) -> WarcItem | Skipped:
         return Skipped("not_html_or_image")
     try:
         body = decode_payload(raw, rec.http_headers.get("Transfer-Encoding"),
-                              rec.http_headers.get("Content-Encoding"))
+                              rec.http_headers.get("Content-Encoding"), max_bytes)
+    except TooLarge as e:
+        log.debug("%s %s: %s", source_file, url, e)
+        return Skipped("too_large")
     except ValueError as e:
         log.debug("%s %s: %s", source_file, url, e)
         return Skipped("decode_error")

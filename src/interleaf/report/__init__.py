@@ -14,6 +14,7 @@ import os
 import time
 
 from interleaf import render, storage
+from interleaf.htmlsafe import CSP_META
 from interleaf.report import sections
 from interleaf.report.collect import RunData, read_run, read_samples
 from interleaf.report.samples import document_card
@@ -101,7 +102,7 @@ def build_report(directory: str, *, samples: int = 4) -> str:
     nav = "<nav>" + "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in parts) + "</nav>"
     name = os.path.basename(d.directory.rstrip("/")) or d.directory
     created = (d.manifest or {}).get("created", "")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + CSP_META +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>interleaf report: {esc(name)}</title><style>{_CSS}</style></head>\n<body>\n"
             f"<header><h1>interleaf run report <small>{esc(d.directory)}"

@@ -6,11 +6,11 @@ down to thumbnails before they are embedded, so a report of a run with large ima
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import textwrap
 
+from interleaf.htmlsafe import data_image, link
 from interleaf.imagefile import ImageDecodeError, decode, read_header
 from interleaf.report.svg import esc, fmt
 from interleaf.schemas.document import Document
@@ -51,13 +51,12 @@ def _image_html(node, images: dict[str, tuple[bytes, str]]) -> str:
             else "")
     score = f"CLIP {node.clip_score:.3f}" if node.clip_score is not None else ""
     bits = [b for b in (alt and f"alt: {alt}", size, score) if b]
-    if found:
-        data, mime = thumbnail(*found)
-        img = (f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" '
-               f'alt="{esc(alt or node.image_url)}">')
+    uri = data_image(*thumbnail(*found)) if found else None
+    if uri:
+        img = f'<img src="{uri}" alt="{esc(alt or node.image_url)}">'
     else:
-        url = textwrap.shorten(node.image_url or "", 60)
-        img = f'<span class="noimg">not in the image store<br>{esc(url)}</span>'
+        why = "image of a format not shown" if found else "not in the image store"
+        img = f'<span class="noimg">{why}<br>{esc(textwrap.shorten(node.image_url or "", 60))}</span>'
     return f'<figure class="img">{img}<figcaption>{esc(" · ".join(bits))}</figcaption></figure>'
 
 
@@ -66,7 +65,7 @@ def document_card(doc: Document, images: dict[str, tuple[bytes, str]]) -> str:
     kept = [n for n in doc.nodes if n.kept]
     n_img = sum(1 for n in kept if n.is_image)
     words = sum(len((n.text or "").split()) for n in kept if n.is_text)
-    parts = [(f'<div class="doc"><div class="meta"><a href="{esc(doc.url)}">{esc(doc.url)}</a>'
+    parts = [(f'<div class="doc"><div class="meta">{link(doc.url)}'
              f'<span> · {fmt(words)} words · {n_img} image{"s" if n_img != 1 else ""}</span></div>')]
     run: list[str] = []
 

@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 
+from interleaf.htmlsafe import link
 from interleaf.report import svg
 from interleaf.report.collect import ARCHIVED, FETCHED, RunData, describe_inputs, host_table
 from interleaf.report.svg import DROP_COLOURS, KEPT, OTHER, Row, Segment, esc, fmt
@@ -369,7 +370,7 @@ def rejected(d: RunData) -> str:
     chart = svg.bars(items, "Rejected documents by reason", colour=DROP_COLOURS[0])
     examples = "".join(
         f"<tr><td>{esc(reason)}</td><td class=\"n\">{fmt(n)}</td><td>"
-        + "<br>".join(f'<a href="{esc(u)}">{esc(u)}</a>' for u in r.examples.get(reason, [])) + "</td></tr>"
+        + "<br>".join(link(u) for u in r.examples.get(reason, [])) + "</td></tr>"
         for reason, n in items)
     return section("rejected", title, caption(
         f"{fmt(r.documents)} documents in rejected/, by the reason of the stage that dropped them, with "

@@ -1,0 +1,77 @@
+"""A URL as a browser sends it (the WHATWG URL standard's serialisation, for http and https): surrounding
+C0 controls and spaces stripped, tabs and newlines removed, the scheme and host lower-cased, a non-ASCII host
+in its IDNA form, the default port dropped, and the path and query percent-encoded (UTF-8) where the
+standard's percent-encode sets say, existing %XX escapes left alone. ASCII URLs with nothing to encode come
+back unchanged apart from the case of scheme and host, a default port and an empty path ("/"), so image
+stores made before stay keyed the same.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+_STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
+# the WHATWG percent-encode sets for special schemes, beyond C0 controls, DEL and non-ASCII
+_PATH_SET = frozenset(' "#<>?`{}')
+_QUERY_SET = frozenset(" \"#<>'")
+_USERINFO_SET = frozenset(' "#<>?`{}/:;=@[\\]^|')
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")  # after IDNA: what DNS can be asked for
+
+
+def _encode(text: str, encode: frozenset[str]) -> str:
+    out = []
+    for ch in text:
+        if ch in encode or ord(ch) < 0x21 or ord(ch) >= 0x7F:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _host(hostname: str) -> str:
+    if hostname.startswith("["):  # an IPv6 literal, checked by urlsplit
+        return hostname.lower()
+    if hostname.isascii():
+        return hostname.lower()
+    try:
+        labels = [label.encode("idna").decode("ascii") if not label.isascii() else label.lower()
+                  for label in hostname.rstrip(".").split(".")]
+        return ".".join(labels) + ("." if hostname.endswith(".") else "")
+    except UnicodeError as e:
+        raise ValueError(f"host {hostname!r} has no IDNA form: {e}") from None
+
+
+def request_url(url: str) -> str:
+    """The http(s) URL as a browser would request it, without its fragment. Raises ValueError (one line)
+    for one that cannot be requested: another scheme, no host, a bad port or IPv6 literal, a host with no
+    IDNA form."""
+    text = url.strip(_STRIP).replace("\t", "").replace("\n", "").replace("\r", "")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"malformed URL: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"scheme {scheme or '(none)'!r} is not fetched")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    hostname = netloc
+    if hostname.startswith("["):
+        hostname = hostname[: hostname.find("]") + 1]
+    elif ":" in hostname:
+        hostname = hostname.rsplit(":", 1)[0]
+    if not hostname:
+        raise ValueError("URL without a host")
+    host = _host(hostname)
+    if not (_HOST.match(host) or (host.startswith("[") and host.endswith("]"))):
+        raise ValueError(f"host {hostname!r} has characters a host name cannot have")
+    userinfo = ""
+    if "@" in parts.netloc:
+        userinfo = _encode(parts.netloc.rsplit("@", 1)[0], _USERINFO_SET - {":"}) + "@"
+    port_part = f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else ""
+    path = _encode(parts.path or "/", _PATH_SET)
+    has_query = parts.query or text.split("#", 1)[0].endswith("?")
+    query = f"?{_encode(parts.query, _QUERY_SET)}" if has_query else ""
+    return f"{scheme}://{userinfo}{host}{port_part}{path}{query}"
