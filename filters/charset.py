@@ -3,8 +3,9 @@
 Order of evidence, after the WHATWG HTML "determining the character encoding" algorithm
 (https://html.spec.whatwg.org/multipage/parsing.html#determining-the-character-encoding):
 byte order mark, then the HTTP Content-Type charset, then a <meta charset> / <meta http-equiv> found by the
-prescan, then detection. Labels are mapped to the WHATWG encoding names (so "iso-8859-1" decodes as
-windows-1252, as every browser does).
+prescan, then detection; when the header and the meta tag disagree and the bytes decode under both, the
+detector picks between the two (the meta tag when it names neither). Labels are mapped to the WHATWG
+encoding names (so "iso-8859-1" decodes as windows-1252, as every browser does).
 
 Unlike a browser we also check the declaration against the bytes, because crawls are full of pages that
 declare one charset and use another (typically a template that says iso-8859-1 over a database that emits
@@ -118,9 +119,25 @@ def sniff_encoding(body: bytes, content_type: str | None = None) -> tuple[str, s
         return "utf-8", "utf-8-valid"
     if _mostly_utf8(body):
         return "utf-8", "utf-8-mostly"
-    for encoding, evidence in ((header_charset(content_type), "header"), (meta_charset(body), "meta")):
-        if encoding and encoding != "utf-8" and _decodes(body, encoding):
-            return encoding, evidence
+    declared = [(encoding, evidence) for encoding, evidence in ((header_charset(content_type), "header"),
+                                                                (meta_charset(body), "meta"))
+                if encoding and encoding != "utf-8" and _decodes(body, encoding)]
+    guess = None
+    if len(declared) == 2 and declared[0][0] != declared[1][0]:
+        # header and meta disagree and the bytes decode under both (windows-1252 decodes nearly anything):
+        # the one whose text agrees best with the detector's guess wins (a guess of iso-8859-7 for a
+        # windows-1253 page agrees with windows-1253 on every Greek letter); on a tie, the page's own meta
+        # wins over a server default (an iso-8859-1 header over a windows-1251 page reads as mojibake)
+        guess = _label(detect_encoding(body, max_len=_DETECT_BYTES, html5_compatible=True))
+        if guess and _decodes(body, guess):
+            reference = body.decode(guess)
+            scores = [sum(a == b for a, b in zip(body.decode(e), reference) if a > "\x7f")
+                      for e, _ in declared]
+            if scores[0] != scores[1]:
+                return declared[scores.index(max(scores))]
+        return declared[1]
+    if declared:
+        return declared[0]
     guess = _label(detect_encoding(body, max_len=_DETECT_BYTES, html5_compatible=True))
     if guess and guess != "utf-8" and _decodes(body, guess):
         return guess, "detected"

@@ -20,7 +20,7 @@ from apache_beam import pvalue
 
 from interleaf import storage
 from interleaf.filters.charset import decode_html
-from interleaf.filters.html import ExtractConfig, extract
+from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
@@ -120,7 +120,12 @@ class ReadWarc(beam.PTransform):
 def page_to_document(item: WarcItem, config: ExtractConfig) -> tuple[Document, dict[str, int]]:
     """One archived HTML page to a Document (all nodes kept) and the extractor's left-out counts."""
     html = decode_html(item.body, item.content_type)
-    result = extract(html, item.url, config)
+    try:
+        result = extract(html, item.url, config)
+    except PageTooDeep as e:  # not parsed: a dropped document without nodes, counted under its reason
+        log.debug("%s: %s", item.url, e)
+        return Document(doc_id=make_doc_id(item.url, []), url=item.url, source_file=item.source_file,
+                        source_offset=item.offset, crawl_date=item.date).dropped("too_deep"), {}
     doc = Document(doc_id=make_doc_id(item.url, result.nodes), url=item.url, source_file=item.source_file,
                    source_offset=item.offset, crawl_date=item.date, language=result.language,
                    nodes=result.nodes)
