@@ -25,7 +25,6 @@ Output layout of a run directory:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -38,7 +37,7 @@ import apache_beam as beam
 from interleaf import __version__, storage
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
 from interleaf.filters.image_rules import ImageRules
-from interleaf.pipelines import dataflow
+from interleaf.pipelines import dataflow, rundir
 from interleaf.pipelines.common import (
     WriteShards,
     create_pipeline,
@@ -49,7 +48,7 @@ from interleaf.pipelines.common import (
 from interleaf.pipelines.dedup import DedupConfig
 from interleaf.pipelines.fetch import FetchImagesConfig
 from interleaf.pipelines.ingest import IngestConfig
-from interleaf.pipelines.names import MANIFEST, STAGES
+from interleaf.pipelines.names import STAGES
 from interleaf.pipelines.stage import DOCUMENTS, FAILED, IMAGES, REJECTED, SHARDS_FORMAT, RunContext, Stage
 from interleaf.readers import detect_format
 from interleaf.schemas.document import documents_to_table
@@ -246,7 +245,12 @@ def preflight(config: RunConfig, options) -> None:
 def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list[str] | None = None,
         images_path: str | None = None) -> dict:
     """Run the pipeline over the inputs into `output` and return the manifest (also written there).
-    `images_path`: the image store of shard inputs (default: the "images" directory beside them)."""
+    `images_path`: the image store of shard inputs (default: the "images" directory beside them).
+
+    Everything that can fail before the work (settings, inputs, their overlap with the output, models,
+    tokenizer files, the pipeline's construction) is checked before the output is touched; then the output
+    is locked (pipelines/rundir.py), its manifest says "running", the previous run's shards are removed,
+    and at the end the manifest says "complete" (or "failed", with the error)."""
     config.validate()
     pipeline_args = dataflow.prepare(list(pipeline_args or []))
     options = pipeline_options(pipeline_args)
@@ -255,33 +259,20 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
     if images_path is None and SHARDS_FORMAT in inputs:
         beside = storage.join(os.path.dirname(inputs[SHARDS_FORMAT][0].rstrip("/")), "images")
         images_path = beside if _is_shard_dir(beside) else None
-    if images_path and any(storage.join(output, sub).rstrip("/") == images_path.rstrip("/") for sub in OUTPUTS):
-        raise ValueError(f"the input image store {images_path} is inside the output directory, which this "
-                         "run rewrites; write to another --output")
-    for path in inputs.get(SHARDS_FORMAT, []):
-        if os.path.dirname(path.rstrip("/")).rstrip("/") == output.rstrip("/"):
-            raise ValueError(f"input {path} is inside the output directory {output}, which this run "
-                             "rewrites; write to another --output")
-    if not dry_run:
-        storage.makedirs(output)
-        for sub in OUTPUTS:
-            _clear_shards(storage.join(output, sub))
+    every_input = [path for paths in inputs.values() for path in paths]
+    rundir.check_overlap(every_input + ([images_path] if images_path else []), output, OUTPUTS)
     preflight(config, options)
-    started = time.time()
     p = create_pipeline(options)
     build(p, inputs, output, config, images_path)
-    log.info("running %s over %d input(s) into %s", "+".join(config.stages),
-             sum(len(v) for v in inputs.values()), output)
-    result = p.run()
     if dry_run:  # translated, not submitted: report the job's graph
+        result = p.run()
         return {"dry_run": True, "stages": config.stages, "remote": dataflow.describe(options),
                 "pipeline_args": pipeline_args, "graph": dataflow.job_graph(result)}
-    result.wait_until_finish()
-    elapsed = time.time() - started
-    funnel = funnel_from(result)
+
     manifest = {
         "interleaf_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": rundir.RUNNING,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
         "images_input": images_path,
         "stages": config.stages,
@@ -289,12 +280,33 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         "pipeline_args": pipeline_args,
         "runner": dataflow.describe(options),
         "versions": versions(),
-        "timings_s": {"total": round(elapsed, 3), "processing_by_stage": _stage_timings(result, config.stages)},
-        "funnel": funnel,
-        "unreconciled": unreconciled(funnel),
     }
-    storage.write_bytes(storage.join(output, MANIFEST),
-                        json.dumps(manifest, indent=2, default=str, sort_keys=False).encode())
+    with rundir.RunLock(output):
+        storage.makedirs(output)
+        rundir.write_manifest(output, manifest)  # from here until the end, the directory says "running"
+        for sub in OUTPUTS:
+            _clear_shards(storage.join(output, sub))
+        log.info("running %s over %d input(s) into %s", "+".join(config.stages),
+                 sum(len(v) for v in inputs.values()), output)
+        started = time.time()
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        except BaseException as e:
+            error = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
+            rundir.write_manifest(output, {**manifest, "status": rundir.FAILED, "error": error})
+            raise
+        elapsed = time.time() - started
+        funnel = funnel_from(result)
+        manifest.update({
+            "status": rundir.COMPLETE,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timings_s": {"total": round(elapsed, 3),
+                          "processing_by_stage": _stage_timings(result, config.stages)},
+            "funnel": funnel,
+            "unreconciled": unreconciled(funnel),
+        })
+        rundir.write_manifest(output, manifest)
     if manifest["unreconciled"]:
         log.error("funnel does not reconcile: %s", manifest["unreconciled"])
     return manifest

@@ -182,8 +182,12 @@ def load_images(store: str, wanted: set[str]) -> dict[str, tuple[bytes, str]]:
 
 def html_page(path: str, summary: Summary, *, documents: list[Document] | None = None,
               image_rows: list[dict] | None = None, token_rows: list[str] | None = None,
-              token_html: list[str] | None = None, images: dict[str, tuple[bytes, str]] | None = None) -> str:
-    body = [f"<h1>interleaf inspect: {html.escape(path)}</h1>", "<h2>Summary</h2>", _summary_table(summary)]
+              token_html: list[str] | None = None, images: dict[str, tuple[bytes, str]] | None = None,
+              warning: str | None = None) -> str:
+    body = [f"<h1>interleaf inspect: {html.escape(path)}</h1>"]
+    if warning:
+        body.append(f'<p class="reason"><strong>{html.escape(warning)}</strong></p>')
+    body += ["<h2>Summary</h2>", _summary_table(summary)]
     if summary.kind == KIND_DOCUMENTS and documents is not None:
         body.append(f"<h2>Sample documents ({len(documents)})</h2>")
         body += [_document_html(d, images or {}) for d in documents]

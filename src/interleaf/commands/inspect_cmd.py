@@ -30,6 +30,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def incomplete_warning(path: str) -> str | None:
+    """A line saying that the run which wrote `path` did not finish, or None."""
+    from interleaf.pipelines.rundir import COMPLETE, run_status
+
+    status = run_status(path)
+    if status is None or status["status"] == COMPLETE:
+        return None
+    why = f": {status['error']}" if status.get("error") else ""
+    return (f"the run that wrote {path} is not complete (status {status['status']}, started "
+            f"{status.get('started') or 'at an unknown time'}{why}); its shards may be partial")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 or more, found {args.sample}")
@@ -62,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
             elif summary.kind == KIND_FAILURES:
                 texts = [f"{r['stage']}/{r['step']} {r['kind']} {r['key']}: {r['error']}" for r in rows]
 
+    warning = incomplete_warning(args.path)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(json.dumps({**summary.to_json(), **({"warning": warning} if warning else {})}, indent=2))
     else:
         print(render.summary_text(summary, args.path))
     if args.sample:
@@ -79,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                           for k in (node.image_sha256, node.image_url) if k}
                 images = render.load_images(store, wanted)
         page = render.html_page(args.path, summary, documents=documents, image_rows=image_rows,
-                                token_rows=token_rows, token_html=token_html, images=images)
+                                token_rows=token_rows, token_html=token_html, images=images, warning=warning)
         directory = os.path.dirname(args.html)
         if directory:
             storage.makedirs(directory)

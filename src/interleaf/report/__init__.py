@@ -100,6 +100,13 @@ def build_report(directory: str, *, samples: int = 4) -> str:
     if samples:
         parts.append(("samples", "Samples", samples_section(d)))
     nav = "<nav>" + "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in parts) + "</nav>"
+    status = (d.manifest or {}).get("status", "complete")
+    if d.manifest is not None and status != "complete":  # a run killed, failed or still going
+        error = (d.manifest or {}).get("error")
+        note = (f"this run is not complete (status {status}, started {(d.manifest or {}).get('started')}"
+                f"{': ' + error if error else ''}): its shards may be partial and its funnel is missing")
+        parts.insert(0, ("status", "Incomplete run",
+                         sections.section("status", "Incomplete run", sections.absent_box(note))))
     name = os.path.basename(d.directory.rstrip("/")) or d.directory
     created = (d.manifest or {}).get("created", "")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + CSP_META +
