@@ -86,7 +86,14 @@ class _ReadWarcFile(CountingDoFn):
         self.max_bytes = max_bytes
 
     def process(self, path: str):
-        with storage.open_read(path) as stream:
+        try:
+            stream = storage.open_read(path)
+        except OSError as e:  # gone or unreadable since the run listed it: one counted record, not a crash
+            log.warning("%s: cannot be read: %s", path, e)
+            self.funnel.inc("records", "in")
+            self.funnel.drop("records", "unreadable_file")
+            return
+        with stream:
             for item in iter_warc(stream, os.path.basename(path), self.max_bytes):
                 self.funnel.inc("records", "in")
                 if isinstance(item, Skipped):

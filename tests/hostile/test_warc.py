@@ -91,3 +91,12 @@ def test_a_gigabyte_bomb_is_a_counted_drop_in_bounded_memory(tmp_path):
     assert records["dropped"].get("too_large") == 2 and records["out"] == 1 and m["unreconciled"] == []
     # measured here: 731 MiB for both (the bombs cost nothing visible); without the cap, above 2 GiB
     assert result["peak_kib"] < baseline["peak_kib"] + 200 * 1024, (baseline, result)
+
+
+def test_a_warc_that_cannot_be_opened_is_one_counted_record(tmp_path):
+    from interleaf.pipelines.ingest import _ReadWarcFile
+
+    fn = _ReadWarcFile()
+    fn.setup()
+    assert list(fn.process(str(tmp_path / "gone-since-listed.warc.gz"))) == []
+    assert dict(fn.funnel._pending) == {"records.in": 1, "records.dropped.unreadable_file": 1}
