@@ -244,7 +244,8 @@ class _ReadInterleavedFile(CountingDoFn):
                     raise TypeError(f"a row must be a JSON object, found {type(row.value).__name__}")
                 doc = self.convert(row.value, source_file=name, row_number=row.number)
                 check_writable(doc)
-            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as e:
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError,
+                    OverflowError) as e:
                 yield self._bad(name, row.number, BAD_ROW, f"{type(e).__name__}: {str(e)[:300]}")
                 continue
             self.funnel.inc("nodes", "in", len(doc.nodes))

@@ -150,6 +150,8 @@ def run_status(directory: str) -> dict | None:
                 manifest = json.loads(storage.read_bytes(path))
             except ValueError:
                 return {"status": FAILED, "error": f"{path} is not valid JSON"}
+            if not isinstance(manifest, dict):
+                return {"status": FAILED, "error": f"{path} is not a JSON object"}
             return {"status": manifest.get("status", COMPLETE), "started": manifest.get("started"),
                     "error": manifest.get("error"), "manifest": path}
     return None

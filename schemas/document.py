@@ -156,6 +156,25 @@ def _check_int(value, field: str, low: int, high: int) -> None:
         raise ValueError(f"{field}: {str(value)[:40]} is outside {low}..{high}")
 
 
+MAX_META_DEPTH = 64  # deeper values cannot travel between Beam workers (pickling recurses per level)
+
+
+def _depth(value) -> int:
+    """How deeply lists and dicts nest in `value` (iteratively: the value may nest past the recursion
+    limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            if d > MAX_META_DEPTH:
+                return d
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return deepest
+
+
 def check_writable(doc: Document) -> None:
     """Raise ValueError naming the first field of `doc` that the document schema cannot hold: a wrong type,
     a number out of its column's range, NaN or infinity, text that is not valid Unicode, meta that is not
@@ -181,6 +200,8 @@ def check_writable(doc: Document) -> None:
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
                                   or not -_FLOAT32_MAX <= score <= _FLOAT32_MAX):  # NaN fails both
             raise ValueError(f"{where} clip_score: expected a finite number, found {str(score)[:40]!r}")
+    if _depth(doc.meta) > MAX_META_DEPTH:
+        raise ValueError(f"meta: nested deeper than {MAX_META_DEPTH} levels")
     try:
         json.dumps(doc.meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as e:
@@ -254,9 +275,18 @@ def documents_to_table(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA
 
 
 def documents_from_table(table: pa.Table) -> list[Document]:
+    """Documents of a table with DOCUMENT_SCHEMA's columns. Raises SchemaMismatchError (one line) for a
+    row that cannot be one (a `meta` cell that is not a JSON object, a node of unknown fields)."""
+    from interleaf.schemas.meta import SchemaMismatchError
+
     docs = []
-    for row in table.to_pylist():
-        nodes = [Node(**n) for n in row.pop("nodes")]
-        meta = json.loads(row.pop("meta") or "{}")
-        docs.append(Document(**row, nodes=nodes, meta=meta))
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            nodes = [Node(**n) for n in row.pop("nodes")]
+            meta = json.loads(row.pop("meta") or "{}")
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not a JSON object")
+            docs.append(Document(**row, nodes=nodes, meta=meta))
+        except (ValueError, TypeError) as e:
+            raise SchemaMismatchError(f"document row {i}: {str(e).splitlines()[0][:200]}") from None
     return docs

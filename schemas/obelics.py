@@ -29,7 +29,7 @@ def _json(value, what: str):
 def _int(v) -> int | None:
     try:
         return int(v) if v is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -121,10 +121,16 @@ def read_shard(path: str, expected: pa.Schema | None = None, columns: list[str] 
     metadata = dict(table.schema.metadata or {})
     declared = metadata.pop(NUM_ROWS_KEY, None)
     if declared is not None and int(declared) != table.num_rows:
-        raise ShardError(f"{path} is not a complete Arrow IPC shard: {table.num_rows} of {int(declared)} rows "
-                         "(truncated). Rewrite it, or delete it and rerun the stage")
+        raise ShardError(f"{path} has {table.num_rows} rows where its metadata says {int(declared)}: truncated "
+                         "or altered. Rewrite it, or delete it and rerun the stage")
     table = table.replace_schema_metadata(metadata)
-    return table.select(columns) if columns else table
+    if columns:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise ShardError(f"{path} lacks the column(s) {', '.join(missing)} that its kind needs: not a "
+                             "shard interleaf wrote, or one relabelled")
+        return table.select(columns)
+    return table
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def _dechunk(data: bytes) -> bytes:
         if end < 0:
             raise ValueError("chunk size line not terminated")
         size = int(data[pos:end].split(b";", 1)[0].strip() or b"0", 16)
+        if size < 0:  # int() reads "-6": a loop that never ends, its output growing, unless refused
+            raise ValueError("negative chunk size")
         if size == 0:
             return bytes(out)
         start = end + 2
@@ -185,7 +187,12 @@ def iter_warc(stream: BinaryIO, source_file: str, max_bytes: int = DEFAULT_MAX_B
                          fsspec_args=False)
     try:
         for rec in it:
-            yield _item(rec, source_file, max_bytes)
+            try:
+                item = _item(rec, source_file, max_bytes)
+            except (ValueError, OverflowError, UnicodeError) as e:  # a bad header of this record only
+                log.debug("%s: record at %s skipped: %s", source_file, getattr(rec, "stream_pos", "?"), e)
+                item = Skipped("bad_record")
+            yield item
     except (OSError, ValueError) as e:
         log.warning("%s: WARC framing broken, rest of the file skipped: %s", source_file, e)
         yield Skipped("malformed")

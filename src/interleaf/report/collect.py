@@ -90,7 +90,31 @@ class RunData:
 
     @property
     def funnel(self) -> dict:
-        return (self.manifest or {}).get("funnel") or {}
+        """The manifest's funnel, with entries that are not {stage: {unit: {"in", "out", "dropped"}}} left
+        out (a hand-edited or foreign manifest)."""
+        funnel = (self.manifest or {}).get("funnel")
+        if not isinstance(funnel, dict):
+            return {}
+        return {stage: {unit: e for unit, e in units.items()
+                        if isinstance(e, dict) and all(isinstance(e.get(k, 0), int) for k in ("in", "out"))
+                        and isinstance(e.get("dropped", {}), dict)}
+                for stage, units in funnel.items() if isinstance(units, dict)}
+
+
+_MANIFEST_TYPES = {"stages": list, "inputs": dict, "versions": dict, "config": dict, "timings_s": dict,
+                   "funnel": dict, "created": str, "started": str, "status": str, "error": str,
+                   "unreconciled": list}
+
+
+def _sane(manifest: dict) -> dict:
+    """The manifest without the keys whose values are not of the type interleaf writes (a hand-edited or
+    foreign manifest), so that the report draws what it can."""
+    out = {k: v for k, v in manifest.items() if k not in _MANIFEST_TYPES or isinstance(v, _MANIFEST_TYPES[k])}
+    if "stages" in out:
+        out["stages"] = [s for s in out["stages"] if isinstance(s, str)]
+    if "inputs" in out:
+        out["inputs"] = {k: v for k, v in out["inputs"].items() if isinstance(v, list)}
+    return out
 
 
 def read_run(directory: str, samples: int = 4) -> RunData:
@@ -102,6 +126,11 @@ def read_run(directory: str, samples: int = 4) -> RunData:
             d.manifest = json.loads(storage.read_bytes(path))
         except ValueError as e:
             d.absent["manifest"] = f"{path} is not valid JSON ({e})"
+        if d.manifest is not None and not isinstance(d.manifest, dict):
+            d.manifest = None
+            d.absent["manifest"] = f"{path} is not a JSON object"
+        elif d.manifest is not None:
+            d.manifest = _sane(d.manifest)
     else:
         d.absent["manifest"] = f"no {path}: the funnel and timings are unknown (not a run directory?)"
     d.documents = _guard(d, "documents", lambda p: documents_stats(p, samples), KIND_DOCUMENTS)
@@ -297,9 +326,13 @@ def token_stats(path: str) -> TokenStats:
 def _clip_threshold(d: RunData) -> float | None:
     """The CLIP threshold the run applied: the configured one, else the one recorded in the first scored
     document's decision (a threshold calibrated in a checkpoint, or a corpus quantile)."""
-    decision = ((((d.manifest or {}).get("config") or {}).get("clip") or {}).get("decision")) or {}
-    if decision.get("mode") == "threshold" and decision.get("threshold") is not None and \
-            "clip" in (d.manifest or {}).get("stages", []):
+    def obj(value) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    decision = obj(obj(obj(obj(d.manifest).get("config")).get("clip")).get("decision"))
+    stages = obj(d.manifest).get("stages")
+    if decision.get("mode") == "threshold" and isinstance(decision.get("threshold"), (int, float)) and \
+            isinstance(stages, list) and "clip" in stages:
         return float(decision["threshold"])
     if d.documents is None or not (d.documents.clip_kept.size or d.documents.clip_dropped.size):
         return None

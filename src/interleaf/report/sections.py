@@ -295,6 +295,7 @@ def _clip_card(d: RunData) -> str:
         return _hist_card(title, store, source, x_label, "", series=[s for s in series if s[1].size],
                           markers=markers, kind="linear")
     stages = (d.manifest or {}).get("stages")
+    stages = stages if isinstance(stages, list) else None
     why = ("no CLIP scores in documents/ or images/" if stages is None else
            "the clip stage ran but no image node or stored image has a score" if "clip" in stages else
            "no CLIP scores: the clip stage did not run")
