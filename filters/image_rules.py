@@ -94,17 +94,43 @@ def size_refusal(width: int, height: int, rules: ImageRules) -> tuple[str, str] 
     return None
 
 
-def refusal(data: bytes, rules: ImageRules, size: tuple[int, int] | None = None) -> tuple[str, str] | None:
-    """(reason, message) for the rule that these image bytes break, or None: format by magic bytes, then
-    the sides, aspect and area of `size` (the original size, when the bytes were resized) or else of the
-    header."""
+@dataclass(frozen=True)
+class HeaderVerdict:
+    """What the header of image bytes says against the rules: the format sniffed, the size read (None when
+    it could not be), and the rule broken (reason, message) or None."""
+
+    fmt: str | None
+    size: tuple[int, int] | None
+    reason: str | None = None  # NOT_IMAGE, UNREADABLE, or one of SIZE_REASONS
+    message: str | None = None
+
+
+UNREADABLE = "unreadable"  # an allowed format by its magic bytes, whose header cannot be read
+
+
+def judge_header(data: bytes, rules: ImageRules, size: tuple[int, int] | None = None) -> HeaderVerdict:
+    """The format by magic bytes, then the sides, aspect and area of `size` (the original size, when the
+    bytes were resized) or else of the header. The one sequence both the fetcher (before decoding) and the
+    image-rules step (on every stored image) apply."""
     fmt = sniff_format(data)
     problem = format_refusal(fmt, rules)
     if problem is not None:
-        return NOT_IMAGE, problem
+        return HeaderVerdict(fmt, None, NOT_IMAGE, problem)
     if size is None:
         try:
             size = header_size(data, fmt)
         except ImageDecodeError as e:
-            return (TOO_LARGE if e.bomb else NOT_IMAGE), str(e)
-    return size_refusal(size[0], size[1], rules)
+            if e.bomb:
+                return HeaderVerdict(fmt, None, TOO_LARGE, f"header declares a decompression bomb: {e}")
+            return HeaderVerdict(fmt, None, UNREADABLE, f"{fmt} header unreadable: {e}")
+    refused = size_refusal(size[0], size[1], rules)
+    return HeaderVerdict(fmt, size, *(refused or (None, None)))
+
+
+def refusal(data: bytes, rules: ImageRules, size: tuple[int, int] | None = None) -> tuple[str, str] | None:
+    """(reason, message) for the rule that these image bytes break, or None (judge_header; an unreadable
+    header is NOT_IMAGE here)."""
+    verdict = judge_header(data, rules, size)
+    if verdict.reason is None:
+        return None
+    return (NOT_IMAGE if verdict.reason == UNREADABLE else verdict.reason), verdict.message

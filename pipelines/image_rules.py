@@ -150,7 +150,8 @@ class ImageRulesStage(Stage):
                          lambda d: [(sha, d.doc_id) for sha in image_shas(d)])}
                     | "JoinRefused" >> beam.CoGroupByKey()
                     | "Verdicts" >> beam.FlatMap(_verdicts))
-        judged = ({"doc": routed.judged | "KeyByDocId" >> beam.Map(lambda d: (d.doc_id, d)), REFUSED: verdicts}
+        keyed = routed.judged | "KeyByDocId" >> beam.Map(lambda d: (d.doc_id, d))
+        judged = ({"doc": keyed, REFUSED: verdicts}
                   | "JoinDocuments" >> beam.CoGroupByKey()
                   | "DropNodes" >> beam.ParDo(_DropNodes()))
         documents = (judged, routed.untouched) | "AllDocuments" >> beam.Flatten()

@@ -9,6 +9,8 @@ import base64
 import html
 from urllib.parse import urlsplit
 
+from interleaf.download.urls import as_read
+
 # no script of any kind (inline, event handler, javascript: URL), no plugin, no form, no <base> hijack;
 # images, styles and fonts as the page has them
 CSP = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-src 'none'"
@@ -17,19 +19,12 @@ RASTER_MIME = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "g
                "webp": "image/webp"}
 
 
-def esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def safe_url(url: str | None) -> str | None:
-    """The URL when a browser would open it as http(s) and nothing else, else None. Browsers strip leading
-    and trailing C0 controls and spaces and drop tabs and newlines anywhere before reading the scheme
-    ("java\\tscript:" is javascript:), so the check is made on the URL as a browser reads it."""
+    """The URL when a browser would open it as http(s) and nothing else, else None. The check is made on
+    the URL as a browser reads it (download.urls.as_read: "java\\tscript:" is javascript:)."""
     if not url:
         return None
-    seen = "".join(ch for ch in url.strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f"
-                                         "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f ")
-                   if ch not in "\t\n\r")
+    seen = as_read(url)
     try:
         parts = urlsplit(seen)
     except ValueError:
@@ -41,11 +36,11 @@ def safe_url(url: str | None) -> str | None:
 
 def link(url: str | None, text: str | None = None) -> str:
     """An <a> to an http(s) URL, or the URL as text when it is anything else."""
-    label = esc(text if text is not None else url)
+    label = html.escape(text if text is not None else (url or ""))
     target = safe_url(url)
     if target is None:
         return f'<span class="url">{label}</span>'
-    return f'<a href="{esc(target)}" rel="noopener noreferrer nofollow">{label}</a>'
+    return f'<a href="{html.escape(target)}" rel="noopener noreferrer nofollow">{label}</a>'
 
 
 def data_image(data: bytes, fmt: str | None) -> str | None:

@@ -37,9 +37,8 @@ from interleaf.download.consent import (
     RobotsUnavailable,
     x_robots_refusal,
 )
-from interleaf.filters.image_rules import ImageRules, format_refusal, header_size, size_refusal, sniff_format
+from interleaf.filters.image_rules import NOT_IMAGE, UNREADABLE, ImageRules, judge_header
 from interleaf.filters.optout import OPTED_OUT, OptOutList
-from interleaf.imagefile import ImageDecodeError
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -235,23 +234,18 @@ class Fetcher:
         finally:
             response.close(self.watchdog)
         record.original_bytes = len(data)
-        fmt = sniff_format(data)
-        if format_refusal(fmt, self.rules) is not None:
+        verdict = judge_header(data, self.rules)  # the run's image rules, from the header: nothing decoded
+        if verdict.size is not None:  # kept in a refused record: a later run with other rules may fetch it
+            record.original_width, record.original_height = verdict.size
+        if verdict.reason == NOT_IMAGE:
             declared = response.headers.get("Content-Type", "no Content-Type")
-            found = fmt or f"{data[:16]!r}"
+            found = verdict.fmt or f"{data[:16]!r}"
             allowed = ", ".join(self.rules.allowed_formats)
             raise FetchError("not_image", f"{len(data)} bytes served as {declared} are not an allowed image "
                                           f"({allowed}); they start with {found}")
-        try:
-            width, height = header_size(data, fmt)
-        except ImageDecodeError as e:
-            if e.bomb:
-                raise FetchError("too_large", f"header declares a decompression bomb: {e}") from None
-            raise FetchError("decode_error", f"{fmt} header unreadable: {e}") from None
-        record.original_width, record.original_height = width, height
-        refused = size_refusal(width, height, self.rules)
-        if refused is not None:
-            raise FetchError(*refused)
+        if verdict.reason is not None:
+            status = "decode_error" if verdict.reason == UNREADABLE else verdict.reason
+            raise FetchError(status, verdict.message)
         entry = config.optout.match_bytes(data)
         if entry is not None:
             raise FetchError(OPTED_OUT, f"opted out by {entry} (bytes as served)")

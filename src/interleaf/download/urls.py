@@ -43,11 +43,17 @@ def _host(hostname: str) -> str:
         raise ValueError(f"host {hostname!r} has no IDNA form: {e}") from None
 
 
+def as_read(url: str) -> str:
+    """The URL as a browser reads it before parsing: surrounding C0 controls and spaces stripped, tabs and
+    newlines removed anywhere ("java\\tscript:" is javascript:)."""
+    return url.strip(_STRIP).replace("\t", "").replace("\n", "").replace("\r", "")
+
+
 def request_url(url: str) -> str:
     """The http(s) URL as a browser would request it, without its fragment. Raises ValueError (one line)
     for one that cannot be requested: another scheme, no host, a bad port or IPv6 literal, a host with no
     IDNA form."""
-    text = url.strip(_STRIP).replace("\t", "").replace("\n", "").replace("\r", "")
+    text = as_read(url)
     try:
         parts = urlsplit(text)
         port = parts.port
