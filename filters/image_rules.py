@@ -51,6 +51,8 @@ class ImageRules:
             problems.append(f"max_aspect_ratio must be at least 1, found {self.max_aspect_ratio}")
         if self.max_pixels <= 0:
             problems.append(f"max_pixels must be positive, found {self.max_pixels}")
+        if not self.allowed_formats:
+            problems.append("allowed_formats is empty: every image would be refused")
         unknown = set(self.allowed_formats) - set(PIL_FORMATS)
         if unknown:
             problems.append(f"allowed_formats: unknown {sorted(unknown)}; known: {sorted(PIL_FORMATS)}")

@@ -50,7 +50,7 @@ from interleaf.pipelines.fetch import FetchImagesConfig
 from interleaf.pipelines.ingest import IngestConfig
 from interleaf.pipelines.names import STAGES
 from interleaf.pipelines.stage import DOCUMENTS, FAILED, IMAGES, REJECTED, SHARDS_FORMAT, RunContext, Stage
-from interleaf.readers import detect_format
+from interleaf.readers import check_forced_format, detect_format
 from interleaf.schemas.document import documents_to_table
 from interleaf.schemas.failure import failure_key, failures_to_table
 from interleaf.schemas.image import images_to_table
@@ -147,8 +147,11 @@ def resolve_inputs(patterns: list[str], input_format: str | None) -> dict[str, l
             elif storage.is_dir(path):
                 raise ValueError(f"{path} is a directory without shards; give files or a glob such as "
                                  f"{path}/*.warc.gz")
+            elif input_format:
+                check_forced_format(path, input_format)
+                fmt = input_format
             else:
-                fmt = input_format or detect_format(path)
+                fmt = detect_format(path)
             by_format.setdefault(fmt, []).append(path)
     return {k: sorted(set(v)) for k, v in by_format.items()}
 

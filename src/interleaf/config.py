@@ -22,7 +22,7 @@ def load_toml(path: str) -> dict:
     from interleaf import storage
     try:
         return tomllib.loads(storage.read_bytes(path).decode("utf-8"))
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"config file {path}: {e}") from None
 
 
@@ -59,9 +59,16 @@ def apply(obj: Any, values: dict, where: str = "") -> Any:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, float) and value != value:
+        raise UsageError(f"config key {where!r}: nan is not a setting")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if origin in (list, tuple) and isinstance(value, list):
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise UsageError(f"config key {where!r}: expected a list, found {type(value).__name__} {value!r}")
+        item = args[0] if args and (origin is list or args[-1] is Ellipsis or len(args) == 1) else None
+        if item is not None:  # list[X] and tuple[X, ...]: every element checked as an X
+            value = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return value if origin is list else tuple(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -73,7 +80,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 except UsageError:
                     continue
         raise UsageError(f"config key {where!r}: {value!r} does not fit {hint}")
-    if isinstance(hint, type) and not isinstance(value, hint):
+    if isinstance(hint, type) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise UsageError(f"config key {where!r}: expected {hint.__name__}, found {type(value).__name__} {value!r}")
     return value
 

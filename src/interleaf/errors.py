@@ -10,4 +10,4 @@ class UsageError(ValueError):
 
 
 USER_ERRORS = (UsageError, ShardError, SchemaMismatchError, StorageError, FileNotFoundError,
-               NotADirectoryError, PermissionError)
+               NotADirectoryError, IsADirectoryError, PermissionError)

@@ -131,3 +131,16 @@ def test_a_killed_run_says_so_until_a_rerun_replaces_it(tmp_path, capsys):
     capsys.readouterr()
     assert main(["inspect", str(out / "documents")]) == 0
     assert "not complete" not in capsys.readouterr().err
+
+
+def test_a_tokenizer_path_that_is_a_directory_is_one_line(tmp_path, previous, capsys):
+    before = _snapshot(previous)
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "tok.toml").write_text(f'[tokenize]\ntext_tokenizer = "{tmp_path / "dir.json"}"\n'
+                                       f'image_tokenizer = "{tmp_path / "dir.json"}"\n')
+    capsys.readouterr()
+    code = main(["run", str(previous / "documents"), "--output", str(tmp_path / "tok-out"), "--stages",
+                 "tokenize", "--config", str(tmp_path / "tok.toml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err  # was an IsADirectoryError traceback
+    assert _snapshot(previous) == before

@@ -52,11 +52,33 @@ def formats() -> tuple[str, ...]:
     return (WARC, *ROW_FORMATS)
 
 
+def _first_row_keys(path: str) -> set[str]:
+    from interleaf.readers.rows import rows
+
+    first = next(iter(rows(path, limit=1)), None)
+    return set(first.value) if first is not None and isinstance(first.value, dict) else set()
+
+
+def check_forced_format(path: str, fmt: str) -> None:
+    """Raise ValueError (one line) when a file plainly is not in the format --input-format forces: a WARC
+    by its name read as rows, rows by their name read as a WARC, or a first row with the keys of another
+    row format and not of this one. A run would otherwise drop every record and still succeed."""
+    name = os.path.basename(path).lower()
+    if fmt != WARC and name.endswith(WARC_SUFFIXES):
+        raise ValueError(f"{path} is a WARC by its name, not {fmt}: leave out --input-format")
+    if fmt == WARC and name.endswith(ROW_SUFFIXES):
+        raise ValueError(f"{path} is a file of rows by its name, not a WARC: leave out --input-format")
+    if fmt in ROW_FORMATS and name.endswith(ROW_SUFFIXES):
+        keys = _first_row_keys(path)
+        others = [f.name for f in ROW_FORMATS.values() if f.name != fmt and f.keys <= keys]
+        if others and not ROW_FORMATS[fmt].keys <= keys:
+            raise ValueError(f"{path}: its first row has the keys of {others[0]}, not of {fmt} "
+                             f"({', '.join(sorted(ROW_FORMATS[fmt].keys))}): leave out --input-format")
+
+
 def detect_format(path: str) -> str:
     """The input format of a file from its name: *.warc[.gz] is a WARC; a JSONL/Parquet file is a row format
     named in the file name, else the one whose keys its first row has."""
-    from interleaf.readers.rows import rows
-
     name = os.path.basename(path).lower()
     if name.endswith(WARC_SUFFIXES):
         return WARC
@@ -64,8 +86,7 @@ def detect_format(path: str) -> str:
         if fmt in name:
             return fmt
     if name.endswith(ROW_SUFFIXES):
-        first = next(iter(rows(path, limit=1)), None)
-        keys = set(first.value) if first is not None and isinstance(first.value, dict) else set()
+        keys = _first_row_keys(path)
         for fmt in ROW_FORMATS.values():
             if fmt.keys <= keys:
                 return fmt.name
