@@ -21,6 +21,7 @@ from apache_beam import pvalue
 from interleaf import storage
 from interleaf.filters.charset import decode_html
 from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
+from interleaf.filters.language import LanguageConfig, identify, language_failure
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
@@ -48,6 +49,8 @@ STAGE = "ingest"
 class IngestConfig:
     input_format: str | None = None  # "warc", "obelics", "mmc4" (readers.formats()); None detects per file
     extract: ExtractConfig = field(default_factory=ExtractConfig)  # HTML to nodes
+    # language identification and the keep list, before the quality rules (whose stop-word rule reads it)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)  # node and document rules
     keep_dropped_nodes: bool = False  # keep filtered nodes (with reasons) inside kept documents, for audit
     # Rows of JSONL/JSON/Parquet inputs longer than this are dropped unread (too_large), so memory per row
@@ -61,6 +64,7 @@ class IngestConfig:
     max_image_pixels: int = 20_000 * 20_000
 
     def validate(self) -> None:
+        self.language.validate()
         if self.max_row_bytes < 1024 or self.max_record_bytes < 1024:
             raise ValueError(f"max_row_bytes and max_record_bytes must be at least 1024, found "
                              f"{self.max_row_bytes} and {self.max_record_bytes}")
@@ -272,15 +276,21 @@ KEPT_TAG, REJECTED_TAG = "kept", "rejected"
 
 
 class _Filter(CountingDoFn):
-    """Document to the kept output (dropped nodes stripped unless audited) or the rejected output."""
+    """Document to the kept output (dropped nodes stripped unless audited) or the rejected output: its
+    language identified first (filters/language.py), then the keep list, then the quality rules."""
 
     stage = STAGE
 
-    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool):
+    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool,
+                 language: LanguageConfig | None = None):
         self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
+        self.language = language or LanguageConfig(identify=False)
 
     def process(self, doc: Document):
-        doc = apply_quality(doc, self.config)
+        if self.language.identify:
+            doc = identify(doc, self.language)
+        reason = language_failure(doc, self.language)
+        doc = doc.dropped(reason) if reason else apply_quality(doc, self.config)
         for n in doc.nodes:  # every node entered the funnel as "in"; the dropped ones leave by their reason
             if not n.kept:
                 self.funnel.drop("nodes", n.reason)
@@ -298,13 +308,14 @@ class _Filter(CountingDoFn):
 class FilterDocuments(beam.PTransform):
     """Documents through the quality rules: outputs "kept" and "rejected" (with reasons)."""
 
-    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool = False):
+    def __init__(self, config: QualityConfig, keep_dropped_nodes: bool = False,
+                 language: LanguageConfig | None = None):
         super().__init__()
-        self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
+        self.config, self.keep_dropped_nodes, self.language = config, keep_dropped_nodes, language
 
     def expand(self, docs):
-        return docs | "Rules" >> beam.ParDo(_Filter(self.config, self.keep_dropped_nodes)).with_outputs(
-            REJECTED_TAG, main=KEPT_TAG)
+        return docs | "Rules" >> beam.ParDo(_Filter(self.config, self.keep_dropped_nodes,
+                                                    self.language)).with_outputs(REJECTED_TAG, main=KEPT_TAG)
 
 
 # ---------------------------------------------------------------- the stage
@@ -344,7 +355,8 @@ class Ingest(beam.PTransform):
             docs = (docs, images) | "ResolveArchivedImages" >> ResolveArchivedImages()
         else:
             images = p | "NoImages" >> beam.Create([])
-        filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes)
+        filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes,
+                                                      self.config.language)
         failed = (tuple(failed_parts) | "AllFailed" >> beam.Flatten()) if failed_parts else (
             p | "NoFailed" >> beam.Create([]))
         return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images,

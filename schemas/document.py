@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from interleaf.schemas.meta import KIND_DOCUMENTS, schema_metadata
 
-DOCUMENT_SCHEMA_VERSION = 1
+DOCUMENT_SCHEMA_VERSION = 2  # 2: language_score, and a language per node (filters/language.py)
 
 KEPT = "kept"
 DROPPED = "dropped"
@@ -36,6 +36,10 @@ class Node:
     declared_height: int | None = None  # height attribute of the <img>
     image_sha256: str | None = None  # hex sha256 of the image bytes in the image store, once resolved
     clip_score: float | None = None  # cosine similarity of the image with its text, once scored
+    # On a page that mixes languages, a text node's own language (ISO 639-1) and its identifier's score;
+    # None: the node has the document's language (filters/language.py)
+    language: str | None = None
+    language_score: float | None = None
     status: str = KEPT  # KEPT or DROPPED
     reason: str | None = None  # why it was dropped (a stable reason code), None when kept
 
@@ -88,7 +92,8 @@ class Document:
     source_file: str | None = None  # the WARC or dataset file it was read from
     source_offset: int | None = None  # byte offset of the WARC record, or row number in a dataset file
     crawl_date: datetime | None = None  # WARC-Date, UTC
-    language: str | None = None  # ISO 639-1 code when known
+    language: str | None = None  # ISO 639-1 code when known: identified (filters/language.py) or declared
+    language_score: float | None = None  # the identifier's probability for its answer; None: not identified
     nodes: list[Node] = field(default_factory=list)
     status: str = KEPT  # KEPT or DROPPED
     reason: str | None = None  # why the whole document was dropped
@@ -156,6 +161,12 @@ def _check_int(value, field: str, low: int, high: int) -> None:
         raise ValueError(f"{field}: {str(value)[:40]} is outside {low}..{high}")
 
 
+def _check_float(value, field: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not -_FLOAT32_MAX <= value <= _FLOAT32_MAX):  # NaN fails both
+        raise ValueError(f"{field}: expected a finite number, found {str(value)[:40]!r}")
+
+
 MAX_META_DEPTH = 64  # deeper values cannot travel between Beam workers (pickling recurses per level)
 
 
@@ -186,20 +197,19 @@ def check_writable(doc: Document) -> None:
     if doc.crawl_date is not None and not isinstance(doc.crawl_date, datetime):
         raise ValueError(f"crawl_date: expected a datetime, found {type(doc.crawl_date).__name__}")
     _check_str(doc.language, "language")
+    _check_float(doc.language_score, "language_score")
     if not isinstance(doc.nodes, list):
         raise ValueError("nodes: expected a list")
     for i, n in enumerate(doc.nodes):
         where = f"node {i}"
         if not isinstance(n, Node) or n.kind not in (TEXT, IMAGE):
             raise ValueError(f"{where}: not a text or image node")
-        for name in ("text", "image_url", "alt_text", "image_sha256", "reason"):
+        for name in ("text", "image_url", "alt_text", "image_sha256", "reason", "language"):
             _check_str(getattr(n, name), f"{where} {name}")
         for name in ("declared_width", "declared_height"):
             _check_int(getattr(n, name), f"{where} {name}", 0, _INT32_MAX)
-        score = n.clip_score
-        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
-                                  or not -_FLOAT32_MAX <= score <= _FLOAT32_MAX):  # NaN fails both
-            raise ValueError(f"{where} clip_score: expected a finite number, found {str(score)[:40]!r}")
+        _check_float(n.clip_score, f"{where} clip_score")
+        _check_float(n.language_score, f"{where} language_score")
     if _depth(doc.meta) > MAX_META_DEPTH:
         raise ValueError(f"meta: nested deeper than {MAX_META_DEPTH} levels")
     try:
@@ -228,6 +238,8 @@ NODE_TYPE = pa.struct([
     pa.field("declared_height", pa.int32()),
     pa.field("image_sha256", pa.string()),
     pa.field("clip_score", pa.float32()),
+    pa.field("language", pa.string()),
+    pa.field("language_score", pa.float32()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("reason", pa.string()),
 ])
@@ -240,6 +252,7 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("source_offset", pa.int64()),
         pa.field("crawl_date", pa.timestamp("s", tz="UTC")),
         pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
         pa.field("nodes", pa.list_(pa.field("item", NODE_TYPE, nullable=False)), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("reason", pa.string()),
@@ -267,6 +280,7 @@ def documents_to_table(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA
         columns["source_offset"].append(d.source_offset)
         columns["crawl_date"].append(_utc(d.crawl_date))
         columns["language"].append(d.language)
+        columns["language_score"].append(d.language_score)
         columns["nodes"].append([{k: getattr(n, k) for k in _NODE_FIELDS} for n in d.nodes])
         columns["status"].append(d.status)
         columns["reason"].append(d.reason)

@@ -54,8 +54,15 @@ def _summarize_documents(shards: ShardSet) -> Summary:
     doc_status, doc_reasons, node_reasons = Counter(), Counter(), Counter()
     node_counts = Counter()
     images_per_doc, chars_per_doc, words_per_doc, widths, heights = [], [], [], [], []
-    for _, table in shards.tables(columns=["status", "reason", "nodes"]):
+    languages, language_scores = Counter(), []
+    scored = "language_score" in shards.schema.names  # documents schema v2 on (v1 shards have no scores)
+    columns = ["status", "reason", "nodes", "language"] + (["language_score"] if scored else [])
+    for _, table in shards.tables(columns=columns):
         s.rows += table.num_rows
+        scores = table["language_score"].to_pylist() if scored else [None] * table.num_rows
+        languages.update(code or ("undetermined" if score is not None else "not identified")
+                         for code, score in zip(table["language"].to_pylist(), scores))
+        language_scores.extend(v for v in scores if v is not None)
         doc_status.update(table["status"].to_pylist())
         doc_reasons.update(r for r in table["reason"].to_pylist() if r)
         nodes = table["nodes"].combine_chunks()
@@ -89,6 +96,8 @@ def _summarize_documents(shards: ShardSet) -> Summary:
         "nodes": {"text": {"kept": node_counts["text_kept"], "dropped": node_counts["text_dropped"]},
                   "image": {"kept": node_counts["image_kept"], "dropped": node_counts["image_dropped"]}},
         "node_drop_reasons": dict(node_reasons.most_common()),
+        "languages": dict(languages.most_common()),
+        "language_score": percentiles(language_scores),
         "images_per_document": percentiles(images_per_doc),
         "text_chars_per_document": percentiles(chars_per_doc),
         "text_words_per_document": percentiles(words_per_doc),

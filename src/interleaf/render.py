@@ -40,8 +40,15 @@ def _node_size(n) -> str:
     return "size ?"
 
 
+def language_label(language: str | None, score: float | None) -> str:
+    """"lang de 0.99", "lang undetermined 0.41", or "lang ?" when the language was not identified."""
+    if score is None:
+        return f"lang {language or '?'}"
+    return f"lang {language or 'undetermined'} {score:.2f}"
+
+
 def document_text(doc: Document, width: int = 100) -> str:
-    head = f"── {doc.doc_id}  {doc.url}"
+    head = f"── {doc.doc_id}  {doc.url}  {language_label(doc.language, doc.language_score)}"
     if not doc.kept:
         head += f"  [DROPPED: {doc.reason}]"
     lines = [head]
@@ -50,7 +57,9 @@ def document_text(doc: Document, width: int = 100) -> str:
         if n.is_text:
             body = textwrap.shorten(n.text or "", width=width * 3, placeholder=" …")
             wrapped = textwrap.fill(body, width=width, initial_indent="  ", subsequent_indent="  ")
-            lines.append(wrapped + mark)
+            scored = n.language_score is not None
+            own = f"  [{language_label(n.language, n.language_score)}]" if scored else ""
+            lines.append(wrapped + own + mark)
         else:
             alt = f' alt="{n.alt_text}"' if n.alt_text else ""
             sha = f" sha256={n.image_sha256[:12]}" if n.image_sha256 else ""
@@ -129,6 +138,7 @@ def _img_tag(data: bytes | None, fmt: str | None, label: str) -> str:
 def _document_html(doc: Document, images: dict[str, tuple[bytes, str]]) -> str:
     parts = [f'<div class="doc{"" if doc.kept else " dropped"}">',
              f'<div class="meta">{html.escape(doc.doc_id)} · {link(doc.url)}'
+             f' · {html.escape(language_label(doc.language, doc.language_score))}'
              + (f' · <span class="reason">dropped: {html.escape(doc.reason or "")}</span>' if not doc.kept else "")
              + "</div>"]
     for n in doc.nodes:

@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     g = p.add_argument_group("ingest")
     g.add_argument("--input-format", choices=formats(), help="override format detection from file names")
+    g.add_argument("--languages", metavar="CODES",
+                   help="keep documents identified as these languages only: comma-separated codes "
+                        "(en,de,zh); default: every language")
     g.add_argument("--min-images", type=int, help="drop documents with fewer kept images (0 keeps text-only)")
     g.add_argument("--max-images", type=int, help="drop documents with more kept images")
     g.add_argument("--keep-dropped-nodes", action="store_true",
@@ -70,6 +73,10 @@ def _given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _codes(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
+
+
 def build_config(args: argparse.Namespace):
     """The RunConfig of these arguments (imports the pipeline, hence Beam: only when a run starts)."""
     from interleaf.pipelines.run import RunConfig
@@ -83,6 +90,7 @@ def build_config(args: argparse.Namespace):
 
     overrides: dict = {
         "ingest": _given(input_format=args.input_format, keep_dropped_nodes=args.keep_dropped_nodes or None,
+                         language=_given(languages=_codes(args.languages)) or None,
                          quality=_given(min_images=args.min_images, max_images=args.max_images)),
         "fetch": _given(threads=args.fetch_threads, per_host_rate=args.per_host_rate,
                         fetch=_given(allow_private_hosts=args.allow_private_hosts or None,
