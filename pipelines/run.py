@@ -37,6 +37,7 @@ import apache_beam as beam
 from interleaf import __version__, storage
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
 from interleaf.filters.image_rules import ImageRules
+from interleaf.filters.pii import PiiConfig
 from interleaf.pipelines import dataflow, rundir
 from interleaf.pipelines.common import (
     WriteShards,
@@ -62,12 +63,13 @@ OUTPUTS = ("documents", "rejected", "images", "tokens", "failed")
 
 # The steps of a run in pipeline order, as (stage name, module, class): each class implements the stage
 # contract (pipelines/stage.py) and says itself whether a run of the configured stages includes it. A
-# module is imported only when its stage may run (clip and tokenize import torch); "shards", "final" and
-# "image_rules" are steps users do not name: the source of a run without ingest, the image rules on every
-# image (fetched or archived), and the last image-count check.
+# module is imported only when its stage may run (clip and tokenize import torch); "shards", "pii", "final"
+# and "image_rules" are steps users do not name: the source of a run without ingest, personal data replaced
+# in what ingest read, the image rules on every image (fetched or archived), and the last image-count check.
 STAGE_ORDER = (
     ("shards", "interleaf.pipelines.ingest", "ShardsInput"),
     ("ingest", "interleaf.pipelines.ingest", "IngestStage"),
+    ("pii", "interleaf.pipelines.pii", "PiiStage"),
     ("dedup", "interleaf.pipelines.dedup", "DedupDocumentsStage"),
     ("fetch", "interleaf.pipelines.fetch", "FetchStage"),
     ("image_rules", "interleaf.pipelines.image_rules", "ImageRulesStage"),
@@ -100,6 +102,8 @@ class RunConfig:
     fetch: FetchImagesConfig = field(default_factory=FetchImagesConfig)
     # which images are kept (format, sides, aspect, area): every image, fetched or archived
     image_rules: ImageRules = field(default_factory=ImageRules)
+    # personal data (e-mail, phone, IP, @handle) replaced by typed placeholders, right after ingest
+    pii: PiiConfig = field(default_factory=PiiConfig)
     # LAION's ViT-B-32 (its published threshold 0.28 applies); needs a download once, or a checkpoint file
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(
         model=ClipModelConfig(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k")))

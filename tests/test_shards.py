@@ -6,10 +6,25 @@ import pyarrow as pa
 import pytest
 
 from interleaf import storage
-from interleaf.schemas.document import DOCUMENT_SCHEMA, Document, Node, documents_to_table, make_doc_id
+from interleaf.schemas.document import (
+    DOCUMENT_SCHEMA,
+    DOCUMENT_SCHEMA_VERSION,
+    Document,
+    Node,
+    documents_to_table,
+    make_doc_id,
+)
 from interleaf.schemas.meta import SchemaMismatchError, schema_metadata
 from interleaf.schemas.tokens import TokenShardInfo, Vocabulary, tokens_to_table
-from interleaf.shards import ShardError, list_shards, open_shards, read_shard, shard_name, write_shard, write_shards
+from interleaf.shards import (
+    ShardError,
+    list_shards,
+    open_shards,
+    read_shard,
+    shard_name,
+    write_shard,
+    write_shards,
+)
 
 
 def _docs(n: int, prefix: str = "p") -> pa.Table:
@@ -61,7 +76,7 @@ def test_leftover_temporary_files_are_ignored(tmp_path):
 def test_version_and_kind_mismatches_are_explained(tmp_path):
     future = _docs(1).replace_schema_metadata(schema_metadata("documents", 99))
     write_shard(str(tmp_path / "v99.arrow"), future)
-    with pytest.raises(SchemaMismatchError, match="version 99, this interleaf reads version 1"):
+    with pytest.raises(SchemaMismatchError, match=f"version 99, this interleaf reads version {DOCUMENT_SCHEMA_VERSION}"):
         read_shard(str(tmp_path / "v99.arrow"), DOCUMENT_SCHEMA)
     plain = tmp_path / "plain.arrow"
     with pa.OSFile(str(plain), "wb") as f, pa.ipc.new_stream(f, pa.schema([("a", pa.int32())])) as w:

@@ -16,7 +16,7 @@ from interleaf.report import svg
 from interleaf.report.collect import ARCHIVED, FETCHED, RunData, describe_inputs, host_table
 from interleaf.report.svg import DROP_COLOURS, KEPT, OTHER, Row, Segment, esc, fmt
 
-STAGE_ORDER = ("ingest", "dedup", "fetch", "image_rules", "clip", "clip_reapply", "tokenize", "final")
+STAGE_ORDER = ("ingest", "pii", "dedup", "fetch", "image_rules", "clip", "clip_reapply", "tokenize", "final")
 UNITS = (("documents", "Documents"), ("nodes", "Nodes (paragraphs and images)"),
          ("images", "Images"), ("records", "WARC records"))
 TOP_HOSTS = 20  # hosts drawn; the table lists up to TABLE_HOSTS
