@@ -46,6 +46,8 @@ from interleaf.download.journal import JournalWriter, list_journals, read_journa
 from interleaf.download.netguard import ALLOWED_SCHEMES
 from interleaf.download.politeness import HostScheduler, JobResult
 from interleaf.download.urls import request_url
+from interleaf.filters.blocklist import REASONS as BLOCK_REASONS
+from interleaf.filters.blocklist import BlocklistConfig, load_blocklist
 from interleaf.filters.image_rules import SIZE_REASONS, ImageRules, size_refusal
 from interleaf.filters.optout import OPTED_OUT, apply_to_record
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
@@ -122,8 +124,8 @@ def settled(record: ImageRecord, rules: ImageRules) -> bool:
     """Whether a failed record stands on a rerun: not transient, and not a size refusal that the current
     size rules would let through (a store made with min_side 150 is refetched for the images of 100-149 px
     a side when a later run lowers min_side to 100: the original size is kept in the failed record)."""
-    if is_transient(record):
-        return False
+    if is_transient(record) or record.status in BLOCK_REASONS:
+        return False  # blocklist refusals are decided again each run (no request needed): lists change
     if record.status in SIZE_REASONS and record.original_width and record.original_height:
         return size_refusal(record.original_width, record.original_height, rules) is not None
     return True
@@ -154,8 +156,11 @@ class _Decide(beam.DoFn):
     to keep; tagged "fetch" (host, url) to fetch, "resolved" (url, (status, sha256)) resolved without a
     request."""
 
-    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
-        self.config, self.rules = config, rules
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules, blocklist: BlocklistConfig):
+        self.config, self.rules, self.blocklist_config = config, rules, blocklist
+
+    def setup(self):
+        self.blocklist = load_blocklist(self.blocklist_config)  # once per process, shared by its threads
 
     def process(self, item):
         url, grouped = item
@@ -192,7 +197,8 @@ class _Decide(beam.DoFn):
         yield beam.pvalue.TaggedOutput("fetch", (host_key(url), url))
 
     def _precheck(self, url: str) -> ImageRecord | None:
-        """Failures known without the network: an unparseable URL, an unfetchable scheme, an opted-out URL."""
+        """Failures known without the network: an unparseable URL, an unfetchable scheme, an opted-out or
+        blocked URL."""
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError as e:
@@ -206,6 +212,9 @@ class _Decide(beam.DoFn):
         entry = self.config.fetch.optout.match_url(url)
         if entry is not None:
             return failed(url, OPTED_OUT, f"opted out by {entry}")
+        blocked = self.blocklist.match(url) if self.blocklist is not None else None
+        if blocked is not None:
+            return failed(url, blocked[0], f"{blocked[0]}: {blocked[1]}")
         return None
 
 
@@ -218,12 +227,12 @@ class _FetchHosts(CountingDoFn):
 
     stage = STAGE
 
-    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
-        self.config, self.rules = config, rules
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules, blocklist: BlocklistConfig):
+        self.config, self.rules, self.blocklist_config = config, rules, blocklist
 
     def setup(self):
         super().setup()
-        self.fetcher = Fetcher(self.config.fetch, self.rules)
+        self.fetcher = Fetcher(self.config.fetch, self.rules, load_blocklist(self.blocklist_config))
         self.scheduler = HostScheduler(self._work, self._on_done, threads=self.config.threads,
                                        per_host_concurrency=self.config.per_host_concurrency,
                                        per_host_rate=self.config.per_host_rate)
@@ -373,11 +382,14 @@ def _delete(path: str) -> None:
 class FetchImages(beam.PTransform):
     """Documents in; documents with image nodes resolved, and the image store, out (see module docstring)."""
 
-    def __init__(self, config: FetchImagesConfig, rules: ImageRules | None = None, label: str | None = None):
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules | None = None, label: str | None = None,
+                 blocklist: BlocklistConfig | None = None):
         super().__init__(label)
         config.validate()
         self.config, self.rules = config, rules or ImageRules()
         self.rules.validate()
+        # none given: no blocklist (a run passes its [blocklist] section, FetchStage.create)
+        self.blocklist = blocklist or BlocklistConfig(ut1=False, banned_url_words=False)
 
     def expand(self, pcolls):
         if isinstance(pcolls, dict):
@@ -413,13 +425,13 @@ class FetchImages(beam.PTransform):
 
         decided = ({"need": need, "prior": prior_by_url}
                    | "GroupByUrl" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.ParDo(_Decide(config, self.rules)).with_outputs(
+                   | "Decide" >> beam.ParDo(_Decide(config, self.rules, self.blocklist)).with_outputs(
                        "fetch", "resolved", main="kept"))
 
         # (host, [url, ...]) -> ImageRecord per URL fetched in this run
         fetched = (decided.fetch
                    | "GroupByHost" >> beam.GroupByKey()
-                   | "Fetch" >> beam.ParDo(_FetchHosts(config, self.rules)))
+                   | "Fetch" >> beam.ParDo(_FetchHosts(config, self.rules, self.blocklist)))
         # (url, (status, sha256 or None, from_store))
         fetched_res = fetched | "FetchedOutcome" >> beam.Map(
             lambda r: (r.urls[0], (r.status, r.sha256, False)))
@@ -456,21 +468,25 @@ class FetchStage(Stage):
 
     name, label, units = STAGE, "Fetch", ("documents", "nodes", "images")
 
-    def __init__(self, config: FetchImagesConfig, rules: ImageRules):
+    def __init__(self, config: FetchImagesConfig, rules: ImageRules,
+                 blocklist: BlocklistConfig | None = None):
         super().__init__()
-        self.config, self.rules = config, rules
+        self.config, self.rules, self.blocklist = config, rules, blocklist
 
     @classmethod
     def validate(cls, config) -> None:
         config.fetch.validate()
+        config.blocklist.validate()
 
     @classmethod
     def create(cls, config, context: RunContext) -> FetchStage:
-        """The run's image rules (section image_rules) refuse URLs before their bytes are decoded."""
+        """The run's image rules (section image_rules) refuse URLs before their bytes are decoded, and its
+        blocklist (section blocklist) before any request."""
         return cls(replace(config.fetch, store_dir=config.fetch.store_dir
-                           or storage.join(context.output, "cache", "fetch")), config.image_rules)
+                           or storage.join(context.output, "cache", "fetch")), config.image_rules,
+                   config.blocklist)
 
     def expand(self, streams):
         out = ({DOCUMENTS: streams[DOCUMENTS], "store": streams[IMAGES]}
-               | "Images" >> FetchImages(self.config, self.rules))
+               | "Images" >> FetchImages(self.config, self.rules, blocklist=self.blocklist))
         return outputs(out[DOCUMENTS].pipeline, documents=out[DOCUMENTS], images=out[IMAGES])

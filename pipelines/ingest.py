@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from interleaf import storage
+from interleaf.filters.blocklist import BlocklistConfig, load_blocklist
 from interleaf.filters.charset import decode_html
 from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
 from interleaf.filters.language import LanguageConfig, identify, language_failure
@@ -276,21 +277,31 @@ KEPT_TAG, REJECTED_TAG = "kept", "rejected"
 
 
 class _Filter(CountingDoFn):
-    """Document to the kept output (dropped nodes stripped unless audited) or the rejected output: its
-    language identified first (filters/language.py), then the keep list, then the quality rules."""
+    """Document to the kept output (dropped nodes stripped unless audited) or the rejected output: its URL
+    against the blocklist first (filters/blocklist.py), then its language identified (filters/language.py)
+    and the keep list, then the quality rules."""
 
     stage = STAGE
 
     def __init__(self, config: QualityConfig, keep_dropped_nodes: bool,
-                 language: LanguageConfig | None = None):
+                 language: LanguageConfig | None = None, blocklist: BlocklistConfig | None = None):
         self.config, self.keep_dropped_nodes = config, keep_dropped_nodes
         self.language = language or LanguageConfig(identify=False)
+        self.blocklist_config = blocklist or BlocklistConfig(ut1=False, banned_url_words=False)
+
+    def setup(self):
+        super().setup()
+        self.blocklist = load_blocklist(self.blocklist_config)  # once per process, shared by its threads
 
     def process(self, doc: Document):
-        if self.language.identify:
-            doc = identify(doc, self.language)
-        reason = language_failure(doc, self.language)
-        doc = doc.dropped(reason) if reason else apply_quality(doc, self.config)
+        blocked = self.blocklist.match(doc.url) if self.blocklist is not None and doc.kept else None
+        if blocked is not None:
+            doc = doc.dropped(blocked[0])
+        elif doc.kept:  # one dropped already (too_deep) keeps its reason
+            if self.language.identify:
+                doc = identify(doc, self.language)
+            reason = language_failure(doc, self.language)
+            doc = doc.dropped(reason) if reason else apply_quality(doc, self.config)
         for n in doc.nodes:  # every node entered the funnel as "in"; the dropped ones leave by their reason
             if not n.kept:
                 self.funnel.drop("nodes", n.reason)
@@ -309,13 +320,14 @@ class FilterDocuments(beam.PTransform):
     """Documents through the quality rules: outputs "kept" and "rejected" (with reasons)."""
 
     def __init__(self, config: QualityConfig, keep_dropped_nodes: bool = False,
-                 language: LanguageConfig | None = None):
+                 language: LanguageConfig | None = None, blocklist: BlocklistConfig | None = None):
         super().__init__()
         self.config, self.keep_dropped_nodes, self.language = config, keep_dropped_nodes, language
+        self.blocklist = blocklist
 
     def expand(self, docs):
-        return docs | "Rules" >> beam.ParDo(_Filter(self.config, self.keep_dropped_nodes,
-                                                    self.language)).with_outputs(REJECTED_TAG, main=KEPT_TAG)
+        return docs | "Rules" >> beam.ParDo(_Filter(self.config, self.keep_dropped_nodes, self.language,
+                                                    self.blocklist)).with_outputs(REJECTED_TAG, main=KEPT_TAG)
 
 
 # ---------------------------------------------------------------- the stage
@@ -326,10 +338,11 @@ class Ingest(beam.PTransform):
     Failures}. `inputs` maps a format to its file paths (see readers.detect_format), e.g. {"warc": [...],
     "obelics": [...]}."""
 
-    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
+    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
+                 blocklist: BlocklistConfig | None = None):
         super().__init__()
         config.validate()
-        self.inputs, self.config = inputs, config
+        self.inputs, self.config, self.blocklist = inputs, config, blocklist
 
     def expand(self, pbegin):
         p = pbegin.pipeline if hasattr(pbegin, "pipeline") else pbegin
@@ -356,7 +369,7 @@ class Ingest(beam.PTransform):
         else:
             images = p | "NoImages" >> beam.Create([])
         filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes,
-                                                      self.config.language)
+                                                      self.config.language, self.blocklist)
         failed = (tuple(failed_parts) | "AllFailed" >> beam.Flatten()) if failed_parts else (
             p | "NoFailed" >> beam.Create([]))
         return {"kept": filtered[KEPT_TAG], "rejected": filtered[REJECTED_TAG], "images": images,
@@ -370,23 +383,26 @@ class IngestStage(Stage):
     name, label, source = "ingest", "Ingest", True
     units = ("records", "documents", "nodes", "images")
 
-    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig):
+    def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
+                 blocklist: BlocklistConfig | None = None):
         super().__init__()
-        self.inputs, self.config = inputs, config
+        self.inputs, self.config, self.blocklist = inputs, config, blocklist
 
     @classmethod
     def validate(cls, config) -> None:
         config.ingest.validate()
+        config.blocklist.validate()
 
     @classmethod
     def create(cls, config, context: RunContext) -> IngestStage:
         if set(context.inputs) == {SHARDS_FORMAT}:
             raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
                              "document shards: run the later stages (--stages dedup,fetch,...)")
-        return cls({k: v for k, v in context.inputs.items() if k != SHARDS_FORMAT}, config.ingest)
+        return cls({k: v for k, v in context.inputs.items() if k != SHARDS_FORMAT}, config.ingest,
+                   config.blocklist)
 
     def expand(self, pbegin):
-        out = pbegin | "Read" >> Ingest(self.inputs, self.config)
+        out = pbegin | "Read" >> Ingest(self.inputs, self.config, self.blocklist)
         return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"],
                        rejected=out[REJECTED_TAG], failed=out[FAILED])
 

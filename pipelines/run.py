@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 import apache_beam as beam
 
 from interleaf import __version__, storage
+from interleaf.filters.blocklist import BlocklistConfig
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
 from interleaf.filters.image_rules import ImageRules
 from interleaf.filters.pii import PiiConfig
@@ -102,6 +103,9 @@ class RunConfig:
     fetch: FetchImagesConfig = field(default_factory=FetchImagesConfig)
     # which images are kept (format, sides, aspect, area): every image, fetched or archived
     image_rules: ImageRules = field(default_factory=ImageRules)
+    # blocked domains and URLs (UT1 via datatrove, your files) and banned URL words: pages at ingest, images
+    # before fetch
+    blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     # personal data (e-mail, phone, IP, @handle) replaced by typed placeholders, right after ingest
     pii: PiiConfig = field(default_factory=PiiConfig)
     # LAION's ViT-B-32 (its published threshold 0.28 applies); needs a download once, or a checkpoint file

@@ -2,11 +2,12 @@
 Resizer. Every URL ends in exactly one status of schemas.image.FETCH_STATUSES.
 
 Order of work for one URL, cheapest refusal first:
-  scheme -> opt-out list (URL, domain) -> robots.txt of the host (fetched once, cached) -> guarded GET
-  (each redirect hop re-checked: opt-out, robots.txt, address) -> X-Robots-Tag of the response, before the
-  body is read -> body capped in bytes and time -> magic bytes of an allowed format -> dimensions read from
-  the header by Pillow, nothing decoded -> size and aspect rules (filters.image_rules, the same rules that
-  every image of a run meets later) -> opt-out by sha256 -> Resizer.
+  scheme -> opt-out list (URL, domain) -> blocklist (filters.blocklist) -> robots.txt of the host (fetched
+  once, cached) -> guarded GET (each redirect hop re-checked: opt-out, blocklist, robots.txt, address) ->
+  X-Robots-Tag of the response, before the body is read -> body capped in bytes and time -> magic bytes of
+  an allowed format -> dimensions read from the header by Pillow, nothing decoded -> size and aspect rules
+  (filters.image_rules, the same rules that every image of a run meets later) -> opt-out by sha256 ->
+  Resizer.
 
 img2dataset pieces used: `resizer.Resizer` for decoding, resizing and encoding (image size, resize mode and
 encode format as configured; the original size comes back with it). Two measured pitfalls are designed
@@ -37,6 +38,7 @@ from interleaf.download.consent import (
     RobotsUnavailable,
     x_robots_refusal,
 )
+from interleaf.filters.blocklist import Blocklist
 from interleaf.filters.image_rules import NOT_IMAGE, UNREADABLE, ImageRules, judge_header
 from interleaf.filters.optout import OPTED_OUT, OptOutList
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
@@ -139,9 +141,11 @@ class Fetcher:
     """Fetches single URLs; thread-safe, one per worker process. Holds the robots.txt cache, the deadline
     watchdog and the locked Resizer."""
 
-    def __init__(self, config: FetchConfig, rules: ImageRules | None = None):
+    def __init__(self, config: FetchConfig, rules: ImageRules | None = None,
+                 blocklist: Blocklist | None = None):
         config.validate()
         self.config = config
+        self.blocklist = blocklist  # filters.blocklist: checked before every hop, as the opt-out list is
         self.rules = rules or ImageRules()
         self.rules.validate()
         self.watchdog = Watchdog()
@@ -189,6 +193,9 @@ class Fetcher:
         entry = self.config.optout.match_url(url)
         if entry is not None:
             raise FetchError(OPTED_OUT, f"opted out by {entry}")
+        blocked = self.blocklist.match(url) if self.blocklist is not None else None
+        if blocked is not None:
+            raise FetchError(blocked[0], f"{blocked[0]}: {blocked[1]}")
         if not self.config.respect_robots_txt or not url.lower().startswith(("http://", "https://")):
             return
         try:
