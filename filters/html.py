@@ -85,6 +85,9 @@ class Extraction:
     dropped: dict[str, int]  # candidate nodes left out, by reason
     title: str | None
     language: str | None  # ISO 639-1 when the page declares a language we can map
+    # <meta name=... content=...> pairs, name in lower case (robots directives, tdm-reservation; read by
+    # filters/tdm.py), at most MAX_META_TAGS
+    meta: list[tuple[str, str]] = field(default_factory=list)
     # for audit: the dropped <img> candidates that had a URL, as image nodes with status "dropped" and the
     # reason (also counted in `dropped`), in page order
     dropped_images: list[Node] = field(default_factory=list)
@@ -369,6 +372,21 @@ def _title(tree: LexborHTMLParser) -> str | None:
     return title or None
 
 
+MAX_META_TAGS = 64
+
+
+def _meta_tags(tree: LexborHTMLParser) -> list[tuple[str, str]]:
+    """The page's named <meta> tags (bounded: a hostile page may hold thousands)."""
+    found = []
+    for meta in tree.css("meta[name][content]"):
+        name, content = meta.attributes.get("name"), meta.attributes.get("content")
+        if name and content is not None and len(name) <= 64:
+            found.append((name.strip().lower(), content[:1024]))
+            if len(found) == MAX_META_TAGS:
+                break
+    return found
+
+
 def _language(tree: LexborHTMLParser) -> str | None:
     html = tree.css_first("html")
     candidates = [html.attributes.get("lang") or html.attributes.get("xml:lang")] if html is not None else []
@@ -407,7 +425,7 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
     if config.max_repeats is not None:
         walk.drop_repeated(config.max_repeats)
     return Extraction(nodes=walk.nodes, dropped=dict(sorted(walk.dropped.items())), title=_title(tree),
-                      language=_language(tree), dropped_images=walk.dropped_images)
+                      language=_language(tree), meta=_meta_tags(tree), dropped_images=walk.dropped_images)
 
 
 def _walk_body(body: LexborNode, w: _Walk) -> None:

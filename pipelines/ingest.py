@@ -25,6 +25,7 @@ from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
 from interleaf.filters.language import LanguageConfig, identify, language_failure
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
+from interleaf.filters.tdm import TDM_RESERVED, page_reservation
 from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
 from interleaf.pipelines.common import CountingDoFn, ReadShards
 from interleaf.pipelines.stage import FAILED, SHARDS_FORMAT, RunContext, Stage, outputs
@@ -60,6 +61,10 @@ class IngestConfig:
     # A WARC record whose payload is larger than this, as stored or once its content encodings are undone,
     # is dropped (too_large) after reading at most this many bytes: a 1 KB gzip bomb costs no more.
     max_record_bytes: int = DEFAULT_MAX_BYTES
+    # Honour TDM reservations and noai / noimageai of archived pages (filters/tdm.py): reserved pages are
+    # dropped, and the images of pages that reserve their images (reason tdm_reserved). The robots meta
+    # tags addressed to a crawler by name use the fetch stage's user_agent_token.
+    respect_tdm: bool = True
     # Archived images whose header declares more pixels than this are not stored (decompression bombs);
     # 20,000 x 20,000 is OBELICS's largest accepted side squared.
     max_image_pixels: int = 20_000 * 20_000
@@ -129,8 +134,11 @@ class ReadWarc(beam.PTransform):
 # ---------------------------------------------------------------- pages to documents
 
 
-def page_to_document(item: WarcItem, config: ExtractConfig) -> tuple[Document, dict[str, int]]:
-    """One archived HTML page to a Document (all nodes kept) and the extractor's left-out counts."""
+def page_to_document(item: WarcItem, config: ExtractConfig,
+                     user_agent_token: str | None = None) -> tuple[Document, dict[str, int]]:
+    """One archived HTML page to a Document (all nodes kept) and the extractor's left-out counts. With a
+    user-agent token, TDM reservations and noai / noimageai (filters/tdm.py) drop the document or its
+    images with reason tdm_reserved."""
     html = decode_html(item.body, item.content_type)
     try:
         result = extract(html, item.url, config)
@@ -143,6 +151,12 @@ def page_to_document(item: WarcItem, config: ExtractConfig) -> tuple[Document, d
                    nodes=result.nodes)
     if result.title:
         doc.meta["title"] = result.title
+    if user_agent_token is not None:
+        page_reserved, images_reserved = page_reservation(item.consent, result.meta, user_agent_token)
+        if page_reserved:
+            doc = doc.dropped(TDM_RESERVED)
+        elif images_reserved:
+            doc = replace(doc, nodes=[n.dropped(TDM_RESERVED) if n.is_image else n for n in doc.nodes])
     return doc, dict(result.dropped)
 
 
@@ -151,12 +165,12 @@ class _ExtractPages(CountingDoFn):
 
     stage = STAGE
 
-    def __init__(self, config: ExtractConfig):
-        self.config = config
+    def __init__(self, config: ExtractConfig, user_agent_token: str | None):
+        self.config, self.user_agent_token = config, user_agent_token
 
     def process(self, item: WarcItem):
         self.funnel.inc("documents", "in")
-        doc, left_out = page_to_document(item, self.config)
+        doc, left_out = page_to_document(item, self.config, self.user_agent_token)
         self.funnel.inc("nodes", "in", len(doc.nodes) + sum(left_out.values()))
         for reason, n in left_out.items():
             self.funnel.drop("nodes", reason, n)
@@ -169,6 +183,9 @@ class _ResolveRevisit(CountingDoFn):
 
     stage = STAGE
 
+    def __init__(self, user_agent_token: str | None):
+        self.user_agent_token = user_agent_token
+
     def process(self, element):
         _, group = element
         originals = sorted(group["originals"], key=lambda d: d.doc_id)
@@ -179,23 +196,29 @@ class _ResolveRevisit(CountingDoFn):
                 continue
             nodes = [replace(n) for n in originals[0].nodes]
             self.funnel.inc("nodes", "in", len(nodes))
-            yield Document(doc_id=make_doc_id(rev.url, nodes), url=rev.url, source_file=rev.source_file,
+            doc = Document(doc_id=make_doc_id(rev.url, nodes), url=rev.url, source_file=rev.source_file,
                            source_offset=rev.offset, crawl_date=rev.date, language=originals[0].language,
                            nodes=nodes, meta={**originals[0].meta, "revisit_of": originals[0].url})
+            # a reserved original stays reserved; the revisit's own headers may reserve it too
+            if originals[0].reason == TDM_RESERVED or (
+                    self.user_agent_token is not None
+                    and page_reservation(rev.consent, [], self.user_agent_token)[0]):
+                doc = doc.dropped(TDM_RESERVED)
+            yield doc
 
 
 class ExtractPages(beam.PTransform):
     """Pages and page revisits to Documents; a revisit takes its content from the original with the same
     payload digest anywhere in the input."""
 
-    def __init__(self, config: ExtractConfig):
+    def __init__(self, config: ExtractConfig, user_agent_token: str | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.user_agent_token = config, user_agent_token  # None: TDM reservations not read
 
     def expand(self, inputs):
         pages, revisits = inputs
         # (payload digest, Document) for every page
-        by_digest = pages | "Extract" >> beam.ParDo(_ExtractPages(self.config))
+        by_digest = pages | "Extract" >> beam.ParDo(_ExtractPages(self.config, self.user_agent_token))
         documents = by_digest | "Documents" >> beam.Values()
         # (payload digest, True) for every digest some revisit refers to: only those originals are joined
         wanted = (revisits | "RevisitDigest" >> beam.Map(lambda r: (r.payload_digest, True))
@@ -206,7 +229,7 @@ class ExtractPages(beam.PTransform):
         resolved = ({"originals": originals,
                      "revisits": revisits | "KeyRevisits" >> beam.Map(lambda r: (r.payload_digest, r))}
                     | "JoinRevisits" >> beam.CoGroupByKey()
-                    | "Resolve" >> beam.ParDo(_ResolveRevisit()))
+                    | "Resolve" >> beam.ParDo(_ResolveRevisit(self.user_agent_token)))
         return (documents, resolved) | "AllDocuments" >> beam.Flatten()
 
 
@@ -339,10 +362,11 @@ class Ingest(beam.PTransform):
     "obelics": [...]}."""
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
-                 blocklist: BlocklistConfig | None = None):
+                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf"):
         super().__init__()
         config.validate()
         self.inputs, self.config, self.blocklist = inputs, config, blocklist
+        self.user_agent_token = user_agent_token if config.respect_tdm else None
 
     def expand(self, pbegin):
         p = pbegin.pipeline if hasattr(pbegin, "pipeline") else pbegin
@@ -351,7 +375,7 @@ class Ingest(beam.PTransform):
             warc = (p | "WarcPaths" >> beam.Create(sorted(self.inputs["warc"]))
                     | "ReadWarc" >> ReadWarc(self.config.max_record_bytes))
             doc_parts.append((warc[PAGES], warc[PAGE_REVISITS]) | "ExtractPages" >> ExtractPages(
-                self.config.extract))
+                self.config.extract, self.user_agent_token))
             image_parts.append((warc[IMAGES], warc[IMAGE_REVISITS]) | "ArchivedImages" >> ArchivedImages(
                 self.config.max_image_pixels))
         for fmt, row_format in ROW_FORMATS.items():
@@ -384,9 +408,10 @@ class IngestStage(Stage):
     units = ("records", "documents", "nodes", "images")
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
-                 blocklist: BlocklistConfig | None = None):
+                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf"):
         super().__init__()
         self.inputs, self.config, self.blocklist = inputs, config, blocklist
+        self.user_agent_token = user_agent_token
 
     @classmethod
     def validate(cls, config) -> None:
@@ -399,10 +424,10 @@ class IngestStage(Stage):
             raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
                              "document shards: run the later stages (--stages dedup,fetch,...)")
         return cls({k: v for k, v in context.inputs.items() if k != SHARDS_FORMAT}, config.ingest,
-                   config.blocklist)
+                   config.blocklist, config.fetch.fetch.user_agent_token)
 
     def expand(self, pbegin):
-        out = pbegin | "Read" >> Ingest(self.inputs, self.config, self.blocklist)
+        out = pbegin | "Read" >> Ingest(self.inputs, self.config, self.blocklist, self.user_agent_token)
         return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"],
                        rejected=out[REJECTED_TAG], failed=out[FAILED])
 

@@ -20,7 +20,8 @@ STATUS_OK = "ok"
 FETCH_STATUSES = (
     STATUS_OK, "dns", "connect", "timeout", "http_4xx", "http_5xx", "too_many_redirects", "robots_txt",
     "x_robots_tag", "opted_out", "private_address", "too_large", "not_image", "decode_error", "too_small",
-    "bad_aspect", "unsupported_scheme", "error", "bad_url", "blocked_domain", "blocked_url", "banned_url_word",
+    "bad_aspect", "unsupported_scheme", "error", "bad_url", "blocked_domain", "blocked_url",
+    "banned_url_word", "tdm_reserved",
 )
 
 

@@ -4,10 +4,10 @@ Resizer. Every URL ends in exactly one status of schemas.image.FETCH_STATUSES.
 Order of work for one URL, cheapest refusal first:
   scheme -> opt-out list (URL, domain) -> blocklist (filters.blocklist) -> robots.txt of the host (fetched
   once, cached) -> guarded GET (each redirect hop re-checked: opt-out, blocklist, robots.txt, address) ->
-  X-Robots-Tag of the response, before the body is read -> body capped in bytes and time -> magic bytes of
-  an allowed format -> dimensions read from the header by Pillow, nothing decoded -> size and aspect rules
-  (filters.image_rules, the same rules that every image of a run meets later) -> opt-out by sha256 ->
-  Resizer.
+  X-Robots-Tag and tdm-reservation of the response, before the body is read -> body capped in bytes and
+  time -> magic bytes of an allowed format -> dimensions read from the header by Pillow, nothing decoded ->
+  size and aspect rules (filters.image_rules, the same rules that every image of a run meets later) ->
+  opt-out by sha256 -> Resizer.
 
 img2dataset pieces used: `resizer.Resizer` for decoding, resizing and encoding (image size, resize mode and
 encode format as configured; the original size comes back with it). Two measured pitfalls are designed
@@ -41,6 +41,7 @@ from interleaf.download.consent import (
 from interleaf.filters.blocklist import Blocklist
 from interleaf.filters.image_rules import NOT_IMAGE, UNREADABLE, ImageRules, judge_header
 from interleaf.filters.optout import OPTED_OUT, OptOutList
+from interleaf.filters.tdm import TDM_RESERVED, reservation
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class FetchConfig:
     ca_file: str | None = None  # extra trusted CA certificates (PEM) for HTTPS: a private CA, tests;
     # the system's trust store otherwise. Certificates are always verified against the URL's host name
     respect_robots_txt: bool = True  # RFC 9309; off only for hosts you own
+    respect_tdm: bool = True  # an image served with "tdm-reservation: 1" (W3C TDMRep) is not kept
     disallowed_header_directives: tuple[str, ...] = DEFAULT_DISALLOWED_DIRECTIVES  # img2dataset's + "none"
     optout: OptOutList = field(default_factory=OptOutList)  # URLs, domains and sha256 never kept
     connect_timeout_s: float = 5.0  # per hop; half of img2dataset's `timeout`
@@ -237,6 +239,8 @@ class Fetcher:
                                        config.user_agent_token, config.disallowed_header_directives)
             if refusal is not None:  # decided on the headers: the body is never read
                 raise FetchError("x_robots_tag", refusal)
+            if config.respect_tdm and reservation(response.headers.get_all("tdm-reservation") or []):
+                raise FetchError(TDM_RESERVED, "tdm-reservation: 1 (W3C TDM Reservation Protocol)")
             data = response.read_body(config.max_bytes, config.read_timeout_s, self.watchdog)
         finally:
             response.close(self.watchdog)

@@ -40,6 +40,8 @@ class WarcItem:
     content_type: str | None  # the HTTP Content-Type header, parameters included
     body: bytes | None  # decoded HTTP payload; None for a revisit
     revisit: bool = False  # a revisit record: resolve `payload_digest` against an original
+    # the response's consent headers (CONSENT_HEADERS, read by filters/tdm.py) as (name, value) pairs
+    consent: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -47,6 +49,20 @@ class Skipped:
     """A record that yields neither a page nor an image, and why."""
 
     reason: str
+
+
+# Response headers that reserve a page from text and data mining (filters/tdm.py), kept with the page
+CONSENT_HEADERS = ("tdm-reservation", "x-robots-tag")
+MAX_CONSENT_VALUES = 16
+
+
+def _consent(rec) -> tuple[tuple[str, str], ...]:
+    """The TDM and robots headers of the archived response (bounded: a hostile record may repeat them)."""
+    if rec.http_headers is None:
+        return ()
+    found = [(name.lower(), value[:1024]) for name, value in rec.http_headers.astuples()
+             if name.lower() in CONSENT_HEADERS]
+    return tuple(found[:MAX_CONSENT_VALUES])
 
 
 def _content_type(rec) -> str | None:
@@ -235,7 +251,8 @@ def _item(rec, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> WarcItem
         if not digest:
             return Skipped("revisit_without_digest")
         return WarcItem(kind=kind, url=url, date=_date(rec), source_file=source_file, offset=rec.stream_pos,
-                        payload_digest=digest, content_type=content_type, body=None, revisit=True)
+                        payload_digest=digest, content_type=content_type, body=None, revisit=True,
+                        consent=_consent(rec))
 
     if status != 200:
         return Skipped(f"http_{status // 100}xx" if status else "not_http")
@@ -257,4 +274,5 @@ def _item(rec, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> WarcItem
         log.debug("%s %s: %s", source_file, url, e)
         return Skipped("decode_error")
     return WarcItem(kind=kind, url=url, date=_date(rec), source_file=source_file, offset=rec.stream_pos,
-                    payload_digest=digest or _sha1_digest(raw), content_type=content_type, body=body)
+                    payload_digest=digest or _sha1_digest(raw), content_type=content_type, body=body,
+                    consent=_consent(rec))
