@@ -2,7 +2,8 @@
 
 Sections: an overview (headline counts, inputs, timings), the funnel as stacked bars (documents, nodes,
 images and WARC records kept and dropped by reason at each stage), distributions (words, images and tokens
-per document, image sizes, CLIP scores), image downloads per host, rejected documents by reason, and sample
+per document, image sizes, CLIP scores), safety and consent (languages, personal data replaced, blocklist
+and TDM drops), image downloads per host, rejected documents by reason, and sample
 documents with their images inline. Charts are inline SVG and images are base64, so the page needs no
 network. Data come from the manifest and from memory-mapped shards, column by column (see collect.py).
 """
@@ -95,6 +96,7 @@ def build_report(directory: str, *, samples: int = 4) -> str:
     log.info("read %s in %.1f s", directory, time.time() - started)
     parts = [("overview", "Overview", sections.overview(d)), ("funnel", "Funnel", sections.funnel_section(d)),
              ("distributions", "Distributions", sections.distributions(d)),
+             ("safety", "Safety and consent", sections.safety(d)),
              ("downloads", "Downloads per host", sections.downloads(d)),
              ("rejected", "Rejected", sections.rejected(d))]
     if samples:

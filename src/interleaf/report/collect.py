@@ -46,6 +46,10 @@ class DocumentStats:
     clip_kept: np.ndarray = field(default_factory=lambda: np.zeros(0))  # scores of kept image nodes
     clip_dropped: np.ndarray = field(default_factory=lambda: np.zeros(0))  # scores of dropped image nodes
     samples: list[tuple[str, int]] = field(default_factory=list)  # (shard, row) picked as samples
+    # identified language of each document ("undetermined" below the confidence threshold; "not
+    # identified" where identification did not run), and the identifier's scores
+    languages: Counter = field(default_factory=Counter)
+    language_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -173,13 +177,19 @@ def _scores(flat: pa.StructArray, mask: np.ndarray) -> np.ndarray:
 
 def documents_stats(path: str, samples: int, word_sample: int = WORD_SAMPLE) -> DocumentStats:
     s = DocumentStats()
-    images, words, kept_scores, dropped_scores = [], [], [], []
+    images, words, kept_scores, dropped_scores, language_scores = [], [], [], [], []
     with_images, text_only = [], []  # sample candidates: (shard, row indices)
     shards = open_shards(path)
     s.shards = len(shards.paths)
-    for shard, table in shards.tables(columns=["nodes"]):
+    scored = "language_score" in shards.schema.names  # documents schema v2 on
+    columns = ["nodes", "language"] + (["language_score"] if scored else [])
+    for shard, table in shards.tables(columns=columns):
         n = table.num_rows
         s.documents += n
+        scores = table["language_score"].to_pylist() if scored else [None] * n
+        s.languages.update(code or ("undetermined" if score is not None else "not identified")
+                           for code, score in zip(table["language"].to_pylist(), scores))
+        language_scores.append(np.asarray([v for v in scores if v is not None], dtype=float))
         flat, parent, kind, kept = _node_columns(table["nodes"].combine_chunks())
         is_img, is_txt = (kind == IMAGE) & kept, (kind == TEXT) & kept
         stored = is_img & pc.is_valid(flat.field("image_sha256")).to_numpy(zero_copy_only=False)
@@ -199,6 +209,7 @@ def documents_stats(path: str, samples: int, word_sample: int = WORD_SAMPLE) -> 
         text_only.append((shard, np.flatnonzero(stored_per_doc == 0)))
     s.images_per_doc, s.words_per_doc, s.word_shards = _cat(images), _cat(words), len(words)
     s.clip_kept, s.clip_dropped = _cat(kept_scores), _cat(dropped_scores)
+    s.language_scores = _cat(language_scores)
     # Samples spread evenly over the run, documents with stored images first (they show what the run made)
     s.samples = _spread(with_images, samples)
     s.samples += _spread(text_only, samples - len(s.samples))

@@ -244,6 +244,60 @@ def distributions(d: RunData) -> str:
         "threshold); hover a bar or point for its numbers.") + f'<div class="grid">{"".join(cards)}</div>')
 
 
+# ---------------------------------------------------------------- safety and consent
+
+# (reason, what it means) of the safety and consent filters (docs/safety.md), in the order shown
+SAFETY_REASONS = (
+    ("blocked_domain", "URL on a blocked domain (UT1 or your list)"),
+    ("blocked_url", "URL on the blocklist"),
+    ("banned_url_word", "banned word in the URL"),
+    ("tdm_reserved", "TDM reservation, noai or noimageai"),
+    ("language_not_kept", "language outside --languages"),
+    ("language_uncertain", "no language with confidence (with --languages)"),
+)
+TOP_LANGUAGES = 15
+
+
+def safety(d: RunData) -> str:
+    """Language identification, personal data replaced, and what the blocklist and consent filters dropped."""
+    docs, funnel = d.documents, d.funnel or {}
+    cards = []
+    if docs and docs.languages:
+        top = docs.languages.most_common(TOP_LANGUAGES)
+        rest = sum(docs.languages.values()) - sum(n for _, n in top)
+        items = [(code, float(n)) for code, n in top] + ([("other", float(rest))] if rest else [])
+        cards.append(card("Languages of the curated documents", svg.bars(items, "Languages", width=330)
+                          + caption(f"{fmt(len(docs.languages))} languages; fastText lid.176 at ingest "
+                                    "(docs/safety.md).")))
+    else:
+        cards.append(card("Languages of the curated documents", absent_box(
+            d.absent.get("documents", "documents/ holds no documents"))))
+    cards.append(_hist_card("Language identification score", docs.language_scores if docs else None,
+                            "The identifier's probability for each curated document's language; below 0.65 "
+                            "the language is undetermined.", "score", "no document was identified",
+                            markers=[(0.65, "threshold 0.65")]))
+    pii = (funnel.get("pii", {}).get("documents") or {}).get("info", {})
+    replaced = [(k.removeprefix("pii."), v) for k, v in pii.items() if k != "pii.documents"]
+    rows = [f"<tr><td>{esc(kind)}</td><td>{fmt(n)}</td></tr>" for kind, n in replaced]
+    cards.append(card("Personal data replaced", (
+        f"<table><tr><th>kind</th><th>replaced</th></tr>{''.join(rows)}</table>"
+        + caption(f"In {fmt(pii.get('pii.documents', 0))} documents, by typed placeholders.")) if replaced
+        else absent_box("none replaced" if "pii" in funnel else "the pii step did not run")))
+    dropped = []
+    for reason, meaning in SAFETY_REASONS:
+        for stage in _stages(funnel):
+            for unit, e in funnel[stage].items():
+                if e["dropped"].get(reason):
+                    dropped.append(f"<tr><td>{esc(reason)}</td><td>{esc(stage)}</td><td>{esc(unit)}</td>"
+                                   f"<td>{fmt(e['dropped'][reason])}</td><td>{esc(meaning)}</td></tr>")
+    cards.append(card("Blocklist, consent and language drops", (
+        "<table><tr><th>reason</th><th>stage</th><th>unit</th><th>dropped</th><th>meaning</th></tr>"
+        + "".join(dropped) + "</table>") if dropped else absent_box("nothing dropped by these filters")))
+    return section("safety", "Safety and consent", caption(
+        "What the safety and consent filters found and did (docs/safety.md).")
+        + f'<div class="grid">{"".join(cards)}</div>')
+
+
 def _size_card(d: RunData, why_absent: str) -> str:
     title = "Image dimensions (px, as served)"
     images = d.images
