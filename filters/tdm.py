@@ -10,15 +10,25 @@ What reserves what (reason `tdm_reserved`):
   they are never fetched);
 - an image: its own response header `tdm-reservation: 1` (download/fetcher.py, before the body is read).
 A header or tag addressed to another crawler (`<meta name="otherbot" content="noai">`) does not apply.
+- an image under a reserving rule of its origin's `/.well-known/tdmrep.json` (TDMRep's site-wide file:
+  a JSON array of {"location": pattern, "tdm-reservation": 0 or 1, "tdm-policy": URL}; the first rule
+  whose location matches the path applies; patterns as in robots.txt): refused before it is requested.
 `tdm-reservation: 0` in the header overrides a reserving meta tag (TDMRep: HTTP headers take precedence
-over metadata embedded in the content). The site-wide `/.well-known/tdmrep.json` is not read yet.
+over metadata embedded in the content). A reserving tdmrep.json rule is honoured without asking for the
+image, so an image header that would lift it is never seen: the cautious reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
-from interleaf.download.consent import x_robots_directives
+from interleaf.download.consent import path_matcher, x_robots_directives
+
+log = logging.getLogger(__name__)
 
 TDM_RESERVED = "tdm_reserved"
 
@@ -52,3 +62,81 @@ def page_reservation(headers: Iterable[tuple[str, str]], meta: Iterable[tuple[st
         if name.lower() in ("robots", token):
             directives |= {d.strip().lower() for d in content.split(",")}
     return reserved or "noai" in directives, "noimageai" in directives
+
+
+# ---------------------------------------------------------------- /.well-known/tdmrep.json
+
+TDMREP_PATH = "/.well-known/tdmrep.json"
+MAX_RULES = 1000
+
+
+class TdmRep:
+    """The rules of one origin's tdmrep.json; `reserved(url)` is True, False, or None when no rule matches."""
+
+    def __init__(self, rules: list[tuple[Callable[[str], bool], bool]] | None = None):
+        self.rules = rules or []
+
+    @classmethod
+    def parse(cls, text: str, where: str = TDMREP_PATH) -> TdmRep:
+        """Rules from the file's text; a file that is not a JSON array of rules gives none (logged), and a
+        rule without a location or a 0/1 reservation is skipped."""
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            log.info("%s is not JSON (%s): no TDM rules", where, str(e)[:80])
+            return cls()
+        if not isinstance(data, list):
+            log.info("%s is not a JSON array: no TDM rules", where)
+            return cls()
+        rules = []
+        for item in data[:MAX_RULES]:
+            if not isinstance(item, dict):
+                continue
+            location, value = item.get("location"), item.get("tdm-reservation")
+            if isinstance(location, str) and value in (0, 1, "0", "1") and not isinstance(value, bool):
+                rules.append((path_matcher(location if location.startswith(("/", "*")) else "/" + location),
+                              str(value) == "1"))
+        return cls(rules)
+
+    def reserved(self, url: str) -> bool | None:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for matches, reserved in self.rules:
+            if matches(path):
+                return reserved
+        return None
+
+
+class TdmRepCache:
+    """tdmrep.json of each origin, fetched once on first use and kept; concurrent callers for one origin
+    wait for one fetch. `fetch_text(url) -> (HTTP code, text)` does the request (the fetcher's guarded
+    client). Anything but a 2xx answer, or a failure to reach the file, means no rules: TDMRep makes the
+    file optional, and the image's own headers are still read."""
+
+    def __init__(self, fetch_text: Callable[[str], tuple[int, str]]):
+        self._fetch_text = fetch_text
+        self._lock = threading.Lock()
+        self._origins: dict[str, tuple[threading.Lock, list[TdmRep]]] = {}
+        self.fetches = 0  # tdmrep.json requests made (for tests)
+
+    def get(self, url: str) -> TdmRep:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        with self._lock:
+            entry = self._origins.get(origin)
+            if entry is None:
+                entry = self._origins[origin] = (threading.Lock(), [])
+        origin_lock, slot = entry
+        with origin_lock:
+            if not slot:
+                slot.append(self._load(origin + TDMREP_PATH))
+        return slot[0]
+
+    def _load(self, url: str) -> TdmRep:
+        self.fetches += 1
+        try:
+            code, text = self._fetch_text(url)
+        except Exception as e:  # noqa: BLE001 (any failure to reach an optional file means no rules)
+            log.debug("%s unavailable: %s", url, e)
+            return TdmRep()
+        return TdmRep.parse(text, url) if 200 <= code < 300 else TdmRep()

@@ -179,7 +179,8 @@ def test_run_rejects_blocked_pages_and_never_requests_blocked_images(tmp_path, c
         server.shutdown()
     # never /img/blocked.png (listed) nor /img/other.png (on a blocked page); /img/moved.png's redirect to
     # /img/blocked.png is refused before the hop
-    assert sorted(set(_Images.requested) - {"/robots.txt"}) == ["/img/moved.png", "/img/ok.png"]
+    consent = {"/robots.txt", "/.well-known/tdmrep.json"}
+    assert sorted(set(_Images.requested) - consent) == ["/img/moved.png", "/img/ok.png"]
     rejected = documents_from_table(open_shards(str(out / "rejected")).read())
     assert [(d.url, d.reason) for d in rejected] == [
         ("https://www.blocked-news.example/harbour", BLOCKED_DOMAIN)]

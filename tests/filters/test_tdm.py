@@ -148,3 +148,64 @@ def test_an_image_served_with_a_reservation_is_not_kept():
     assert (reserved.status, reserved.data) == (TDM_RESERVED, None)
     assert "tdm-reservation" in reserved.error
     assert free.status == "ok" and ignored.status == "ok"
+
+
+class _Site(BaseHTTPRequestHandler):
+    """Images anywhere; /.well-known/tdmrep.json as the class attribute says (None: 404)."""
+
+    tdmrep: bytes | None = None
+    requested: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        _Site.requested.append(self.path)
+        if self.path == "/.well-known/tdmrep.json" and _Site.tdmrep is not None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(_Site.tdmrep)))
+            self.end_headers()
+            self.wfile.write(_Site.tdmrep)
+            return
+        if not self.path.endswith(".png"):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        buf = io.BytesIO()
+        Image.new("RGB", (320, 240), (20, 160, 90)).save(buf, "PNG")
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(buf.tell()))
+        self.end_headers()
+        self.wfile.write(buf.getvalue())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("tdmrep, expected", [
+    # the first matching rule applies; patterns as in robots.txt
+    (json.dumps([{"location": "/private/*", "tdm-reservation": 1, "tdm-policy": "https://e.org/p.json"},
+                 {"location": "/", "tdm-reservation": 0}]).encode(),
+     {"/private/a.png": TDM_RESERVED, "/public/b.png": "ok", "/private.png": "ok"}),
+    (json.dumps([{"location": "*.png$", "tdm-reservation": "1"}]).encode(),
+     {"/private/a.png": TDM_RESERVED, "/public/b.png": TDM_RESERVED}),
+    (json.dumps([{"location": "/", "tdm-reservation": True}, {"location": 5}, "junk"]).encode(),
+     {"/private/a.png": "ok"}),  # malformed rules are skipped
+    (b"{not json", {"/private/a.png": "ok"}),
+    (None, {"/private/a.png": "ok", "/public/b.png": "ok"}),  # no file: no reservation
+])
+def test_the_sites_tdmrep_json_reserves_images_before_they_are_requested(tdmrep, expected):
+    _Site.tdmrep, _Site.requested = tdmrep, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    fetcher = Fetcher(FetchConfig(allow_private_hosts=True, total_timeout_s=10))
+    try:
+        found = {path: fetcher.fetch(base + path).record.status for path in expected}
+    finally:
+        fetcher.close()
+        server.shutdown()
+    assert found == expected
+    reserved = [p for p, status in expected.items() if status == TDM_RESERVED]
+    assert not set(reserved) & set(_Site.requested)  # a reserved image is never asked for
+    assert _Site.requested.count("/.well-known/tdmrep.json") == 1 == fetcher.tdmrep.fetches  # once a host

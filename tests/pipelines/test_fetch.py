@@ -142,13 +142,14 @@ def test_fixture_sites_end_to_end(sites, tmp_path):
     assert {"ok", "too_small", "http_4xx"} <= statuses  # the fixtures exercise each
     assert sum(1 for r in refs.values() if not r["in_tree"]) == 1
 
-    # unique URLs only: every image requested once, robots.txt once per host
+    # unique URLs only: every image requested once, the consent files (robots.txt, tdmrep.json) once per host
     hits = sites.hits()
     assert max(hits.values()) == 1, hits.most_common(3)
     image_hosts = {r["resolved"].split("/")[2] for r in refs.values()}
-    assert {k for k in hits if k.endswith("/robots.txt")} == {f"{h}/robots.txt" for h in image_hosts}
+    consent = ("/robots.txt", "/.well-known/tdmrep.json")
+    assert {k for k in hits if k.endswith(consent)} == {f"{h}{c}" for h in image_hosts for c in consent}
     every_link = {r["resolved"].split("://")[1] for r in refs.values()}
-    assert {k for k in hits if not k.endswith("/robots.txt")} == every_link
+    assert {k for k in hits if not k.endswith(consent)} == every_link
 
     # the funnel reconciles, in unique URLs, nodes and documents
     assert unreconciled(funnel) == []
@@ -222,7 +223,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         docs2, images2, funnel2 = run_fetch(docs, store_dir, fetch=fetch_config(retries=0, optout=optout))
         new_hits = {k: v - hits_before.get(k, 0) for k, v in server.hits.items()
                     if v != hits_before.get(k, 0)}
-        assert new_hits == {"/flaky.jpg": 1, "/robots.txt": 1}  # only the transient failure is fetched again
+        # only the transient failure is fetched again (and the host's consent files, once per run)
+        assert new_hits == {"/flaky.jpg": 1, "/robots.txt": 1, "/.well-known/tdmrep.json": 1}
         info = funnel2["fetch"]["images"]["info"]
         assert info["fetched"] == 1 and info["from_store"] == 8  # img 0-4 (4 opted out), gone, small, warc
         assert unreconciled(funnel2) == []
@@ -256,7 +258,8 @@ def test_resume_skips_stored_and_permanent_failures_and_retries_transient(tmp_pa
         docs4, _, _ = run_fetch(docs, store_dir, fetch=fetch_config(optout=optout),
                                 rules=ImageRules(min_side=100))
         assert {k: v - hits_before.get(k, 0) for k, v in server.hits.items()
-                if v != hits_before.get(k, 0)} == {"/small.jpg": 1, "/robots.txt": 1}
+                if v != hits_before.get(k, 0)} == {"/small.jpg": 1, "/robots.txt": 1,
+                                                   "/.well-known/tdmrep.json": 1}
         small = next(n for d in docs4 for n in d.image_nodes if n.image_url.endswith("/small.jpg"))
         assert small.kept and small.image_sha256
     finally:

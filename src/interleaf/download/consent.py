@@ -162,6 +162,13 @@ class RobotsUnavailable(Exception):
         self.status = status
 
 
+def path_matcher(pattern: str) -> Callable[[str], bool]:
+    """A robots.txt-style path pattern (RFC 9309: `*` anywhere, `$` at the end, a prefix otherwise) as a
+    test of a URL's path and query; other protocols (TDMRep's tdmrep.json) reuse the syntax."""
+    rule = _rule(True, pattern)
+    return lambda path: rule.matches(_normalise_path(path))
+
+
 class RobotsCache:
     """robots.txt of each host (scheme://host:port), fetched once on first use and kept.
 

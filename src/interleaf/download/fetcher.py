@@ -2,8 +2,9 @@
 Resizer. Every URL ends in exactly one status of schemas.image.FETCH_STATUSES.
 
 Order of work for one URL, cheapest refusal first:
-  scheme -> opt-out list (URL, domain) -> blocklist (filters.blocklist) -> robots.txt of the host (fetched
-  once, cached) -> guarded GET (each redirect hop re-checked: opt-out, blocklist, robots.txt, address) ->
+  scheme -> opt-out list (URL, domain) -> blocklist (filters.blocklist) -> robots.txt and tdmrep.json of
+  the host (each fetched once, cached) -> guarded GET (each redirect hop re-checked: opt-out, blocklist,
+  robots.txt, tdmrep.json, address) ->
   X-Robots-Tag and tdm-reservation of the response, before the body is read -> body capped in bytes and
   time -> magic bytes of an allowed format -> dimensions read from the header by Pillow, nothing decoded ->
   size and aspect rules (filters.image_rules, the same rules that every image of a run meets later) ->
@@ -29,6 +30,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from interleaf import __version__
 from interleaf.download.client import FetchError, HttpLimits, Watchdog, open_url
@@ -41,7 +43,7 @@ from interleaf.download.consent import (
 from interleaf.filters.blocklist import Blocklist
 from interleaf.filters.image_rules import NOT_IMAGE, UNREADABLE, ImageRules, judge_header
 from interleaf.filters.optout import OPTED_OUT, OptOutList
-from interleaf.filters.tdm import TDM_RESERVED, reservation
+from interleaf.filters.tdm import TDM_RESERVED, TdmRepCache, reservation
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,7 @@ class Fetcher:
         self.watchdog = Watchdog()
         self.resizer = LockedResizer(config)
         self.robots = RobotsCache(self._fetch_robots, config.user_agent_token)
+        self.tdmrep = TdmRepCache(self._fetch_robots)  # the same guarded text fetch, capped alike
         self._limits = HttpLimits(connect_timeout_s=config.connect_timeout_s,
                                   read_timeout_s=config.read_timeout_s,
                                   total_timeout_s=config.total_timeout_s, max_redirects=config.max_redirects,
@@ -170,7 +173,7 @@ class Fetcher:
         """(HTTP code, text) of a robots.txt; RobotsUnavailable when the server cannot be reached."""
         try:
             response = open_url(robots_url, limits=self._limits,
-                                headers={**self._headers, "Accept": "text/plain"},
+                                headers={**self._headers, "Accept": "text/plain, application/json;q=0.9"},
                                 allow_private=self.config.allow_private_hosts, watchdog=self.watchdog,
                                 allowed_networks=self.config.allowed_networks, ssl_context=self._ssl)
         except FetchError as e:
@@ -191,21 +194,26 @@ class Fetcher:
         return response.code, body.decode("utf-8", errors="replace")
 
     def _before_hop(self, url: str) -> None:
-        """Consent checks that need no request to the image itself: opt-out list, then robots.txt."""
+        """Consent checks that need no request to the image itself: opt-out list, blocklist, robots.txt,
+        then the origin's tdmrep.json."""
         entry = self.config.optout.match_url(url)
         if entry is not None:
             raise FetchError(OPTED_OUT, f"opted out by {entry}")
         blocked = self.blocklist.match(url) if self.blocklist is not None else None
         if blocked is not None:
             raise FetchError(blocked[0], f"{blocked[0]}: {blocked[1]}")
-        if not self.config.respect_robots_txt or not url.lower().startswith(("http://", "https://")):
+        if not url.lower().startswith(("http://", "https://")):
             return
-        try:
-            robots = self.robots.get(url)
-        except RobotsUnavailable as e:
-            raise FetchError(e.status, str(e)) from None
-        if not robots.allowed(url):
-            raise FetchError("robots_txt", f"robots.txt disallows {url} for {self.config.user_agent_token}")
+        if self.config.respect_robots_txt:
+            try:
+                robots = self.robots.get(url)
+            except RobotsUnavailable as e:
+                raise FetchError(e.status, str(e)) from None
+            if not robots.allowed(url):
+                raise FetchError("robots_txt",
+                                 f"robots.txt disallows {url} for {self.config.user_agent_token}")
+        if self.config.respect_tdm and self.tdmrep.get(url).reserved(url):
+            raise FetchError(TDM_RESERVED, f"reserved by {urlsplit(url).netloc}/.well-known/tdmrep.json")
 
     # ------------------------------------------------------------ one URL
 
