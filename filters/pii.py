@@ -3,9 +3,9 @@ replaced by a typed placeholder and counted by kind.
 
 Placeholders are Dolma's (Soldaini et al. 2024, "Dolma", section on PII: `|||EMAIL_ADDRESS|||`,
 `|||PHONE_NUMBER|||`, `|||IP_ADDRESS|||`), plus `|||SOCIAL_HANDLE|||` for the fourth kind, which real pages
-carry far more often than the other three (42 @handles in the 181 article bodies of the extraction benchmark,
-against 4 e-mail addresses, 3 phone numbers and no IP address). Like datatrove's PIIFormatter, only public IP
-addresses are replaced: 10.0.0.1, 192.168.1.1 or 127.0.0.1 identify no one.
+carry far more often than the other three (on the 181 pages of the extraction benchmark, 95 handles against 38
+e-mail addresses, 48 phone numbers and no IP address: bench/pii_bench.py). Like datatrove's PIIFormatter, only
+public IP addresses are replaced: 10.0.0.1, 192.168.1.1 or 127.0.0.1 identify no one.
 
 Each kind is a candidate pattern and a validation, both written to leave alone what real pages are full of
 and that looks like a phone number or an address to a lax pattern (tests/filters/test_pii.py measures it on
@@ -69,9 +69,12 @@ _EDGE_BEFORE, _EDGE_AFTER = r"(?<![\w+])(?<!\d[.,/-])", r"(?!\w|[.,/-]\d)"
 _PHONE = re.compile(_EDGE_BEFORE + r"(\+\d{1,3}[ .-]?)?(\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,8}){1,4}"
                     + _EDGE_AFTER + "|" + _EDGE_BEFORE + r"\+\d{7,15}" + _EDGE_AFTER)
 # words after which a number is an identifier of something else (a version, a book, a company, a tax number)
-_NOT_PHONE_BEFORE = re.compile(r"\b(?:version|ver|release|build|v|isbn(?:-1[03])?|issn|doi|id|art|vat|"
-                               r"reg|registration|company|ust-idnr|uid|siret|siren|kvk|abn|ein)\b[.:#]?\s*(?:[A-Z]{2}\s*)?$"
-                               r"|〒\s*$", re.I)
+# words after which a number is an identifier of something else (a version, a section, a book, a company,
+# an order, a tax number), and "==" / "=" (a pinned version)
+_NOT_PHONE_BEFORE = re.compile(r"\b(?:version|ver|release|build|v|section|sec|chapter|ch|isbn(?:-1[03])?|"
+                               r"issn|doi|id|art|vat|reg|registration|company|order|serial|sn|ref|invoice|account|"
+                               r"ust-idnr|uid|siret|siren|kvk|abn|ein)\b[.:#]?\s*(?:[A-Z]{2}\s*)?$"
+                               r"|(?:〒|§|==?)\s*$", re.I)
 _CURRENCY = re.compile(r"[$€£¥₹₽¢]\s*$|(?:usd|eur|gbp|rs|kr)\.?\s*$", re.I)
 
 
@@ -113,9 +116,13 @@ def _is_phone(match: re.Match, text: str) -> bool:
     groups = re.split(r"[ .-]", rest)
     separators = set(re.findall(r"[ .-]", rest))
     if candidate.startswith("+"):
+        if separators == {"."} and (len(groups) == 2 or _thousands(groups)):
+            return False  # a signed decimal (+40.712776) or amount (+1.234.567), not a number to call
         return len(groups) <= 5
     if _has_date(rest):
         return False
+    if separators == {" "} and len(groups) == 3 and len(groups[2]) == 4 and _date_at(groups):
+        return False  # a date written with spaces (01 12 2019); "01 23 45 67 89" has five groups
     if area is None:
         # Without "+" or "(area)", only the two national shapes that are hard to mistake: North America's
         # 3-3-4 (316-831-6143, 555.123.4567) and a trunk prefix "0" in three or more groups (02-751-1500,
@@ -129,6 +136,11 @@ def _is_phone(match: re.Match, text: str) -> bool:
     return True
 
 
+def _thousands(groups: list[str]) -> bool:
+    """Groups of a number written with thousands separators: 1-3 digits, then groups of exactly 3."""
+    return len(groups[0]) <= 3 and len(groups) > 1 and all(len(g) == 3 for g in groups[1:])
+
+
 def _is_public_ip(candidate: str) -> bool:
     try:
         address = ipaddress.ip_address(candidate)
@@ -136,13 +148,10 @@ def _is_public_ip(candidate: str) -> bool:
         return False
     if address.version == 4 and any(len(part) > 1 and part.startswith("0") for part in candidate.split(".")):
         return False  # 01.02.03.04 is a date or a code, not how addresses are written
-    if address.version == 6 and not any(ch.isdigit() for ch in candidate):
-        return False  # dead:beef:cafe... words, not addresses
+    if address.version == 6 and (not any(ch.isdigit() for ch in candidate)
+                                 or sum(1 for group in candidate.split(":") if group) < 3):
+        return False  # dead:beef:cafe... words, and 1::2 ratios, not addresses
     return address.is_global
-
-
-def _is_handle(match: re.Match, text: str) -> bool:
-    return not match.group(0)[1:].isdigit()  # "@3" is a count or a time ("see you @5"), not a handle
 
 
 def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, str]]:
@@ -164,7 +173,7 @@ def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, str]
     if IP in kinds:
         if "." in text:
             for m in _IPV4.finditer(text):
-                if _is_public_ip(m.group(0)) and not _identifier_before(text, m.start()):
+                if _is_public_ip(m.group(0)) and not _identifier_before(text, m.start()):  # no versions
                     add(m.start(), m.end(), IP)
         if "::" in text or text.count(":") >= 2:
             for m in _IPV6.finditer(text):
@@ -176,7 +185,7 @@ def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, str]
                 add(m.start(), m.end(), PHONE)
     if HANDLE in kinds and "@" in text:
         for m in _HANDLE.finditer(text):
-            if _is_handle(m, text):
+            if not m.group(0)[1:].isdigit():  # "@3" is a count or a time ("see you @5"), not a handle
                 add(m.start(), m.end(), HANDLE)
     return sorted(spans)
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from interleaf.download.consent import path_matcher, x_robots_directives
+from interleaf.download.consent import PerOrigin, path_matcher, x_robots_directives
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +80,8 @@ class TdmRep:
         """Rules from the file's text; a file that is not a JSON array of rules gives none (logged), and a
         rule without a location or a 0/1 reservation is skipped."""
         try:
-            data = json.loads(text)
-        except ValueError as e:
+            data = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark is common in served JSON
+        except (ValueError, RecursionError) as e:  # RecursionError: arrays nested past Python's stack
             log.info("%s is not JSON (%s): no TDM rules", where, str(e)[:80])
             return cls()
         if not isinstance(data, list):
@@ -115,22 +114,11 @@ class TdmRepCache:
 
     def __init__(self, fetch_text: Callable[[str], tuple[int, str]]):
         self._fetch_text = fetch_text
-        self._lock = threading.Lock()
-        self._origins: dict[str, tuple[threading.Lock, list[TdmRep]]] = {}
+        self._origins = PerOrigin(lambda origin: self._load(origin + TDMREP_PATH))
         self.fetches = 0  # tdmrep.json requests made (for tests)
 
     def get(self, url: str) -> TdmRep:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-        with self._lock:
-            entry = self._origins.get(origin)
-            if entry is None:
-                entry = self._origins[origin] = (threading.Lock(), [])
-        origin_lock, slot = entry
-        with origin_lock:
-            if not slot:
-                slot.append(self._load(origin + TDMREP_PATH))
-        return slot[0]
+        return self._origins.get(url)
 
     def _load(self, url: str) -> TdmRep:
         self.fetches += 1

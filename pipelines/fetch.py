@@ -41,6 +41,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from interleaf import storage
+from interleaf.download.consent import origin_of
 from interleaf.download.fetcher import FetchConfig, Fetcher, is_transient
 from interleaf.download.journal import JournalWriter, list_journals, read_journal
 from interleaf.download.netguard import ALLOWED_SCHEMES
@@ -93,9 +94,9 @@ class FetchImagesConfig:
 
 
 def host_key(url: str) -> str:
-    """The politeness key of a URL: scheme and authority in lower case ("https://example.com:8443")."""
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    """The politeness key of a URL: scheme and authority in lower case ("https://example.com:8443"), the
+    origin robots.txt and tdmrep.json are kept per."""
+    return origin_of(url)
 
 
 def fetch_url(url: str) -> str:

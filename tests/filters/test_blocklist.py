@@ -190,3 +190,45 @@ def test_run_rejects_blocked_pages_and_never_requests_blocked_images(tmp_path, c
     assert manifest["funnel"]["fetch"]["nodes"]["dropped"][BLOCKED_URL] == 2
     assert manifest["unreconciled"] == []
     assert sum(1 for n in doc.nodes if n.is_image) == 1  # dropped nodes are stripped from curated documents
+
+
+def test_a_users_file_with_a_bom_and_unicode_names_and_a_refused_wildcard(tmp_path):
+    listing = tmp_path / "blocked.txt"
+    listing.write_bytes("\ufeffbom.example\r\nbücher.example\r\n".encode("utf-8"))
+    lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
+    assert lists.match("https://bom.example/")[0] == BLOCKED_DOMAIN
+    assert lists.match("https://bücher.example/")[0] == BLOCKED_DOMAIN
+    assert lists.match("https://xn--bcher-kva.example/a")[0] == BLOCKED_DOMAIN
+    wild = tmp_path / "wild.txt"
+    wild.write_text("ok.example\n*.wild.example\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2: '\\*.wild.example' has a wildcard"):
+        BlocklistConfig(ut1=False, files=(str(wild),)).validate()
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(404 if self.path == "/robots.txt" or self.path.startswith("/.well-known") else 302)
+        if self.path.startswith("/img"):
+            self.send_header("Location", "http://blocked-nowhere.example/x.png")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirect_to_a_blocked_host_is_refused_before_its_name_is_looked_up(tmp_path):
+    from interleaf.download.fetcher import FetchConfig, Fetcher
+
+    listing = tmp_path / "blocked.txt"
+    listing.write_text("blocked-nowhere.example\n", encoding="utf-8")
+    lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fetcher = Fetcher(FetchConfig(allow_private_hosts=True, total_timeout_s=10), blocklist=lists)
+    try:
+        record = fetcher.fetch(f"http://127.0.0.1:{server.server_address[1]}/img/a.png").record
+    finally:
+        fetcher.close()
+        server.shutdown()
+    assert record.status == BLOCKED_DOMAIN, record.error  # not "dns": the name is never resolved

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,9 @@ from interleaf.schemas.document import Document, Node, documents_from_table
 from interleaf.shards import open_shards
 
 UDHR = Path(__file__).parent.parent / "data" / "udhr"
-# UDHR file -> the ISO 639-1 code lid.176 answers
-CODES = {"eng": "en", "deu_1996": "de", "fra": "fr", "spa": "es", "ita": "it", "por_PT": "pt", "nld": "nl",
-         "rus": "ru", "pol": "pl", "tur": "tr", "swe": "sv", "ces": "cs", "jpn": "ja", "cmn_hans": "zh",
-         "arb": "ar", "hin": "hi", "kor": "ko", "ell_monotonic": "el", "fin": "fi", "ukr": "uk", "vie": "vi",
-         "ind": "id", "heb": "he", "hun": "hu", "dan": "da", "ron_2006": "ro"}
+# UDHR file -> the code lid.176 answers: the language subtag of the page's own <html lang> ("de-1996": "de")
+CODES = {path.stem: re.search(r'<html[^>]*\slang="([a-z]+)', path.read_text(encoding="utf-8")).group(1)
+         for path in sorted(UDHR.glob("*.html"))}
 
 
 def paragraphs(name: str) -> list[str]:

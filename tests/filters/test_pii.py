@@ -175,3 +175,15 @@ def test_run_replaces_personal_data_and_counts_it(tmp_path, capsys):
     funnel = manifest["funnel"]["pii"]["documents"]
     assert funnel["in"] == funnel["out"] == 1
     assert funnel["info"] == {"pii.email": 2, "pii.phone": 1, "pii.handle": 1, "pii.documents": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "+40.712776, -74.005974 and +48.858370",  # signed coordinates
+    "on 01 12 2019 and 07 12 2020",  # dates written with spaces
+    "a balance of +1.234.567 and a fraction +12.345678",
+    "section 4.2.1.3, chapter 8.8.8.8, python==3.11.4.1",  # outline numbers and pinned versions
+    "a ratio of 1::2",
+    "Order 0123 4567 8901, Serial 012-345-6789",
+])
+def test_what_a_red_team_found_replaced_stays(text):
+    assert find(text) == [], [text[s:e] for s, e, _ in find(text)]

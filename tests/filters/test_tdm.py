@@ -209,3 +209,22 @@ def test_the_sites_tdmrep_json_reserves_images_before_they_are_requested(tdmrep,
     reserved = [p for p, status in expected.items() if status == TDM_RESERVED]
     assert not set(reserved) & set(_Site.requested)  # a reserved image is never asked for
     assert _Site.requested.count("/.well-known/tdmrep.json") == 1 == fetcher.tdmrep.fetches  # once a host
+
+
+def test_a_hostile_or_bom_prefixed_tdmrep_json():
+    from interleaf.filters.tdm import TdmRep
+
+    assert TdmRep.parse("[" * 100_000 + "]" * 100_000).rules == []  # nested past the stack: no rules
+    bom = TdmRep.parse('\ufeff[{"location": "/", "tdm-reservation": 1}]')
+    assert bom.reserved("https://e.org/a.png") is True
+
+
+def test_consent_meta_tags_are_read_behind_thousands_of_others():
+    from interleaf.filters.html import extract
+
+    head = "".join(f'<meta name="m{i}" content="v{i}">' for i in range(5000))
+    html = (f'<html><head>{head}<meta name="robots" content="noimageai"><meta name="interleaf" '
+            'content="noai"></head><body><p>Some text of the page.</p></body></html>')
+    meta = extract(html, "https://e.org/").meta
+    assert page_reservation([], meta, "interleaf") == (True, True)
+    assert len(meta) <= 128

@@ -199,11 +199,14 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_private: bool,
              watchdog: Watchdog, allowed_networks: tuple[str, ...] = (),
              before_hop: Callable[[str], None] | None = None,
+             before_resolve: Callable[[str], None] | None = None,
              ssl_context: ssl.SSLContext | None = None) -> Response:
     """GET `url`, following redirects, up to an accepted 2xx response whose body is not yet read.
 
-    `before_hop(url)` runs before each request (the first and every redirect target), once its address
-    passed the guard: consent checks raise FetchError there. Raises FetchError for every failure, with its
+    `before_resolve(url)` runs first for each hop (the first and every redirect target), before its name is
+    looked up: checks of the URL alone (opt-out list, blocklist) raise FetchError there. `before_hop(url)`
+    runs once the hop's address passed the guard: consent checks that need requests (robots.txt) raise
+    FetchError there. Raises FetchError for every failure, with its
     status.
     """
     deadline = time.monotonic() + limits.total_timeout_s
@@ -216,6 +219,8 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
         except ValueError as e:
             raise FetchError("bad_url", f"{current!r} cannot be requested: {e}" if not visited else
                              f"redirect to {current!r}, which cannot be requested: {e}") from None
+        if before_resolve is not None:
+            before_resolve(current)
         try:
             parts = urlsplit(current)
             target = resolve(parts.scheme, parts.hostname or "", parts.port, allow_private=allow_private,

@@ -169,6 +169,40 @@ def path_matcher(pattern: str) -> Callable[[str], bool]:
     return lambda path: rule.matches(_normalise_path(path))
 
 
+def origin_of(url: str) -> str:
+    """scheme://host:port of a URL, in lower case: what robots.txt and tdmrep.json are kept per."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+class PerOrigin:
+    """One value per origin, made by `load(origin)` on first use and kept; concurrent callers for one origin
+    wait for one load (the site-wide files of robots.txt and TDMRep)."""
+
+    def __init__(self, load: Callable[[str], object]):
+        self._load = load
+        self._lock = threading.Lock()
+        self._origins: dict[str, tuple[threading.Lock, list]] = {}
+
+    def get(self, url: str):
+        origin = origin_of(url)
+        with self._lock:
+            entry = self._origins.get(origin)
+            if entry is None:
+                entry = self._origins[origin] = (threading.Lock(), [])
+        origin_lock, slot = entry
+        with origin_lock:
+            if not slot:
+                slot.append(self._load(origin))
+        return slot[0]
+
+    def peek(self, url: str):
+        """The value of `url`'s origin if already loaded, else None; never loads."""
+        with self._lock:
+            entry = self._origins.get(origin_of(url))
+        return entry[1][0] if entry is not None and entry[1] else None
+
+
 class RobotsCache:
     """robots.txt of each host (scheme://host:port), fetched once on first use and kept.
 
@@ -183,35 +217,20 @@ class RobotsCache:
     def __init__(self, fetch_text: Callable[[str], tuple[int, str]], user_agent_token: str):
         self._fetch_text = fetch_text
         self._token = user_agent_token
-        self._lock = threading.Lock()
-        self._hosts: dict[str, tuple[threading.Lock, list]] = {}
+        self._hosts = PerOrigin(lambda origin: self._load(origin + "/robots.txt"))
         self.fetches = 0  # robots.txt requests made (for tests and counters)
 
     def get(self, url: str) -> RobotsTxt:
         """The robots.txt for `url`'s host; raises RobotsUnavailable (cached too) when unreachable."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-        with self._lock:
-            entry = self._hosts.get(origin)
-            if entry is None:
-                entry = self._hosts[origin] = (threading.Lock(), [])
-        host_lock, slot = entry
-        with host_lock:
-            if not slot:
-                slot.append(self._load(origin + "/robots.txt"))
-        result = slot[0]
+        result = self._hosts.get(url)
         if isinstance(result, RobotsUnavailable):
             raise result
         return result
 
     def crawl_delay(self, url: str) -> float | None:
         """The Crawl-delay of `url`'s host if its robots.txt is already loaded; never fetches."""
-        parts = urlsplit(url)
-        with self._lock:
-            entry = self._hosts.get(f"{parts.scheme.lower()}://{parts.netloc.lower()}")
-        if entry is None or not entry[1] or not isinstance(entry[1][0], RobotsTxt):
-            return None
-        return entry[1][0].crawl_delay
+        result = self._hosts.peek(url)
+        return result.crawl_delay if isinstance(result, RobotsTxt) else None
 
     def _load(self, robots_url: str) -> RobotsTxt | RobotsUnavailable:
         self.fetches += 1

@@ -193,15 +193,18 @@ class Fetcher:
             response.close(self.watchdog)
         return response.code, body.decode("utf-8", errors="replace")
 
-    def _before_hop(self, url: str) -> None:
-        """Consent checks that need no request to the image itself: opt-out list, blocklist, robots.txt,
-        then the origin's tdmrep.json."""
+    def _refused_url(self, url: str) -> None:
+        """Checks of the URL alone, before its host is even looked up: opt-out list, then blocklist."""
         entry = self.config.optout.match_url(url)
         if entry is not None:
             raise FetchError(OPTED_OUT, f"opted out by {entry}")
         blocked = self.blocklist.match(url) if self.blocklist is not None else None
         if blocked is not None:
             raise FetchError(blocked[0], f"{blocked[0]}: {blocked[1]}")
+
+    def _before_hop(self, url: str) -> None:
+        """Consent checks that need no request to the image itself: robots.txt, then the origin's
+        tdmrep.json (after the address guard: a refused address gets no such request)."""
         if not url.lower().startswith(("http://", "https://")):
             return
         if self.config.respect_robots_txt:
@@ -241,6 +244,7 @@ class Fetcher:
         response = open_url(url, limits=self._limits, headers=self._headers,
                             allow_private=config.allow_private_hosts, watchdog=self.watchdog,
                             allowed_networks=config.allowed_networks, before_hop=self._before_hop,
+                            before_resolve=self._refused_url,
                             ssl_context=self._ssl)
         try:
             refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [],
