@@ -27,6 +27,9 @@ from interleaf.schemas.image import STATUS_OK, ImageRecord
 
 STAGE = "image_rules"
 REFUSED = "refused"
+# verdicts on a stored image, for the nodes that point at it: drop them (value: the reason), or point them at
+# new bytes (value: their sha256)
+DROP, MOVE = "drop", "move"
 
 
 def judge(record: ImageRecord, rules: ImageRules) -> tuple[str, str] | None:
@@ -49,7 +52,7 @@ def refused_rows(record: ImageRecord, reason: str, message: str) -> list[ImageRe
 
 
 class _CheckImages(CountingDoFn):
-    """ImageRecord -> itself when kept; else failed rows, and (sha256, reason) tagged REFUSED."""
+    """ImageRecord -> itself when kept; else failed rows, and (sha256, (DROP, reason)) tagged REFUSED."""
 
     stage = STAGE
 
@@ -68,7 +71,7 @@ class _CheckImages(CountingDoFn):
             return
         reason, message = problem
         self.funnel.drop("images", reason)
-        yield TaggedOutput(REFUSED, (record.sha256, reason))
+        yield TaggedOutput(REFUSED, (record.sha256, (DROP, reason)))
         yield from refused_rows(record, reason, message)
 
 
@@ -86,36 +89,61 @@ class _RouteDocuments(beam.DoFn):
 
 
 def _verdicts(item):
-    """(sha256, {"refused": [reason], "doc": [doc_id]}) -> (doc_id, (sha256, reason)) for refused images."""
+    """(sha256, {"verdict": [(kind, value)], "doc": [doc_id]}) -> (doc_id, (sha256, kind, value))."""
     sha, joined = item
-    reasons = list(joined[REFUSED])
-    if reasons:
+    verdicts = list(joined["verdict"])
+    if verdicts:
+        kind, value = verdicts[0]
         for doc_id in sorted(set(joined["doc"])):
-            yield doc_id, (sha, reasons[0])
+            yield doc_id, (sha, kind, value)
 
 
-class _DropNodes(CountingDoFn):
-    """(doc_id, {"doc": [Document], "refused": [(sha256, reason)]}) -> each Document with the image nodes
-    that point at refused images dropped."""
-
-    stage = STAGE
+class _ApplyToNodes(CountingDoFn):
+    """(doc_id, {"doc": [Document], "verdict": [(sha256, kind, value)]}) -> each Document with the image
+    nodes that point at a judged image dropped (DROP, with the reason) or pointed at its new bytes (MOVE)."""
 
     def process(self, item):
         _, joined = item
-        refused = dict(joined[REFUSED])
+        verdicts = {sha: (kind, value) for sha, kind, value in joined["verdict"]}
         for doc in joined["doc"]:
             nodes, changed = [], False
             for node in doc.nodes:
                 if node.is_image and node.kept and node.image_sha256:
                     self.funnel.inc("nodes", "in")
-                    reason = refused.get(node.image_sha256)
-                    if reason is not None:
-                        node, changed = node.dropped(reason), True
-                        self.funnel.drop("nodes", reason)
+                    kind, value = verdicts.get(node.image_sha256, (None, None))
+                    if kind == DROP:
+                        node, changed = node.dropped(value), True
+                        self.funnel.drop("nodes", value)
                     else:
+                        if kind == MOVE:
+                            node, changed = replace(node, image_sha256=value), True
                         self.funnel.inc("nodes", "out")
                 nodes.append(node)
             yield replace(doc, nodes=nodes) if changed else doc
+
+
+class ApplyImageVerdicts(beam.PTransform):
+    """{"documents": Documents, "verdicts": (sha256, (kind, value))} -> the Documents, every kept image node
+    that points at a judged image dropped (DROP) or moved to new bytes (MOVE), counted as `stage` nodes."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def expand(self, inputs):
+        routed = inputs[DOCUMENTS] | "Route" >> beam.ParDo(_RouteDocuments()).with_outputs(
+            "untouched", main="judged")
+        # (doc_id, (sha256, kind, value)) for each document that uses a judged image
+        verdicts = ({"verdict": inputs["verdicts"],
+                     "doc": routed.judged | "DocsBySha" >> beam.FlatMap(
+                         lambda d: [(sha, d.doc_id) for sha in image_shas(d)])}
+                    | "JoinVerdicts" >> beam.CoGroupByKey()
+                    | "Verdicts" >> beam.FlatMap(_verdicts))
+        keyed = routed.judged | "KeyByDocId" >> beam.Map(lambda d: (d.doc_id, d))
+        judged = ({"doc": keyed, "verdict": verdicts}
+                  | "JoinDocuments" >> beam.CoGroupByKey()
+                  | "ApplyToNodes" >> beam.ParDo(_ApplyToNodes(self.stage)))
+        return (judged, routed.untouched) | "AllDocuments" >> beam.Flatten()
 
 
 class ImageRulesStage(Stage):
@@ -142,17 +170,6 @@ class ImageRulesStage(Stage):
     def expand(self, streams):
         checked = streams[IMAGES] | "Check" >> beam.ParDo(_CheckImages(self.rules)).with_outputs(
             REFUSED, main="kept")
-        routed = streams[DOCUMENTS] | "Route" >> beam.ParDo(_RouteDocuments()).with_outputs(
-            "untouched", main="judged")
-        # (doc_id, (sha256, reason)) for each document that uses a refused image
-        verdicts = ({REFUSED: checked[REFUSED],
-                     "doc": routed.judged | "DocsBySha" >> beam.FlatMap(
-                         lambda d: [(sha, d.doc_id) for sha in image_shas(d)])}
-                    | "JoinRefused" >> beam.CoGroupByKey()
-                    | "Verdicts" >> beam.FlatMap(_verdicts))
-        keyed = routed.judged | "KeyByDocId" >> beam.Map(lambda d: (d.doc_id, d))
-        judged = ({"doc": keyed, REFUSED: verdicts}
-                  | "JoinDocuments" >> beam.CoGroupByKey()
-                  | "DropNodes" >> beam.ParDo(_DropNodes()))
-        documents = (judged, routed.untouched) | "AllDocuments" >> beam.Flatten()
+        documents = ({DOCUMENTS: streams[DOCUMENTS], "verdicts": checked[REFUSED]}
+                     | "DropNodes" >> ApplyImageVerdicts(STAGE))
         return outputs(documents.pipeline, documents=documents, images=checked.kept)

@@ -6,6 +6,7 @@ Stages, in order (any subset; a run that does not start with ingest reads interl
               after fetch (or on archived images): duplicate and too-frequent images   pipelines/dedup_images.py
     fetch     image URLs -> the image store (consent, safety, politeness)   pipelines/fetch.py
               then every image, fetched or archived, meets the image rules      pipelines/image_rules.py
+              then NSFW scores (dropped at the threshold) and faces on every image  pipelines/image_safety.py
     clip      image-text similarity with open_clip; drop images that do not belong   pipelines/clip.py
     tokenize  BPE text + VQ image codes -> token shards                      pipelines/tokenize.py
 After the last image stage, documents are checked once more against the image-count bounds (a page whose
@@ -38,6 +39,7 @@ from interleaf import __version__, storage
 from interleaf.filters.blocklist import BlocklistConfig
 from interleaf.filters.clip import ClipConfig, ClipModelConfig
 from interleaf.filters.image_rules import ImageRules
+from interleaf.filters.image_safety import ImageSafetyConfig
 from interleaf.filters.pii import PiiConfig
 from interleaf.pipelines import dataflow, rundir
 from interleaf.pipelines.common import (
@@ -64,9 +66,10 @@ OUTPUTS = ("documents", "rejected", "images", "tokens", "failed")
 
 # The steps of a run in pipeline order, as (stage name, module, class): each class implements the stage
 # contract (pipelines/stage.py) and says itself whether a run of the configured stages includes it. A
-# module is imported only when its stage may run (clip and tokenize import torch); "shards", "pii", "final"
-# and "image_rules" are steps users do not name: the source of a run without ingest, personal data replaced
-# in what ingest read, the image rules on every image (fetched or archived), and the last image-count check.
+# module is imported only when its stage may run (clip and tokenize import torch); "shards", "pii",
+# "image_rules", "image_safety" and "final" are steps users do not name: the source of a run without ingest,
+# personal data replaced in what ingest read, the image rules and then the NSFW and face detector on every
+# image (fetched or archived), and the last image-count check.
 STAGE_ORDER = (
     ("shards", "interleaf.pipelines.ingest", "ShardsInput"),
     ("ingest", "interleaf.pipelines.ingest", "IngestStage"),
@@ -75,6 +78,7 @@ STAGE_ORDER = (
     ("fetch", "interleaf.pipelines.fetch", "FetchStage"),
     ("image_rules", "interleaf.pipelines.image_rules", "ImageRulesStage"),
     ("dedup", "interleaf.pipelines.dedup_images", "DedupImagesStage"),
+    ("image_safety", "interleaf.pipelines.image_safety", "ImageSafetyStage"),
     ("clip", "interleaf.pipelines.clip", "ClipStage"),
     ("final", "interleaf.pipelines.final", "FinalStage"),
     ("tokenize", "interleaf.pipelines.tokenize", "TokenizeStage"),
@@ -106,6 +110,9 @@ class RunConfig:
     # blocked domains and URLs (UT1 via datatrove, your files) and banned URL words: pages at ingest, images
     # before fetch
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
+    # NSFW scores (drop at the threshold) and face boxes on every stored image, optional face blurring:
+    # NudeNet's detector, the `safety` extra
+    image_safety: ImageSafetyConfig = field(default_factory=ImageSafetyConfig)
     # personal data (e-mail, phone, IP, @handle) replaced by typed placeholders, right after ingest
     pii: PiiConfig = field(default_factory=PiiConfig)
     # LAION's ViT-B-32 (its published threshold 0.28 applies); needs a download once, or a checkpoint file

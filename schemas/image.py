@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from interleaf.schemas.meta import KIND_IMAGES, schema_metadata
 
-IMAGE_SCHEMA_VERSION = 1
+IMAGE_SCHEMA_VERSION = 2  # 2: nsfw_score, face_count, face_boxes (filters/image_safety.py)
 
 STATUS_OK = "ok"
 # The fixed taxonomy of fetch outcomes: "ok" or one failure reason. Archived images read from a WARC get
@@ -21,7 +21,7 @@ FETCH_STATUSES = (
     STATUS_OK, "dns", "connect", "timeout", "http_4xx", "http_5xx", "too_many_redirects", "robots_txt",
     "x_robots_tag", "opted_out", "private_address", "too_large", "not_image", "decode_error", "too_small",
     "bad_aspect", "unsupported_scheme", "error", "bad_url", "blocked_domain", "blocked_url",
-    "banned_url_word", "tdm_reserved",
+    "banned_url_word", "tdm_reserved", "nsfw",
 )
 
 
@@ -45,6 +45,9 @@ class ImageRecord:
     clip_model: str | None = None  # which CLIP model produced the embedding
     clip_embedding: list[float] | None = None  # L2-normalised image embedding
     clip_score: float | None = None  # best similarity with the text of any document that uses it
+    nsfw_score: float | None = None  # NudeNet's highest NSFW-class score, 0-1 (None: not scored)
+    face_count: int | None = None  # faces found (None: not looked for)
+    face_boxes: list[list[int]] | None = None  # [x, y, width, height] of each face, upright image's pixels
 
     def validate(self) -> None:
         if self.status not in FETCH_STATUSES:
@@ -54,6 +57,8 @@ class ImageRecord:
         if not self.urls and self.sha256 is None:
             raise ValueError("image record with neither sha256 nor any URL")
 
+
+_BOX = pa.list_(pa.int32(), 4)  # x, y, width, height
 
 IMAGE_SCHEMA = pa.schema(
     [
@@ -73,6 +78,9 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("clip_model", pa.string()),
         pa.field("clip_embedding", pa.list_(pa.field("item", pa.float32(), nullable=False))),
         pa.field("clip_score", pa.float32()),
+        pa.field("nsfw_score", pa.float32()),
+        pa.field("face_count", pa.int32()),
+        pa.field("face_boxes", pa.list_(pa.field("item", _BOX, nullable=False))),
     ],
     metadata=schema_metadata(KIND_IMAGES, IMAGE_SCHEMA_VERSION),
 )

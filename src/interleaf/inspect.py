@@ -110,10 +110,11 @@ def _summarize_documents(shards: ShardSet) -> Summary:
 def _summarize_images(shards: ShardSet) -> Summary:
     s = Summary(kind=KIND_IMAGES, shards=len(shards.paths))
     statuses, formats, sources = Counter(), Counter(), Counter()
-    widths, heights, sizes, scores = [], [], [], []
+    widths, heights, sizes, scores, nsfw, faces = [], [], [], [], [], []
     urls = 0
     for _, table in shards.tables(columns=["status", "format", "source", "width", "height",
-                                           "original_bytes", "clip_score", "urls"]):
+                                           "original_bytes", "clip_score", "nsfw_score", "face_count",
+                                           "urls"]):
         s.rows += table.num_rows
         statuses.update(table["status"].to_pylist())
         formats.update(f for f in table["format"].to_pylist() if f)
@@ -123,13 +124,16 @@ def _summarize_images(shards: ShardSet) -> Summary:
         heights.extend(v for v in pc.filter(table["height"], ok).to_pylist() if v is not None)
         sizes.extend(v for v in pc.filter(table["original_bytes"], ok).to_pylist() if v is not None)
         scores.extend(v for v in table["clip_score"].to_pylist() if v is not None)
+        nsfw.extend(v for v in table["nsfw_score"].to_pylist() if v is not None)  # dropped ones too
+        faces.extend(v for v in pc.filter(table["face_count"], ok).to_pylist() if v is not None)
         urls += int(pc.sum(pc.list_value_length(table["urls"])).as_py() or 0)
     s.stats = {
         "images_ok": statuses.get("ok", 0), "urls": urls,
         "fetch_status": dict(statuses.most_common()), "formats": dict(formats.most_common()),
         "sources": dict(sources.most_common()),
         "width": percentiles(widths), "height": percentiles(heights), "original_bytes": percentiles(sizes),
-        "clip_score": percentiles(scores),
+        "clip_score": percentiles(scores), "nsfw_score": percentiles(nsfw),
+        "faces_per_image": percentiles(faces), "images_with_faces": sum(1 for n in faces if n),
     }
     return s
 

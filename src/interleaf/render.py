@@ -73,7 +73,12 @@ def image_row_text(row: dict) -> str:
     size = f"{row['width']}x{row['height']}" if row.get("width") else "size ?"
     sha = (row.get("sha256") or "-")[:16]
     err = f" error={row['error']}" if row.get("error") else ""
-    return f"── {sha} {row['status']} {row.get('format') or '-'} {size} {row['urls'][:2]}{err}"
+    safety = ""
+    if row.get("nsfw_score") is not None:
+        safety += f" nsfw={row['nsfw_score']:.3f}"
+    if row.get("face_count") is not None:
+        safety += f" faces={row['face_count']}"
+    return f"── {sha} {row['status']} {row.get('format') or '-'} {size}{safety} {row['urls'][:2]}{err}"
 
 
 def token_row_text(doc_id: str, tokens: list[int], info: TokenShardInfo, codec=None) -> str:

@@ -365,6 +365,7 @@ def test_a_run_writes_the_clip_dead_letters_to_failed(tiny_clip, tmp_path, capsy
     element, with the error), is counted in the funnel, and `interleaf inspect` reads it."""
     from interleaf.cli import main
     from interleaf.filters.image_rules import ImageRules
+    from interleaf.filters.image_safety import ImageSafetyConfig
     from interleaf.pipelines.run import RunConfig, run
     from interleaf.schemas.failure import failures_from_table
     from interleaf.shards import write_shards
@@ -378,7 +379,9 @@ def test_a_run_writes_the_clip_dead_letters_to_failed(tiny_clip, tmp_path, capsy
                          nodes=[_image_node(broken), Node.text_node("a red circle")]))
     write_shards(str(tmp_path / "in" / "documents"), [documents_to_table(docs)])
     write_shards(str(tmp_path / "in" / "images"), [images_to_table([*records.values(), broken])])
-    cfg = RunConfig(stages=["clip"], clip=ClipConfig(model=_tiny(tiny_clip)), image_rules=ImageRules(min_side=16))
+    # the image safety step would drop it first (decode_error): off, so that it reaches the clip stage
+    cfg = RunConfig(stages=["clip"], clip=ClipConfig(model=_tiny(tiny_clip)),
+                    image_rules=ImageRules(min_side=16), image_safety=ImageSafetyConfig(nsfw=False, faces=False))
     cfg.ingest.quality.min_images = 0
     m = run([str(tmp_path / "in" / "documents")], str(tmp_path / "out"), cfg)
     assert m["unreconciled"] == []

@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--encode-format", choices=("jpg", "png", "webp"), help="stored image format")
     g.add_argument("--fetch-threads", type=int, help="requests in flight per worker")
     g.add_argument("--per-host-rate", type=float, help="requests per second per host (0: no limit)")
+    g = p.add_argument_group("image safety (NudeNet's detector: pip install 'interleaf[safety]')")
+    g.add_argument("--no-nsfw", action="store_true", help="keep NSFW images (no score, no drop)")
+    g.add_argument("--nsfw-threshold", type=float, help="drop images with an NSFW score at or above this "
+                                                        "(default 0.5)")
+    g.add_argument("--no-faces", action="store_true", help="do not look for faces")
+    g.add_argument("--blur-faces", action="store_true", help="blur the faces found in the stored images")
     g = p.add_argument_group("clip")
     g.add_argument("--clip-model", help="open_clip architecture (default ViT-B-32)")
     g.add_argument("--clip-pretrained", help="open_clip pretrained tag, or a checkpoint file (interleaf train-clip)")
@@ -96,6 +102,8 @@ def build_config(args: argparse.Namespace):
                         fetch=_given(allow_private_hosts=args.allow_private_hosts or None,
                                      user_agent_token=args.user_agent_token, image_size=args.image_size,
                                      resize_mode=args.resize_mode, encode_format=args.encode_format)),
+        "image_safety": _given(nsfw=False if args.no_nsfw else None, nsfw_threshold=args.nsfw_threshold,
+                               faces=False if args.no_faces else None, blur_faces=args.blur_faces or None),
         "clip": {"model": _given(model_name=args.clip_model, pretrained=args.clip_pretrained,
                                  device=args.clip_device),
                  "decision": _given(mode=args.clip_mode, threshold=args.clip_threshold)},

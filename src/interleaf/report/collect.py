@@ -68,6 +68,8 @@ class ImageStats:
     height: np.ndarray = field(default_factory=lambda: np.zeros(0))
     kilobytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # as served
     clip: np.ndarray = field(default_factory=lambda: np.zeros(0))  # best score per image (store)
+    nsfw: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every scored image, dropped ones too
+    faces: np.ndarray = field(default_factory=lambda: np.zeros(0))  # face count per stored image
     formats: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)  # (host, outcome) -> URLs
     errors: dict[str, str] = field(default_factory=dict)  # outcome -> one error message as an example
@@ -264,8 +266,8 @@ def rejected_stats(path: str) -> RejectedStats:
 def image_stats(path: str) -> ImageStats:
     s = ImageStats()
     columns = ["status", "source", "urls", "error", "format", "original_width", "original_height",
-               "original_bytes", "clip_score"]
-    widths, heights, sizes, scores = [], [], [], []
+               "original_bytes", "clip_score", "nsfw_score", "face_count"]
+    widths, heights, sizes, scores, nsfw, faces = [], [], [], [], [], []
     for _, table in open_shards(path).tables(columns=columns):
         s.rows += table.num_rows
         status = table["status"].combine_chunks()
@@ -276,6 +278,8 @@ def image_stats(path: str) -> ImageStats:
         heights.append(_floats(good["original_height"]))
         sizes.append(_floats(good["original_bytes"]) / 1024)
         scores.append(_floats(table["clip_score"]))
+        nsfw.append(_floats(table["nsfw_score"]))
+        faces.append(_floats(good["face_count"]))
         s.formats.update(f for f in good["format"].to_pylist() if f)
         # One outcome per URL: an ok image counts once for each URL that resolved to it
         archived = pc.equal(pc.fill_null(table["source"], ""), "warc")
@@ -293,6 +297,7 @@ def image_stats(path: str) -> ImageStats:
                 s.errors[st] = err
     s.width, s.height = _cat(widths), _cat(heights)
     s.kilobytes, s.clip = _cat(sizes), _cat(scores)
+    s.nsfw, s.faces = _cat(nsfw), _cat(faces)
     return s
 
 

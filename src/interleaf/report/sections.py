@@ -252,6 +252,7 @@ SAFETY_REASONS = (
     ("blocked_url", "URL on the blocklist"),
     ("banned_url_word", "banned word in the URL"),
     ("tdm_reserved", "TDM reservation, noai or noimageai"),
+    ("nsfw", "NSFW score at the threshold (NudeNet)"),
     ("language_not_kept", "language outside --languages"),
     ("language_uncertain", "no language with confidence (with --languages)"),
 )
@@ -283,6 +284,17 @@ def safety(d: RunData) -> str:
         f"<table><tr><th>kind</th><th>replaced</th></tr>{''.join(rows)}</table>"
         + caption(f"In {fmt(pii.get('pii.documents', 0))} documents, by typed placeholders.")) if replaced
         else absent_box("none replaced" if "pii" in funnel else "the pii step did not run")))
+    images = d.images
+    cards.append(_hist_card("NSFW score of the images", images.nsfw if images else None,
+                            "NudeNet's highest NSFW-class score of every image scored, kept or dropped "
+                            "(nsfw_score in images/); at the threshold an image is dropped.", "score",
+                            "no image was scored (the image safety step did not run)"))
+    if images is not None and images.faces.size:
+        counts = np.bincount(np.minimum(images.faces.astype(int), 5))
+        items = [(f"{k}" if k < 5 else "5+", float(n)) for k, n in enumerate(counts)]
+        cards.append(card("Faces per stored image", svg.bars(items, "Faces per image", width=330) + caption(
+            f"{fmt(int((images.faces > 0).sum()))} of {fmt(images.faces.size)} stored images show a face "
+            f"({fmt(int(images.faces.sum()))} faces; face_count in images/).")))
     dropped = []
     for reason, meaning in SAFETY_REASONS:
         for stage in _stages(funnel):
@@ -290,7 +302,7 @@ def safety(d: RunData) -> str:
                 if e["dropped"].get(reason):
                     dropped.append(f"<tr><td>{esc(reason)}</td><td>{esc(stage)}</td><td>{esc(unit)}</td>"
                                    f"<td>{fmt(e['dropped'][reason])}</td><td>{esc(meaning)}</td></tr>")
-    cards.append(card("Blocklist, consent and language drops", (
+    cards.append(card("Blocklist, consent, language and NSFW drops", (
         "<table><tr><th>reason</th><th>stage</th><th>unit</th><th>dropped</th><th>meaning</th></tr>"
         + "".join(dropped) + "</table>") if dropped else absent_box("nothing dropped by these filters")))
     return section("safety", "Safety and consent", caption(
