@@ -1,21 +1,23 @@
 """`interleaf export`: a finished run's curated documents, joined with their images, in the formats that
 training stacks read (pipelines/export_formats.py: OBELICS Parquet, WebDataset tars, MMC4 JSONL + zips).
 
-One Beam pipeline:
-    documents shards --(position, document)--------------------------------------+
-         \\-- image nodes' sha256 --+                                             |
-                                   CoGroupByKey by sha256 -- (shard, image) -- CoGroupByKey by shard -- write
-    image store --(sha256, bytes)--+
+One Beam pipeline, in which documents never pass through the engine's shuffle (they are read where they are
+written), only the images and which output shard wants which image:
+    run's document shards -- (sha256, output shard) of each kept image node (Arrow compute on the nodes) --+
+                                                                                  CoGroupByKey by sha256
+    image store shards ---- (sha256, image) --------------------------------------------------------------+
+        -- (output shard, image) -- GroupByKey by output shard -- writer of shard i: reads its documents
+           (the run's positions i * shard_size onwards) from the run's shards, attaches the images, writes
 A document's position is its place in the run (shard by shard, row by row), so the export keeps the run's
-document order, and output shard i holds positions [i * shard_size, (i + 1) * shard_size): the same run gives
-the same files whatever the runner or worker count. One output shard (its documents and their image bytes)
-is held in memory by the worker that writes it: memory is bounded by shard_size, not by the run.
+document order and the same run gives the same files whatever the runner or worker count. The writer of a
+shard holds that shard's documents and images in memory: memory is bounded by shard_size, not by the run.
 
 Counts (funnel stage "export"): documents in = out (an export drops no document); images in = image nodes
 of the documents, out = exported (with bytes, or by URL), dropped `image_missing` when missing_images is
 "drop"; info `image_missing` counts the nodes whose bytes the store lacks (a node never fetched has none)
-and `embedded` those exported with their bytes (none in OBELICS by URL, without embed_images). The output gets manifest.json (format, counts, files, the
-source run and its config fingerprint) and README.md, a dataset card built from the run's funnel.
+and `embedded` those exported with their bytes (none in OBELICS by URL, without embed_images). The output
+gets manifest.json (format, counts, files, the source run and its config fingerprint) and README.md, a
+dataset card built from the run's funnel.
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 import apache_beam as beam
+import pyarrow.compute as pc
 
 from interleaf import __version__, storage
 from interleaf.pipelines import dataflow, rundir
 from interleaf.pipelines.common import (
     CountingDoFn,
-    ReadShards,
     create_pipeline,
     funnel_from,
     pipeline_options,
@@ -43,8 +46,8 @@ from interleaf.pipelines.common import (
 )
 from interleaf.pipelines.export_formats import FORMATS, StoredImage, file_patterns, shard_files, write_shard
 from interleaf.pipelines.names import MANIFEST
-from interleaf.schemas.document import DOCUMENT_SCHEMA, documents_from_table
-from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK, images_from_table
+from interleaf.schemas.document import DOCUMENT_SCHEMA, KEPT, documents_from_table
+from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK
 from interleaf.schemas.meta import check_schema
 from interleaf.shards import NUM_ROWS_KEY, list_shards, open_shard, read_shard
 
@@ -55,6 +58,9 @@ KEEP_URL, DROP = "keep_url", "drop"
 MISSING_POLICIES = (KEEP_URL, DROP)
 CARD = "README.md"
 KIND = "interleaf export"  # the manifest of an export says so
+# the sha256 join runs in this many buckets: enough to spread over workers, few enough that the engine moves
+# lists of references rather than one element per image
+BUCKETS = 256
 # the run's outputs: an export written into one of them would be mixed with (or deleted by) the run's files
 _RUN_OUTPUTS = ("documents", "rejected", "images", "tokens", "failed", "cache")
 
@@ -81,6 +87,30 @@ class ExportConfig:
                              "image files")
 
 
+@dataclass(kw_only=True)
+class ExportSinkConfig:
+    """[export] of `interleaf run`: formats to write into DIR/export/<format> once the run has finished."""
+
+    formats: list[str] = field(default_factory=list)  # any of obelics, webdataset, mmc4; none by default
+    shard_size: int = 1000
+    embed_images: bool = False  # for obelics (the other formats always carry the image files)
+    missing_images: str = KEEP_URL
+
+    def config_for(self, fmt: str) -> ExportConfig:
+        return ExportConfig(format=fmt, shard_size=self.shard_size, missing_images=self.missing_images,
+                            embed_images=self.embed_images and fmt == "obelics")
+
+    def validate(self) -> None:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"export.formats names a format twice: {', '.join(self.formats)}")
+        for fmt in self.formats:
+            self.config_for(fmt).validate()
+
+    @staticmethod
+    def directory(run_dir: str, fmt: str) -> str:
+        return storage.join(run_dir, "export", fmt)
+
+
 # ---------------------------------------------------------------- the source run
 
 
@@ -88,7 +118,7 @@ class ExportConfig:
 class SourceRun:
     directory: str
     manifest: dict
-    document_shards: list[tuple[str, int]]  # (path, position of its first row)
+    document_shards: list[tuple[str, int, int]]  # (path, position of its first row, rows)
     documents: int
     images_path: str | None
 
@@ -114,11 +144,16 @@ def open_run(directory: str) -> SourceRun:
     for path in list_shards(docs_dir):
         schema = open_shard(path).schema
         check_schema(schema, DOCUMENT_SCHEMA, where=path)
-        shards.append((path, offset))
-        offset += int((schema.metadata or {}).get(NUM_ROWS_KEY, b"0"))
+        declared = (schema.metadata or {}).get(NUM_ROWS_KEY)
+        if declared is None:  # (a shard written before the row count was recorded)
+            declared = read_shard(path, DOCUMENT_SCHEMA, ["doc_id"]).num_rows
+        rows = int(declared)
+        shards.append((path, offset, rows))
+        offset += rows
     images = storage.join(directory, "images")
     if storage.is_dir(images) and storage.match(storage.join(images, "part-*.arrow")):
-        check_schema(open_shard(list_shards(images)[0]).schema, IMAGE_SCHEMA, where=images)
+        for path in list_shards(images):
+            check_schema(open_shard(path).schema, IMAGE_SCHEMA, where=path)
     else:
         images = None
     return SourceRun(directory=directory, manifest=manifest, document_shards=shards, documents=offset,
@@ -144,94 +179,160 @@ def _check_output(run_dir: str, output: str) -> None:
 # ---------------------------------------------------------------- the pipeline
 
 
-def _read_documents(item):
-    path, first = item
-    for i, doc in enumerate(documents_from_table(read_shard(path, DOCUMENT_SCHEMA))):
-        yield first + i, doc.kept_nodes()
+def _bucket(sha: str) -> int:
+    return zlib.crc32(sha.encode("utf-8", "replace")) % BUCKETS
 
 
-def _wanted(item):
-    """(sha256, (position, node index)) of each image node that names its bytes."""
-    position, doc = item
-    for i, node in enumerate(doc.nodes):
-        if node.is_image and node.image_sha256:
-            yield node.image_sha256, (position, i)
+def _by_bucket(pairs):
+    """(bucket, [(sha256, value), ...]) for each bucket that these pairs fall in."""
+    buckets: dict[int, list] = {}
+    for sha, value in pairs:
+        buckets.setdefault(_bucket(sha), []).append((sha, value))
+    yield from sorted(buckets.items())
 
 
-def _stored(record):
-    if record.status == STATUS_OK and record.sha256 and record.data is not None:
-        yield record.sha256, StoredImage(record.sha256, record.data, record.format, record.width,
-                                         record.height)
+def _wanted(shard: tuple[str, int, int], shard_size: int):
+    """(bucket, [(sha256, output shard), ...]): once each image that a kept node of this run shard names,
+    with each output shard that holds such a node; read from the nodes column with Arrow compute, no
+    Document built."""
+    path, first, _ = shard
+    table = read_shard(path, DOCUMENT_SCHEMA, ["nodes"])
+    if table.num_rows == 0:
+        return
+    nodes = table.column("nodes").combine_chunks()
+    flat = pc.list_flatten(nodes)
+    rows = pc.list_parent_indices(nodes)
+    named = pc.and_(pc.is_valid(flat.field("image_sha256")), pc.equal(flat.field("status"), KEPT))
+    shas = pc.filter(flat.field("image_sha256"), named).to_pylist()
+    outputs = [(first + row) // shard_size for row in pc.filter(rows, named).to_pylist()]
+    yield from _by_bucket(sorted(set(zip(shas, outputs))))
 
 
-def _attach(item, shard_size: int):
-    """Each wanted image, with its bytes or None, to the output shard of the document that wants it."""
+def _stored(shard_path: str):
+    """(bucket, [(sha256, where its bytes are: (store shard, row, format, width, height)), ...]) of the
+    stored images of a store shard. The bytes stay where they are until the writer that needs them reads
+    them, so the engine's shuffle carries references, not images."""
+    table = read_shard(shard_path, IMAGE_SCHEMA, ["sha256", "status", "format", "width", "height"])
+    if table.num_rows == 0:  # (pyarrow 25's indices_nonzero crashes on a chunked array without chunks)
+        return
+    table = table.combine_chunks()
+    ok = pc.and_(pc.equal(table.column("status"), STATUS_OK), pc.is_valid(table.column("sha256")))
+    rows = pc.indices_nonzero(ok).to_pylist()
+    table = table.take(rows)
+    columns = (table.column(c).to_pylist() for c in ("sha256", "format", "width", "height"))
+    yield from _by_bucket((sha, (shard_path, row, fmt, width, height))
+                          for row, sha, fmt, width, height in zip(rows, *columns))
+
+
+def _join(item):
+    """The join of one bucket: (output shard, [(sha256, reference), ...]) for each output shard that wants
+    images of the bucket that the store has."""
     _, grouped = item
-    have = list(grouped["have"])
-    stored = have[0] if have else None
-    for position, index in grouped["want"]:
-        yield position // shard_size, (position, index, stored)
+    have = {}
+    for pairs in grouped["have"]:
+        for sha, ref in pairs:
+            have.setdefault(sha, ref)
+    by_output: dict[int, list] = {}
+    for pairs in grouped["want"]:
+        for sha, output_shard in pairs:
+            if sha in have:
+                by_output.setdefault(output_shard, []).append((sha, have[sha]))
+    yield from sorted(by_output.items())
 
 
 class _WriteShard(CountingDoFn):
+    """Output shard i: its documents read straight from the run's shards (positions i * shard_size onwards:
+    documents never travel through the engine's shuffle), their images from the join, one file set."""
+
     stage = STAGE
 
-    def __init__(self, config: ExportConfig, output: str, count: int):
+    def __init__(self, config: ExportConfig, output: str, count: int, shards: list[tuple[str, int, int]]):
         super().__init__()
-        self.config, self.output, self.count = config, output, count
+        self.config, self.output, self.count, self.shards = config, output, count, shards
         self.carries_bytes = config.format != "obelics" or config.embed_images
 
+    def _documents(self, index: int):
+        lo, hi = index * self.config.shard_size, (index + 1) * self.config.shard_size
+        for path, first, rows in self.shards:
+            a, b = max(lo, first), min(hi, first + rows)
+            if a < b:
+                table = read_shard(path, DOCUMENT_SCHEMA).slice(a - first, b - a)
+                for k, doc in enumerate(documents_from_table(table)):
+                    yield a + k, doc.kept_nodes()
+
+    def _images(self, refs) -> dict[str, StoredImage]:
+        """The images of these references, their bytes read from the store shards they are in (not when the
+        format carries none)."""
+        by_shard: dict[str, list] = {}
+        for batch in refs:
+            for ref in batch or ():
+                by_shard.setdefault(ref[1][0], []).append(ref)
+        images = {}
+        for path, wanted in sorted(by_shard.items()):
+            if self.carries_bytes:
+                data = read_shard(path, IMAGE_SCHEMA, ["data"]).column("data").take([r[1][1] for r in wanted])
+                data = data.to_pylist()
+            else:
+                data = [b""] * len(wanted)
+            for (sha, (_, _, fmt, width, height)), blob in zip(wanted, data):
+                images[sha] = StoredImage(sha, blob, fmt, width, height)
+        return images
+
     def process(self, item):
-        index, grouped = item
-        images: dict[int, dict] = {}
-        for position, node_index, stored in grouped["images"]:
-            images.setdefault(position, {})[node_index] = stored
-        docs = []
-        for position, doc in sorted(grouped["docs"], key=lambda pd: pd[0]):
-            self.funnel.inc("documents", "in")
-            found = images.get(position, {})
-            nodes, changed = list(doc.nodes), False
+        index, refs = item
+        by_sha = self._images(refs)
+        drop = self.config.missing_images == DROP
+        docs, images, found_total, missing = [], 0, 0, 0
+        for position, doc in self._documents(index):
+            nodes, found, changed = doc.nodes, {}, False
             for i, node in enumerate(nodes):
                 if not node.is_image:
                     continue
-                self.funnel.inc("images", "in")
-                if found.get(i) is not None:
-                    if self.carries_bytes:
-                        self.funnel.inc("images", "embedded")
-                    self.funnel.inc("images", "out")
+                images += 1
+                image = by_sha.get(node.image_sha256) if node.image_sha256 else None
+                if image is not None:
+                    found[i] = image
                     continue
-                self.funnel.inc("images", "image_missing")
-                if self.config.missing_images == DROP:
-                    nodes[i], changed = node.dropped("image_missing"), True
-                    self.funnel.drop("images", "image_missing")
-                else:
-                    self.funnel.inc("images", "out")
-            found = {i: s for i, s in found.items() if s is not None}
+                missing += 1
+                if drop:
+                    if not changed:
+                        nodes, changed = list(nodes), True
+                    nodes[i] = node.dropped("image_missing")
             docs.append((position, replace(doc, nodes=nodes) if changed else doc, found))
-            self.funnel.inc("documents", "out")
+            found_total += len(found)
         names = write_shard(self.config.format, self.output, index, self.count, docs,
                             embed_images=self.config.embed_images)
+        # counted once the shard is written: a shard that fails to write is not counted as exported
+        f = self.funnel
+        f.inc("documents", "in", len(docs))
+        f.inc("documents", "out", len(docs))
+        f.inc("images", "in", images)
+        f.inc("images", "out", images - (missing if drop else 0))
+        f.inc("images", "image_missing", missing)
+        f.drop("images", "image_missing", missing if drop else 0)
+        if self.carries_bytes:
+            f.inc("images", "embedded", found_total)
         yield index, names, len(docs)
 
 
 def build(p: beam.Pipeline, source: SourceRun, output: str, config: ExportConfig) -> None:
     size = config.shard_size
     count = max(1, math.ceil(source.documents / size))
-    docs = (p | "ListDocumentShards" >> beam.Create(source.document_shards)
-            | "SpreadShards" >> beam.Reshuffle()
-            | "ReadDocuments" >> beam.FlatMap(_read_documents))
-    wanted = docs | "WantedImages" >> beam.FlatMap(_wanted)
+    # (beam.Create spreads its elements over workers itself: a Reshuffle of its own)
+    wanted = (p | "ListDocumentShards" >> beam.Create(source.document_shards)
+              | "WantedImages" >> beam.FlatMap(_wanted, size))
     if source.images_path:
-        stored = (p | "ReadImages" >> ReadShards(source.images_path, IMAGE_SCHEMA, images_from_table)
-                  | "StoredBytes" >> beam.FlatMap(_stored))
+        stored = (p | "ListImageShards" >> beam.Create(list_shards(source.images_path))
+                  | "StoredImages" >> beam.FlatMap(_stored))
     else:
         stored = p | "NoImageStore" >> beam.Create([])
+    # the join by sha256, in buckets of hashes so that the engine moves lists, not one element per image
     attached = ({"want": wanted, "have": stored} | "JoinBySha256" >> beam.CoGroupByKey()
-                | "ToOutputShard" >> beam.FlatMap(_attach, size))
-    by_shard = docs | "DocumentsToShard" >> beam.Map(lambda pd: (pd[0] // size, pd))
-    every = p | "EveryShard" >> beam.Create([(i, None) for i in range(count)])
-    _ = ({"docs": by_shard, "images": attached, "every": every} | "GroupByShard" >> beam.CoGroupByKey()
-         | "WriteShard" >> beam.ParDo(_WriteShard(config, output, count)))
+                | "ToOutputShard" >> beam.FlatMap(_join))
+    every = p | "EveryShard" >> beam.Create([(i, None) for i in range(count)], reshuffle=False)
+    _ = ((attached, every) | "AllShards" >> beam.Flatten()
+         | "GroupByShard" >> beam.GroupByKey()
+         | "WriteShard" >> beam.ParDo(_WriteShard(config, output, count, source.document_shards)))
 
 
 # ---------------------------------------------------------------- running

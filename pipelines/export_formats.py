@@ -1,9 +1,9 @@
 """The file formats of `interleaf export`: one output shard from its documents and their images' bytes.
 
 Each writer takes `docs`, a list of (position in the run, Document, {node index: StoredImage}) in document
-order (only kept nodes; a node whose bytes the store lacks has no entry and keeps its URL), writes one shard atomically and
-returns the names of the files it wrote. Every writer is deterministic: the same documents give the same
-bytes (fixed timestamps and owners in archives, no wall-clock anywhere).
+order (only kept nodes; a node whose bytes the store lacks has no entry and keeps its URL), writes one shard
+atomically and returns the names of the files it wrote. Every writer is deterministic: the same documents
+give the same bytes (fixed timestamps and owners in archives, no wall-clock anywhere).
 
 - obelics: Parquet with OBELICS's four columns (`texts`, `images`, `metadata`, `general_metadata`) exactly as
   HuggingFaceM4/OBELICS has them (images by URL); `embed_images` adds `image_data`, a list parallel to

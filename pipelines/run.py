@@ -21,6 +21,8 @@ Output layout of a run directory:
     DIR/failed/      dead letters of every stage (schemas/failure.py): elements that could not be processed
     DIR/tokens/      token shards (tokenize stage)
     DIR/cache/fetch/ the fetch stage's resumable store and journals (a rerun fetches nothing twice)
+    DIR/export/FMT/  the curated documents with their images as OBELICS, WebDataset or MMC4 ([export] formats,
+                     written by pipelines/export.py once the run has finished)
     DIR/manifest.json  config, versions, inputs, timings and the funnel, reconciled
 """
 
@@ -50,6 +52,7 @@ from interleaf.pipelines.common import (
     unreconciled,
 )
 from interleaf.pipelines.dedup import DedupConfig
+from interleaf.pipelines.export import ExportSinkConfig
 from interleaf.pipelines.fetch import FetchImagesConfig
 from interleaf.pipelines.ingest import IngestConfig
 from interleaf.pipelines.names import STAGES
@@ -123,6 +126,8 @@ class RunConfig:
     # "type:nvidia-tesla-t4;count:1;install-nvidia-driver" (with clip.model.device / tokenize.device "cuda")
     clip_accelerator: str | None = None
     tokenize_accelerator: str | None = None
+    # formats the finished run is exported to, in DIR/export/<format> (interleaf export does the same later)
+    export: ExportSinkConfig = field(default_factory=ExportSinkConfig)
 
     def validate(self) -> None:
         """Everything that can be checked before any work starts."""
@@ -136,6 +141,7 @@ class RunConfig:
         if self.num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, found {self.num_shards}")
         self.ingest.validate()  # its quality rules apply again in the final check
+        self.export.validate()
         for cls in stage_classes(self.stages):
             cls.validate(self)
 
@@ -260,6 +266,18 @@ def preflight(config: RunConfig, options) -> None:
                              "interleaf train-clip)") from None
 
 
+def _export(output: str, sink: ExportSinkConfig, pipeline_args: list[str]) -> dict:
+    """The finished run in DIR/export/<format> for each format of [export]: {format: its directory and counts}."""
+    from interleaf.pipelines.export import export
+
+    done = {}
+    for fmt in sink.formats:
+        directory = sink.directory(output, fmt)
+        m = export(output, directory, sink.config_for(fmt), pipeline_args)
+        done[fmt] = {"directory": directory, "counts": m["counts"], "unreconciled": m["unreconciled"]}
+    return done
+
+
 def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list[str] | None = None,
         images_path: str | None = None) -> dict:
     """Run the pipeline over the inputs into `output` and return the manifest (also written there).
@@ -278,7 +296,8 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         beside = storage.join(os.path.dirname(inputs[SHARDS_FORMAT][0].rstrip("/")), "images")
         images_path = beside if _is_shard_dir(beside) else None
     every_input = [path for paths in inputs.values() for path in paths]
-    rundir.check_overlap(every_input + ([images_path] if images_path else []), output, OUTPUTS)
+    rewritten = OUTPUTS + (("export",) if config.export.formats else ())
+    rundir.check_overlap(every_input + ([images_path] if images_path else []), output, rewritten)
     preflight(config, options)
     p = create_pipeline(options)
     build(p, inputs, output, config, images_path)
@@ -325,6 +344,9 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
             "unreconciled": unreconciled(funnel),
         })
         rundir.write_manifest(output, manifest)
+        if config.export.formats:
+            manifest["exports"] = _export(output, config.export, pipeline_args)
+            rundir.write_manifest(output, manifest)
     if manifest["unreconciled"]:
         log.error("funnel does not reconcile: %s", manifest["unreconciled"])
     return manifest

@@ -246,3 +246,19 @@ def test_the_same_run_exports_to_the_same_bytes(run_dir, tmp_path):
         assert names == sorted(p.name for p in b.iterdir() if p.name not in ("manifest.json", "README.md"))
         for name in names:
             assert (a / name).read_bytes() == (b / name).read_bytes(), (fmt, name)
+
+
+def test_a_run_can_end_with_exports(run_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(run_dir.parent / "museum.warc"), "--stages", "ingest", "--output", str(out),
+                 "--min-images", "0", "--no-nsfw", "--no-faces", "--export", "webdataset,obelics",
+                 "--export-embed-images"]) == 0
+    assert "exported as webdataset: 5 documents" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["exports"]) == {"webdataset", "obelics"}
+    assert manifest["exports"]["obelics"]["counts"]["images_embedded"] == 6
+    assert (out / "export" / "webdataset" / "part-00000-of-00001.tar").exists()
+    assert json.loads((out / "export" / "obelics" / "manifest.json").read_text())["settings"]["embed_images"]
+    assert main(["run", str(run_dir.parent / "museum.warc"), "--stages", "ingest", "--output", str(out),
+                 "--export", "tar"]) == 2
+    assert "unknown export format 'tar'" in capsys.readouterr().err

@@ -72,6 +72,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tokenize-device", help="where the VQ encoder runs: cpu or cuda")
     g.add_argument("--max-length", type=int, help="split token sequences longer than this at node boundaries")
     g.add_argument("--tokenize-accelerator", metavar="HINT", help="Beam accelerator hint for the VQ step")
+    g = p.add_argument_group("export (the same as `interleaf export` once the run has finished)")
+    g.add_argument("--export", metavar="FORMATS", help="write the curated documents with their images into "
+                   "DIR/export/FORMAT for each of these comma-separated formats: obelics, webdataset, mmc4")
+    g.add_argument("--export-shard-size", type=int, metavar="N", help="documents per exported shard (1000)")
+    g.add_argument("--export-embed-images", action="store_true",
+                   help="obelics: the image bytes in an image_data column (Hugging Face Image feature)")
     p.set_defaults(func=run, accepts_pipeline_args=True)
 
 
@@ -107,6 +113,8 @@ def build_config(args: argparse.Namespace):
         "clip": {"model": _given(model_name=args.clip_model, pretrained=args.clip_pretrained,
                                  device=args.clip_device),
                  "decision": _given(mode=args.clip_mode, threshold=args.clip_threshold)},
+        "export": _given(formats=_codes(args.export), shard_size=args.export_shard_size,
+                         embed_images=args.export_embed_images or None),
         **_given(num_shards=args.num_shards, clip_accelerator=args.clip_accelerator,
                  tokenize_accelerator=args.tokenize_accelerator),
     }
@@ -161,5 +169,9 @@ def run(args: argparse.Namespace) -> int:
         print("funnel does NOT reconcile: " + "; ".join(manifest["unreconciled"]))
         return 1
     out = args.output.rstrip("/")
+    for fmt, done in manifest.get("exports", {}).items():
+        c = done["counts"]
+        print(f"exported as {fmt}: {c['documents']} documents, {c['images_exported']} images "
+              f"(image_missing {c['image_missing']}) in {done['directory']}")
     print(f"manifest: {out}/{MANIFEST}; look inside with: interleaf inspect {out}/documents --sample 3")
     return 0
