@@ -377,13 +377,7 @@ def export(run_dir: str, output: str, config: ExportConfig, pipeline_args: list[
         log.info("exporting %d documents of %s as %s into %s (%d shards)", source.documents, run_dir,
                  config.format, output, count)
         started = time.time()
-        try:
-            result = p.run()
-            result.wait_until_finish()
-        except BaseException as e:
-            error = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
-            rundir.write_manifest(output, {**manifest, "status": rundir.FAILED, "error": error})
-            raise
+        result = rundir.run_pipeline(p, output, manifest)
         funnel = funnel_from(result).get(STAGE, {})
         docs_out = funnel.get("documents", {}).get("out", 0)
         images = funnel.get("images", {"in": 0, "out": 0, "dropped": {}})

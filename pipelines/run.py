@@ -326,13 +326,7 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         log.info("running %s over %d input(s) into %s", "+".join(config.stages),
                  sum(len(v) for v in inputs.values()), output)
         started = time.time()
-        try:
-            result = p.run()
-            result.wait_until_finish()
-        except BaseException as e:
-            error = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
-            rundir.write_manifest(output, {**manifest, "status": rundir.FAILED, "error": error})
-            raise
+        result = rundir.run_pipeline(p, output, manifest)
         elapsed = time.time() - started
         funnel = funnel_from(result)
         manifest.update({

@@ -139,6 +139,19 @@ def write_manifest(output: str, manifest: dict) -> None:
                         json.dumps(manifest, indent=2, default=str, sort_keys=False).encode())
 
 
+def run_pipeline(pipeline, output: str, manifest: dict):
+    """Run a Beam pipeline to its end; if it fails, the manifest in `output` says "failed", with the error's
+    first line, before the error goes on."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
+    except BaseException as e:
+        error = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
+        write_manifest(output, {**manifest, "status": FAILED, "error": error})
+        raise
+
+
 def run_status(directory: str) -> dict | None:
     """{"status", "started", "error"} of the run that wrote `directory` (a run directory, or a shard
     directory inside one), from its manifest; None when there is no manifest. A manifest without a status
