@@ -262,3 +262,17 @@ def test_a_run_can_end_with_exports(run_dir, tmp_path, capsys):
     assert main(["run", str(run_dir.parent / "museum.warc"), "--stages", "ingest", "--output", str(out),
                  "--export", "tar"]) == 2
     assert "unknown export format 'tar'" in capsys.readouterr().err
+
+
+def test_exports_can_be_set_in_a_config_file(run_dir, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('stages = ["ingest"]\n[ingest.quality]\nmin_images = 0\n'
+                      '[image_safety]\nnsfw = false\nfaces = false\n'
+                      '[export]\nformats = ["mmc4"]\nshard_size = 2\nmissing_images = "drop"\n')
+    out = tmp_path / "run"
+    warc = run_dir.parent / "museum.warc"
+    assert main(["run", str(warc), "--config", str(config), "--output", str(out)]) == 0
+    done = json.loads((out / "manifest.json").read_text())["exports"]["mmc4"]
+    assert done["counts"]["images_dropped"] == 1 and done["unreconciled"] == []  # lost.jpg
+    assert sorted(p.name for p in (out / "export" / "mmc4").glob("docs_shard_*.jsonl")) == [
+        "docs_shard_00000.jsonl", "docs_shard_00001.jsonl", "docs_shard_00002.jsonl"]
