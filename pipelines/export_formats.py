@@ -123,7 +123,10 @@ def _write_obelics(path: str, docs: list, embed_images: bool) -> None:
         rows.append(row)
     table = pa.Table.from_pylist(rows, schema=_obelics_schema(embed_images))
     with storage.atomic_write(path) as f:
-        pq.write_table(table, f, row_group_size=max(1, min(len(rows), 256)))
+        if rows:
+            pq.write_table(table, f, row_group_size=min(len(rows), 256))
+        else:  # no row group at all: readers (Hugging Face datasets among them) fail on an empty one
+            pq.ParquetWriter(f, table.schema).close()
 
 
 # ---------------------------------------------------------------- WebDataset (tar)
