@@ -14,7 +14,8 @@ Speed is pages per CPU-second (process time, one thread) of each tool's work on 
 interleaf, what ingest does per page (charset decode, extraction, the document quality rules); for
 trafilatura 2.0.0 (the version of the benchmark's published F1, 0.958) `extract()`, for resiliparse
 `extract_plain_text(main_content=True)` (each decodes the bytes itself). trafilatura is a development
-dependency (the `bench` extra: `.venv/bin/pip install trafilatura==2.0.0`), not a runtime one. Writes the "extraction" section of bench/RESULTS.md, with interleaf's ten weakest pages.
+dependency (the `bench` extra: `.venv/bin/pip install trafilatura==2.0.0`), not a runtime one. Writes
+the "extraction" section of bench/RESULTS.md, with interleaf's ten weakest pages.
 """
 
 from __future__ import annotations
