@@ -142,6 +142,7 @@ SECTIONS = frozenset(("article", "main", "section"))
 FORM_WRAPPER_CHARS = 1000
 FORM_WRAPPER_IDS = frozenset(("aspnetform", "form1"))
 _WORDS = re.compile(r"[^a-z0-9]+")
+_TOPIC_CLASSES = ("category-", "tag-", "tags-", "topic-", "topics-")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _SPACE = re.compile(r"[^\S\n]+")
@@ -177,8 +178,12 @@ _TO_639_1 = {name: code for code, names in {
 
 
 def _words(attrs: dict) -> list[str]:
-    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"]."""
-    value = _CAMEL.sub(r"\1 \2", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
+    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"].
+    Classes that name what the content is about rather than what the element is (WordPress's post_class()
+    puts "category-<slug>" and "tag-<slug>" on every article: "category-native-advertising") say nothing."""
+    classes = " ".join(c for c in (attrs.get("class") or "").split()
+                       if not c.lower().startswith(_TOPIC_CLASSES))
+    value = _CAMEL.sub(r"\1 \2", f"{classes} {attrs.get('id') or ''}")
     return sorted(set(_WORDS.split(value.lower())))  # sorted: the same reason on every run
 
 

@@ -302,6 +302,16 @@ def test_class_words_do_not_match_inside_other_words():
     assert texts(extract(html, PAGE)) == ["A", "B", "C", "D", "E", "F"]
 
 
+def test_topic_classes_name_the_subject_not_the_element():
+    # WordPress's post_class() on the article wrapper: the category and tag slugs are the post's subjects
+    wrapper = ("post-542 post type-post status-publish hentry category-native-advertising-platform "
+               "tag-social-media tag-Cookie-Law")
+    html = page(f'<div class="{wrapper}"><div class="entry"><p>The announcement.</p></div></div>'
+                '<div class="ad-slot">Buy now</div>')
+    ex = extract(html, PAGE)
+    assert texts(ex) == ["The announcement."] and ex.dropped == {"ad": 1}
+
+
 def test_a_boilerplate_named_wrapper_holding_the_article_is_walked():
     html = page('<div class="page-with-sidebar"><article><p>The story.</p></article><div class="sidebar">More'
                 '</div></div>')
