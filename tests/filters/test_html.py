@@ -312,6 +312,19 @@ def test_topic_classes_name_the_subject_not_the_element():
     assert texts(ex) == ["The announcement."] and ex.dropped == {"ad": 1}
 
 
+def test_link_dense_containers_are_left_out_and_links_in_the_text_stay():
+    story = "<p>" + "The council met on Tuesday and voted on the budget for the coming year. " * 3 + "</p>"
+    related = ('<ul class="list"><li><a href="/a">Storm closes schools</a><span>2H ago</span></li>'
+               '<li><a href="/b">Bridge reopens after repairs</a></li>'
+               '<li><a href="/c">Mayor resigns</a></li></ul>')
+    inline = '<p>See <a href="/report">the full report</a> for the figures.</p>'
+    alone = '<p><a href="/report">Read the full report</a></p>'
+    html = page(f'<div class="story">{story}{inline}{alone}</div><div class="more">{related}</div>')
+    ex = extract(html, PAGE)
+    assert texts(ex) == [story[3:-4].strip(), "See the full report for the figures.", "Read the full report"]
+    assert ex.dropped == {"link_dense": 3}  # one paragraph a story, its "2H ago" with it
+
+
 def test_a_boilerplate_named_wrapper_holding_the_article_is_walked():
     html = page('<div class="page-with-sidebar"><article><p>The story.</p></article><div class="sidebar">More'
                 '</div></div>')
