@@ -22,6 +22,7 @@ dataset card built from the run's funnel.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -48,8 +49,7 @@ from interleaf.pipelines.export_formats import FORMATS, StoredImage, file_patter
 from interleaf.pipelines.names import MANIFEST
 from interleaf.schemas.document import DOCUMENT_SCHEMA, KEPT, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK
-from interleaf.schemas.meta import check_schema
-from interleaf.shards import NUM_ROWS_KEY, list_shards, open_shard, read_shard
+from interleaf.shards import list_shards, missing_shards, read_shard
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +141,30 @@ def open_run(directory: str) -> SourceRun:
     if not storage.is_dir(docs_dir):
         raise ValueError(f"run {directory} has no documents/ (its stages wrote none); nothing to export")
     shards, offset = [], 0
-    for path in list_shards(docs_dir):
-        schema = open_shard(path).schema
-        check_schema(schema, DOCUMENT_SCHEMA, where=path)
-        declared = (schema.metadata or {}).get(NUM_ROWS_KEY)
-        if declared is None:  # (a shard written before the row count was recorded)
-            declared = read_shard(path, DOCUMENT_SCHEMA, ["doc_id"]).num_rows
-        rows = int(declared)
+    for path in _whole_set(docs_dir):
+        # read through (memory-mapped where local): a truncated or damaged shard is refused now, before
+        # the output is touched, not by a worker halfway through the export
+        rows = read_shard(path, DOCUMENT_SCHEMA, ["doc_id"]).num_rows
         shards.append((path, offset, rows))
         offset += rows
     images = storage.join(directory, "images")
-    if storage.is_dir(images) and storage.match(storage.join(images, "part-*.arrow")):
-        for path in list_shards(images):
-            check_schema(open_shard(path).schema, IMAGE_SCHEMA, where=path)
+    if storage.is_dir(images) and storage.match_in(images, "part-*.arrow"):
+        for path in _whole_set(images):
+            read_shard(path, IMAGE_SCHEMA, ["sha256"])
     else:
         images = None
     return SourceRun(directory=directory, manifest=manifest, document_shards=shards, documents=offset,
                      images_path=images)
+
+
+def _whole_set(directory: str) -> list[str]:
+    """The shards of a run's output directory, refused unless their part-i-of-N names are a whole set."""
+    paths = list_shards(directory)
+    missing = missing_shards(paths)
+    if missing:
+        raise ValueError(f"{directory}: {missing}; the run's output is incomplete (a shard deleted or not "
+                         "written): rerun it, or restore the shard")
+    return paths
 
 
 def config_fingerprint(run_config: dict | None) -> str:
@@ -166,14 +173,62 @@ def config_fingerprint(run_config: dict | None) -> str:
     return hashlib.sha256(json.dumps(run_config or {}, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check_output(run_dir: str, output: str) -> None:
-    if not storage.is_local(output) or not storage.is_local(run_dir):
-        return
-    out, run = os.path.realpath(output), os.path.realpath(run_dir)
-    if out == run or any(out == os.path.join(run, sub) or out.startswith(os.path.join(run, sub) + os.sep)
-                         for sub in _RUN_OUTPUTS):
-        raise ValueError(f"--output {output} is the run directory or one of its outputs; export into a "
-                         "directory of its own (for example RUN/export-FORMAT)")
+def _check_output(run_dir: str, output: str) -> list[str]:
+    """Refuse an output that is not an export's own directory; returns the files of an earlier export there
+    (what its manifest lists, or for a killed one its format's shard names), which this export replaces.
+    A directory holding anything else (a run, your files) is never written into."""
+    out, run = storage.local_path(output), storage.local_path(run_dir)
+    if out is not None and run is not None:
+        out, run = os.path.realpath(out), os.path.realpath(run)
+        if out == run or any(out == os.path.join(run, sub) or out.startswith(os.path.join(run, sub) + os.sep)
+                             for sub in _RUN_OUTPUTS):
+            raise ValueError(f"--output {output} is the run directory or one of its outputs; export into a "
+                             "directory of its own (for example RUN/export-FORMAT)")
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"--output {output} is a file; give a directory")
+    if not storage.is_dir(output):
+        return []
+    entries = [p for p in storage.match_in(output, "*") if os.path.basename(p) != rundir.LOCK]
+    if not entries:
+        return []
+    manifest_path = storage.join(output, MANIFEST)
+    earlier = None
+    if storage.exists(manifest_path):
+        try:
+            earlier = json.loads(storage.read_bytes(manifest_path))
+        except ValueError:
+            earlier = None
+    if not isinstance(earlier, dict) or earlier.get("kind") != KIND:
+        raise ValueError(f"--output {output} is not empty and holds no earlier export (no export "
+                         f"{MANIFEST}); export into a new or empty directory, or an earlier export's")
+    names = {f.get("name") for f in earlier.get("files") or [] if isinstance(f, dict)}
+    patterns = file_patterns(earlier["format"]) if earlier.get("format") in FORMATS else []
+    replaced = []
+    for path in entries:
+        name = os.path.basename(path.rstrip("/"))
+        if name in names or name in (MANIFEST, CARD) or any(fnmatch.fnmatch(name, p) for p in patterns):
+            replaced.append(path)
+    return replaced
+
+
+def clear_export(directory: str) -> int:
+    """Remove the export in `directory` (the files its manifest lists, its card and manifest), as a rerun
+    of the run it was made from does, so that no export outlives the run it describes; nothing else there
+    is touched. Returns the files removed (0 where the directory holds no export)."""
+    path = storage.join(directory, MANIFEST)
+    try:
+        manifest = json.loads(storage.read_bytes(path)) if storage.exists(path) else None
+    except ValueError:
+        return 0
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        return 0
+    names = [f.get("name") for f in manifest.get("files") or [] if isinstance(f, dict)]
+    removed = 0
+    for name in [*names, CARD, MANIFEST]:
+        if isinstance(name, str) and "/" not in name and storage.exists(storage.join(directory, name)):
+            storage.remove(storage.join(directory, name))
+            removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -212,13 +267,17 @@ def _stored(shard_path: str):
     """(bucket, [(sha256, where its bytes are: (store shard, row, format, width, height)), ...]) of the
     stored images of a store shard. The bytes stay where they are until the writer that needs them reads
     them, so the engine's shuffle carries references, not images."""
-    table = read_shard(shard_path, IMAGE_SCHEMA, ["sha256", "status", "format", "width", "height"])
+    table = read_shard(shard_path, IMAGE_SCHEMA, ["sha256", "status", "format", "width", "height", "data"])
     if table.num_rows == 0:  # (pyarrow 25's indices_nonzero crashes on a chunked array without chunks)
         return
-    table = table.combine_chunks()
-    ok = pc.and_(pc.equal(table.column("status"), STATUS_OK), pc.is_valid(table.column("sha256")))
-    rows = pc.indices_nonzero(ok).to_pylist()
-    table = table.take(rows)
+    # stored bytes, not an empty or absent value (only their lengths are read here, not the bytes)
+    has_bytes = pc.fill_null(pc.greater(pc.binary_length(table.column("data")), 0), False)
+    ok = pc.and_(pc.and_(pc.equal(table.column("status"), STATUS_OK), pc.is_valid(table.column("sha256"))),
+                 has_bytes)
+    rows = pc.indices_nonzero(ok.combine_chunks()).to_pylist()
+    if not rows:
+        return
+    table = table.select(["sha256", "format", "width", "height"]).take(rows)
     columns = (table.column(c).to_pylist() for c in ("sha256", "format", "width", "height"))
     yield from _by_bucket((sha, (shard_path, row, fmt, width, height))
                           for row, sha, fmt, width, height in zip(rows, *columns))
@@ -350,7 +409,7 @@ def export(run_dir: str, output: str, config: ExportConfig, pipeline_args: list[
     Everything checkable (settings, the run, the output's place) is checked before the output is touched."""
     config.validate()
     source = open_run(run_dir)
-    _check_output(run_dir, output)
+    replaced = _check_output(run_dir, output)
     options = pipeline_options(dataflow.prepare(list(pipeline_args or [])))
     p = create_pipeline(options)
     build(p, source, output, config)
@@ -370,10 +429,10 @@ def export(run_dir: str, output: str, config: ExportConfig, pipeline_args: list[
     }
     with rundir.RunLock(output):
         storage.makedirs(output)
-        rundir.write_manifest(output, manifest)
-        for pattern in file_patterns(config.format):  # an earlier export's shards, maybe of another count
-            for path in storage.match(storage.join(output, pattern)):
+        for path in replaced:  # an earlier export's files, maybe of another format or shard count
+            if not path.endswith(MANIFEST) and storage.exists(path):
                 storage.remove(path)
+        rundir.write_manifest(output, manifest)
         log.info("exporting %d documents of %s as %s into %s (%d shards)", source.documents, run_dir,
                  config.format, output, count)
         started = time.time()

@@ -182,6 +182,8 @@ def _write_mmc4(jsonl_path: str, zip_path: str, docs: list) -> None:
     lines, files = [], {}
     for _, doc, images in docs:
         row = to_mmc4(doc)
+        if row["image_info"] and not row["text_list"]:  # images only: MMC4 attaches each to a sentence
+            row["text_list"] = [""]
         by_url = {}
         for i, n in enumerate(doc.nodes):
             if n.kept and n.is_image and images.get(i) is not None:

@@ -267,7 +267,8 @@ def preflight(config: RunConfig, options) -> None:
 
 
 def _export(output: str, sink: ExportSinkConfig, pipeline_args: list[str]) -> dict:
-    """The finished run in DIR/export/<format> for each format of [export]: {format: its directory and counts}."""
+    """The finished run in DIR/export/<format> for each format of [export]: {format: its directory and
+    counts}."""
     from interleaf.pipelines.export import export
 
     done = {}
@@ -323,6 +324,10 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         rundir.write_manifest(output, manifest)  # from here until the end, the directory says "running"
         for sub in OUTPUTS:
             _clear_shards(storage.join(output, sub))
+        if storage.is_dir(storage.join(output, "export")):  # an earlier run's exports describe that run
+            from interleaf.pipelines.export import clear_export
+            for directory in storage.match_in(storage.join(output, "export"), "*"):
+                clear_export(directory)
         log.info("running %s over %d input(s) into %s", "+".join(config.stages),
                  sum(len(v) for v in inputs.values()), output)
         started = time.time()

@@ -81,13 +81,14 @@ class RunLock:
 
     def __init__(self, output: str):
         self.output = output
-        self.path = os.path.join(output, LOCK) if storage.is_local(output) else None
+        local = storage.local_path(output)
+        self.path = os.path.join(local, LOCK) if local is not None else None
         self.held = False
 
     def __enter__(self) -> RunLock:
         if self.path is None:
             return self
-        os.makedirs(self.output, exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         for _ in range(2):

@@ -62,7 +62,7 @@ def list_shards(path: str) -> list[str]:
     """The shard files at `path`: the file itself, or a directory's part-*.arrow files (temporary and hidden
     files are ignored), or a glob's matches. Raises ShardError when there are none."""
     if storage.is_dir(path):
-        found = [p for p in storage.match(storage.join(path, "*" + SHARD_SUFFIX))
+        found = [p for p in storage.match_in(path, "*" + SHARD_SUFFIX)
                  if not os.path.basename(p).startswith(".")]
         if not found:
             raise ShardError(f"no shards ({'part-*' + SHARD_SUFFIX}) in directory {path}")
@@ -78,17 +78,26 @@ def list_shards(path: str) -> list[str]:
     return [path]
 
 
-def _check_complete(directory: str, paths: list[str]) -> None:
-    """Warn when a directory's part-i-of-N names show shards missing (a run that did not finish)."""
-    counts = {}
+def missing_shards(paths: list[str]) -> str | None:
+    """What the part-i-of-N names of `paths` show missing ("1 of 2 shards present (of-00002)"), or None."""
+    counts: dict[int, set[int]] = {}
     for p in paths:
         m = _SHARD_NAME.match(os.path.basename(p))
         if m:
             counts.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
-    for n, have in counts.items():
+    for n, have in sorted(counts.items()):
         if len(have) != n:
-            log.warning("%s: %d of %d shards present (of-%05d); the writing run may not have finished",
-                        directory, len(have), n, n)
+            return f"{len(have)} of {n} shards present (of-{n:05d})"
+    if len(counts) > 1:
+        return f"shards of {len(counts)} different part counts ({', '.join(f'of-{n:05d}' for n in counts)})"
+    return None
+
+
+def _check_complete(directory: str, paths: list[str]) -> None:
+    """Warn when a directory's part-i-of-N names show shards missing (a run that did not finish)."""
+    missing = missing_shards(paths)
+    if missing:
+        log.warning("%s: %s; the writing run may not have finished", directory, missing)
 
 
 def open_shard(path: str) -> pa.ipc.RecordBatchStreamReader:

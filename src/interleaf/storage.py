@@ -73,6 +73,20 @@ def match(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def match_in(directory: str, pattern: str) -> list[str]:
+    """Paths in `directory` whose names match the glob `pattern`, sorted: the directory's own name is taken
+    literally ("runs/r[1]" is that folder, not "runs/r1")."""
+    if is_local(directory):
+        import glob
+        return sorted(glob.glob(os.path.join(glob.escape(_local(directory)), pattern)))
+    return match(join(directory, pattern))
+
+
+def local_path(path: str) -> str | None:
+    """The filesystem path of a local path or file:// URI (None for an object store's URI)."""
+    return _local(path) if is_local(path) else None
+
+
 def remove(path: str) -> None:
     if is_local(path):
         os.remove(_local(path))

@@ -276,3 +276,87 @@ def test_exports_can_be_set_in_a_config_file(run_dir, tmp_path):
     assert done["counts"]["images_dropped"] == 1 and done["unreconciled"] == []  # lost.jpg
     assert sorted(p.name for p in (out / "export" / "mmc4").glob("docs_shard_*.jsonl")) == [
         "docs_shard_00000.jsonl", "docs_shard_00001.jsonl", "docs_shard_00002.jsonl"]
+
+
+def _copy(run_dir: Path, to: Path) -> Path:
+    import shutil
+    shutil.copytree(run_dir, to)
+    return to
+
+
+def test_an_output_holding_anything_but_an_earlier_export_is_never_written_into(run_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "part-00000-of-00001.parquet").write_bytes(b"my own data")
+    (mine / "docs_shard_0_v2.jsonl").write_text("{}\n")
+    for fmt in ("obelics", "mmc4"):
+        assert main(["export", str(run_dir), "--format", fmt, "--output", str(mine)]) == 2
+        assert "holds no earlier export" in capsys.readouterr().err
+    assert (mine / "part-00000-of-00001.parquet").read_bytes() == b"my own data"
+    # another run is not an export either; a file is not a directory
+    other = _copy(run_dir, tmp_path / "other-run")
+    assert main(["export", str(run_dir), "--format", "mmc4", "--output", str(other)]) == 2
+    assert json.loads((other / "manifest.json").read_text())["status"] == "complete"
+    a_file = str(mine / "docs_shard_0_v2.jsonl")
+    assert main(["export", str(run_dir), "--format", "mmc4", "--output", a_file]) == 2
+    assert "is a file" in capsys.readouterr().err
+    # an earlier export of another format and shard count is replaced whole, and nothing else goes
+    out = tmp_path / "out"
+    export(str(run_dir), str(out), ExportConfig(format="obelics", shard_size=2))
+    (out / "notes.txt").write_text("mine")
+    export(str(run_dir), str(out), ExportConfig(format="mmc4"))
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "docs_shard_00000.jsonl",
+                                                     "images_shard_00000.zip", "manifest.json", "notes.txt"]
+
+
+def test_glob_characters_in_names_are_taken_literally(run_dir, tmp_path):
+    literal = _copy(run_dir, tmp_path / "r[x]")
+    decoy = _copy(run_dir, tmp_path / "rx")
+    for shard in (decoy / "documents").iterdir():
+        shard.unlink()
+    m = export(str(literal), str(tmp_path / "out[1]"), ExportConfig(format="obelics"))
+    assert m["counts"]["documents"] == len(PAGES)
+    (tmp_path / "out1").mkdir()
+    (tmp_path / "out1" / "part-00000-of-00001.parquet").write_bytes(b"other")
+    export(str(literal), str(tmp_path / "out[1]"), ExportConfig(format="obelics"))
+    assert (tmp_path / "out1" / "part-00000-of-00001.parquet").read_bytes() == b"other"
+
+
+def test_a_damaged_run_is_refused_before_the_output_is_touched(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    export(str(run_dir), str(out), ExportConfig(format="obelics"))
+    before = (out / "part-00000-of-00001.parquet").read_bytes()
+    missing = _copy(run_dir, tmp_path / "missing")
+    (missing / "documents" / "part-00001-of-00002.arrow").unlink()
+    assert main(["export", str(missing), "--format", "obelics", "--output", str(out)]) == 2
+    assert "1 of 2 shards present" in capsys.readouterr().err
+    cut = _copy(run_dir, tmp_path / "cut")
+    shard = cut / "documents" / "part-00000-of-00002.arrow"
+    shard.write_bytes(shard.read_bytes()[:-200])
+    assert main(["export", str(cut), "--format", "obelics", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (out / "part-00000-of-00001.parquet").read_bytes() == before
+
+
+def test_a_store_row_without_bytes_is_an_image_missing(run_dir, tmp_path):
+    emptied = _copy(run_dir, tmp_path / "emptied")
+    for path in list_shards(str(emptied / "images")):
+        records = images_from_table(read_shard(path, IMAGE_SCHEMA))
+        for r in records:
+            if r.urls and r.urls[0].endswith("coffee.jpg"):
+                r.data = b""
+        write_shard(path, images_to_table(records))
+    for fmt in ("webdataset", "mmc4"):
+        m = export(str(emptied), str(tmp_path / fmt), ExportConfig(format=fmt))
+        assert m["counts"]["image_missing"] == 2 and m["counts"]["images_embedded"] == 5
+
+
+def test_a_rerun_removes_the_exports_of_the_run_it_replaces(run_dir, tmp_path):
+    out = tmp_path / "run"
+    warc = str(run_dir.parent / "museum.warc")
+    flags = ["--stages", "ingest", "--output", str(out), "--no-nsfw", "--no-faces"]
+    assert main(["run", warc, *flags, "--min-images", "0", "--export", "obelics"]) == 0
+    assert main(["run", warc, *flags, "--min-images", "2", "--export", "mmc4"]) == 0
+    assert list((out / "export" / "obelics").iterdir()) == []
+    assert json.loads((out / "export" / "mmc4" / "manifest.json").read_text())["counts"]["documents"] == 2
