@@ -201,7 +201,8 @@ def _check_output(run_dir: str, output: str) -> list[str]:
     if not isinstance(earlier, dict) or earlier.get("kind") != KIND:
         raise ValueError(f"--output {output} is not empty and holds no earlier export (no export "
                          f"{MANIFEST}); export into a new or empty directory, or an earlier export's")
-    names = {f.get("name") for f in earlier.get("files") or [] if isinstance(f, dict)}
+    files = earlier.get("files") if isinstance(earlier.get("files"), list) else []
+    names = {f["name"] for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)}
     patterns = file_patterns(earlier["format"]) if earlier.get("format") in FORMATS else []
     replaced = []
     for path in entries:
@@ -222,7 +223,8 @@ def clear_export(directory: str) -> int:
         return 0
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
         return 0
-    names = [f.get("name") for f in manifest.get("files") or [] if isinstance(f, dict)]
+    files = manifest.get("files") if isinstance(manifest.get("files"), list) else []
+    names = [f.get("name") for f in files if isinstance(f, dict)]
     removed = 0
     for name in [*names, CARD, MANIFEST]:
         if isinstance(name, str) and "/" not in name and storage.exists(storage.join(directory, name)):
