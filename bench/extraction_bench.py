@@ -3,8 +3,8 @@ article-extraction benchmark's 181 real pages with their human-written article b
 
     .venv/bin/python bench/extraction_bench.py [--dir DIR]
 
-DIR: the benchmark's folder (html/<id>.html.gz, ground-truth.json); default
-../shared/fixtures/extraction/article-extraction-benchmark beside the checkout.
+DIR: the benchmark's folder (html/<id>.html.gz, ground-truth.json); default tests/data/extraction, a copy
+of scrapinghub/article-extraction-benchmark (tests/data/SOURCES.md).
 
 The metric is the benchmark's own (scrapinghub/article-extraction-benchmark, evaluate.py, re-implemented
 here): the text is split into \\w+ tokens, both texts into 4-token shingles; per page true positives, false
@@ -37,8 +37,7 @@ from interleaf.filters.quality import apply as apply_quality  # noqa: E402
 from interleaf.pipelines.ingest import IngestConfig, page_to_document  # noqa: E402
 from interleaf.readers.warc import PAGE, WarcItem  # noqa: E402
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "extraction" / \
-    "article-extraction-benchmark"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "extraction"
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 

@@ -5,8 +5,7 @@ section of bench/RESULTS.md.
     .venv/bin/python bench/pii_bench.py [PAGES_DIR]
 
 PAGES_DIR holds gzipped HTML pages (default tests/data/pages, 18 pages; the whole article-extraction
-benchmark, 181 pages, is ../shared/fixtures/extraction/article-extraction-benchmark/html on the development
-machines). Each page's visible text (scripts and styles removed) is searched. The strings that must stay are
+benchmark, 181 pages, is tests/data/extraction/html). Each page's visible text (scripts and styles removed) is searched. The strings that must stay are
 found by patterns of their own (tests/filters/test_pii.py NEGATIVES), independent of filters/pii.py; a
 "touched" one is one that overlaps a phone or IP replacement. Every replacement was also reviewed by hand on
 the 181 pages (2026-12-07): none was anything but a real e-mail address, phone number or @handle.
