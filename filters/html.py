@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from interleaf.filters.html_boilerplate import boilerplate_reason, class_words
 from interleaf.filters.html_depth import nesting_depth
 from interleaf.filters.html_images import (
     AD_HOST,
@@ -117,44 +118,13 @@ BLOCK_TAGS = frozenset([
 SKIP_TAGS = {"script": "script", "style": "style", "template": "template", "iframe": "embed",
              "object": "embed", "embed": "embed", "video": "embed", "audio": "embed", "map": "embed",
              "canvas": "graphics", "svg": "graphics", "math": "graphics", "title": "metadata"}
-# Elements that are boilerplate by their tag (HTML5 sectioning and form controls).
-TAG_REASON = {"nav": "nav", "footer": "footer", "aside": "aside", "form": "form", "button": "form",
-              "select": "form", "input": "form", "textarea": "form", "label": "form", "dialog": "popup"}
-ROLE_REASON = {"navigation": "nav", "menubar": "nav", "menu": "nav", "banner": "header",
-               "contentinfo": "footer", "complementary": "aside", "search": "form", "dialog": "popup",
-               "alertdialog": "popup"}
-# class/id words (split on non-alphanumerics, so "site-footer" matches and "shadow" never matches "ad").
-CLASS_REASON = {
-    **dict.fromkeys(["nav", "navbar", "navigation", "topnav", "subnav", "menu", "menubar", "breadcrumb",
-                     "breadcrumbs", "pagination", "pager", "navbox", "skiplink", "skip", "toc"], "nav"),
-    **dict.fromkeys(["header", "masthead", "topbar"], "header"),
-    **dict.fromkeys(["footer", "colophon", "copyright"], "footer"),
-    # not "widget": page builders (Elementor) put it on every content block
-    **dict.fromkeys(["sidebar", "related"], "aside"),
-    **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
-    **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
-    **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
-                     "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
-    **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
-}
-# Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
-# okMaybeItsACandidate without "main" and "column", which name menus and sidebars as often ("main-nav").
-CONTENT_WORDS = frozenset(["article", "body", "content"])
-NEVER_DROP_BY_CLASS = frozenset(("html", "body", "main", "article"))
 # A <header> inside these introduces it (title, byline) and is content (HTML: "nearest sectioning content").
 SECTIONS = frozenset(("article", "main", "section"))
-# ASP.NET Web Forms wraps every page in one <form runat="server">: a form with this much text, or with one
-# of those ids, is a layout wrapper, not a search box or a comment form (WordPress's is ~300 characters).
-FORM_WRAPPER_CHARS = 1000
-FORM_WRAPPER_IDS = frozenset(("aspnetform", "form1"))
-_WORDS = re.compile(r"[^a-z0-9]+")
 # the containers judged by ExtractConfig.max_link_density
 LINK_CONTAINERS = frozenset(("div", "ul", "ol", "dl", "section", "table", "tbody", "aside", "nav", "menu"))
-_TOPIC_CLASSES = ("category-", "tag-", "tags-", "topic-", "topics-")
-_CAMEL = re.compile(r"([a-z])([A-Z])")
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _SPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
+
 
 def normalise_language(value: str | None) -> str | None:
     """An ISO 639-1 code from a language tag ("en-US", "en_us", "EN", "eng", "english"), or None."""
@@ -183,53 +153,6 @@ _TO_639_1 = {name: code for code, names in {
 
 
 # ---------------------------------------------------------------- the walk
-
-
-def _words(attrs: dict) -> list[str]:
-    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"].
-    Classes that name what the content is about rather than what the element is (WordPress's post_class()
-    puts "category-<slug>" and "tag-<slug>" on every article: "category-native-advertising") say nothing."""
-    classes = " ".join(c for c in (attrs.get("class") or "").split()
-                       if not c.lower().startswith(_TOPIC_CLASSES))
-    value = _CAMEL.sub(r"\1 \2", f"{classes} {attrs.get('id') or ''}")
-    return sorted(set(_WORDS.split(value.lower())))  # sorted: the same reason on every run
-
-
-def _boilerplate(node: LexborNode, tag: str, attrs: dict, in_section: bool,
-                 config: ExtractConfig) -> str | None:
-    """The reason an element's whole subtree is boilerplate, or None."""
-    if tag == "form" and ((attrs.get("id") or "").lower() in FORM_WRAPPER_IDS
-                          or len(node.text() or "") > FORM_WRAPPER_CHARS):
-        return None
-    if tag in TAG_REASON:
-        return TAG_REASON[tag]
-    if tag == "header" and not in_section:
-        return "header"
-    # not on <html>/<body>: anti-flicker snippets hide the whole page until a script shows it
-    if tag not in ("html", "body") and (
-            "hidden" in attrs or (attrs.get("aria-hidden") or "").lower() == "true"
-            or (attrs.get("style") and _HIDDEN_STYLE.search(attrs["style"]))):
-        return "hidden"
-    role = (attrs.get("role") or "").strip().lower()
-    if role in ROLE_REASON:
-        return ROLE_REASON[role]
-    if tag == "ins" and "adsbygoogle" in (attrs.get("class") or ""):
-        return "ad"
-    if tag in NEVER_DROP_BY_CLASS or not (attrs.get("class") or attrs.get("id")):
-        return None
-    words = _words(attrs)
-    if CONTENT_WORDS.intersection(words):
-        return None
-    for word in words:
-        reason = CLASS_REASON.get(word)
-        if reason == "comments" and not config.drop_comments or reason == "header" and in_section:
-            continue
-        if reason:
-            # a wrapper named "page-with-sidebar" may hold the article itself
-            if node.css_first("article, main, [role=main]") is not None:
-                return None
-            return reason
-    return None
 
 
 class _Walk:
@@ -384,7 +307,7 @@ class _Walk:
         if SPACER_NAME.search(url) or (sides and min(sides) <= c.pixel_max_side):
             return "spacer", url, width, height
         if ICON_URL.search(url) or (sides and max(sides) <= c.icon_max_side) or (
-                attrs.get("class") and ICON_CLASSES.intersection(_words(attrs))):
+                attrs.get("class") and ICON_CLASSES.intersection(class_words(attrs))):
             return "icon", url, width, height
         return None, url, width, height
 
@@ -530,7 +453,8 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
                 w.dropped["noscript"] += 1
             node = node.next
             continue
-        reason = None if w.reason else _boilerplate(node, tag, attrs, w.in_section > 0, w.config)
+        reason = None if w.reason else boilerplate_reason(node, tag, attrs, w.in_section > 0,
+                                                          w.config.drop_comments)
         if tag in BLOCK_TAGS or reason:
             w.flush()
         if node.child is None:

@@ -1,0 +1,89 @@
+"""Which elements of a page are boilerplate, and why: the rules of filters/html.py's walk by tag, ARIA role,
+hidden state and class or id words (docs/extraction.md has the table and its sources)."""
+
+from __future__ import annotations
+
+import re
+
+from selectolax.lexbor import LexborNode
+
+# Elements that are boilerplate by their tag (HTML5 sectioning and form controls).
+TAG_REASON = {"nav": "nav", "footer": "footer", "aside": "aside", "form": "form", "button": "form",
+              "select": "form", "input": "form", "textarea": "form", "label": "form", "dialog": "popup"}
+ROLE_REASON = {"navigation": "nav", "menubar": "nav", "menu": "nav", "banner": "header",
+               "contentinfo": "footer", "complementary": "aside", "search": "form", "dialog": "popup",
+               "alertdialog": "popup"}
+# class/id words (split on non-alphanumerics, so "site-footer" matches and "shadow" never matches "ad").
+CLASS_REASON = {
+    **dict.fromkeys(["nav", "navbar", "navigation", "topnav", "subnav", "menu", "menubar", "breadcrumb",
+                     "breadcrumbs", "pagination", "pager", "navbox", "skiplink", "skip", "toc"], "nav"),
+    **dict.fromkeys(["header", "masthead", "topbar"], "header"),
+    **dict.fromkeys(["footer", "colophon", "copyright"], "footer"),
+    # not "widget": page builders (Elementor) put it on every content block
+    **dict.fromkeys(["sidebar", "related"], "aside"),
+    **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
+    **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
+    **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
+                     "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
+    **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
+}
+# Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
+# okMaybeItsACandidate without "main" and "column", which name menus and sidebars as often ("main-nav").
+CONTENT_WORDS = frozenset(["article", "body", "content"])
+NEVER_DROP_BY_CLASS = frozenset(("html", "body", "main", "article"))
+# ASP.NET Web Forms wraps every page in one <form runat="server">: a form with this much text, or with one
+# of those ids, is a layout wrapper, not a search box or a comment form (WordPress's is ~300 characters).
+FORM_WRAPPER_CHARS = 1000
+FORM_WRAPPER_IDS = frozenset(("aspnetform", "form1"))
+_WORDS = re.compile(r"[^a-z0-9]+")
+_TOPIC_CLASSES = ("category-", "tag-", "tags-", "topic-", "topics-")
+_CAMEL = re.compile(r"([a-z])([A-Z])")
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+
+
+def class_words(attrs: dict) -> list[str]:
+    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"].
+    Classes that name what the content is about rather than what the element is (WordPress's post_class()
+    puts "category-<slug>" and "tag-<slug>" on every article: "category-native-advertising") say nothing."""
+    classes = " ".join(c for c in (attrs.get("class") or "").split()
+                       if not c.lower().startswith(_TOPIC_CLASSES))
+    value = _CAMEL.sub(r"\1 \2", f"{classes} {attrs.get('id') or ''}")
+    return sorted(set(_WORDS.split(value.lower())))  # sorted: the same reason on every run
+
+
+def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool,
+                       drop_comments: bool = True) -> str | None:
+    """The reason an element's whole subtree is boilerplate, or None. `in_section`: the element is inside
+    article, main or section; `drop_comments`: comment threads are boilerplate (ExtractConfig)."""
+    if tag == "form" and ((attrs.get("id") or "").lower() in FORM_WRAPPER_IDS
+                          or len(node.text() or "") > FORM_WRAPPER_CHARS):
+        return None
+    if tag in TAG_REASON:
+        return TAG_REASON[tag]
+    if tag == "header" and not in_section:
+        return "header"
+    # not on <html>/<body>: anti-flicker snippets hide the whole page until a script shows it
+    if tag not in ("html", "body") and (
+            "hidden" in attrs or (attrs.get("aria-hidden") or "").lower() == "true"
+            or (attrs.get("style") and _HIDDEN_STYLE.search(attrs["style"]))):
+        return "hidden"
+    role = (attrs.get("role") or "").strip().lower()
+    if role in ROLE_REASON:
+        return ROLE_REASON[role]
+    if tag == "ins" and "adsbygoogle" in (attrs.get("class") or ""):
+        return "ad"
+    if tag in NEVER_DROP_BY_CLASS or not (attrs.get("class") or attrs.get("id")):
+        return None
+    words = class_words(attrs)
+    if CONTENT_WORDS.intersection(words):
+        return None
+    for word in words:
+        reason = CLASS_REASON.get(word)
+        if reason == "comments" and not drop_comments or reason == "header" and in_section:
+            continue
+        if reason:
+            # a wrapper named "page-with-sidebar" may hold the article itself
+            if node.css_first("article, main, [role=main]") is not None:
+                return None
+            return reason
+    return None
