@@ -191,18 +191,11 @@ def _check_output(run_dir: str, output: str) -> list[str]:
     entries = [p for p in storage.match_in(output, "*") if os.path.basename(p) != rundir.LOCK]
     if not entries:
         return []
-    manifest_path = storage.join(output, MANIFEST)
-    earlier = None
-    if storage.exists(manifest_path):
-        try:
-            earlier = json.loads(storage.read_bytes(manifest_path))
-        except ValueError:
-            earlier = None
-    if not isinstance(earlier, dict) or earlier.get("kind") != KIND:
+    earlier = _export_manifest(output)
+    if earlier is None:
         raise ValueError(f"--output {output} is not empty and holds no earlier export (no export "
                          f"{MANIFEST}); export into a new or empty directory, or an earlier export's")
-    files = earlier.get("files") if isinstance(earlier.get("files"), list) else []
-    names = {f["name"] for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)}
+    names = set(_file_names(earlier))
     patterns = file_patterns(earlier["format"]) if earlier.get("format") in FORMATS else []
     replaced = []
     for path in entries:
@@ -212,22 +205,34 @@ def _check_output(run_dir: str, output: str) -> list[str]:
     return replaced
 
 
-def clear_export(directory: str) -> int:
-    """Remove the export in `directory` (the files its manifest lists, its card and manifest), as a rerun
-    of the run it was made from does, so that no export outlives the run it describes; nothing else there
-    is touched. Returns the files removed (0 where the directory holds no export)."""
+def _export_manifest(directory: str) -> dict | None:
+    """The manifest of the export in `directory`, or None where there is no export (no manifest, one that
+    is not JSON, or a run's)."""
     path = storage.join(directory, MANIFEST)
     try:
         manifest = json.loads(storage.read_bytes(path)) if storage.exists(path) else None
     except ValueError:
-        return 0
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        return 0
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("kind") == KIND else None
+
+
+def _file_names(manifest: dict) -> list[str]:
+    """The plain file names an export's manifest lists (anything else in it is ignored)."""
     files = manifest.get("files") if isinstance(manifest.get("files"), list) else []
-    names = [f.get("name") for f in files if isinstance(f, dict)]
+    return [f["name"] for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)
+            and "/" not in f["name"] and f["name"] not in ("", ".", "..")]
+
+
+def clear_export(directory: str) -> int:
+    """Remove the export in `directory` (the files its manifest lists, its card and manifest), as a rerun
+    of the run it was made from does, so that no export outlives the run it describes; nothing else there
+    is touched. Returns the files removed (0 where the directory holds no export)."""
+    manifest = _export_manifest(directory)
+    if manifest is None:
+        return 0
     removed = 0
-    for name in [*names, CARD, MANIFEST]:
-        if isinstance(name, str) and "/" not in name and storage.exists(storage.join(directory, name)):
+    for name in [*_file_names(manifest), CARD, MANIFEST]:
+        if storage.exists(storage.join(directory, name)):
             storage.remove(storage.join(directory, name))
             removed += 1
     return removed

@@ -4,6 +4,7 @@ package on the tars, plain `json` and `zipfile` on MMC4's files; `interleaf run 
 gives the documents back; a run whose store lost an image exports it counted as image_missing; an
 incomplete or newer run is refused with one line."""
 
+import importlib.util
 import io
 import json
 import zipfile
@@ -19,6 +20,13 @@ from interleaf.pipelines.run import RunConfig, run
 from interleaf.schemas.document import documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table, images_to_table
 from interleaf.shards import list_shards, open_shards, read_shard, write_shard
+
+# the WARC response-record writer of the image safety test (one copy, not another)
+_spec = importlib.util.spec_from_file_location("image_safety_test", Path(__file__).resolve().parent /
+                                               "test_image_safety.py")
+_safety = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_safety)
+_record = _safety._record
 
 PHOTOS = Path(__file__).resolve().parent.parent / "data" / "photos"
 SITE = "http://museum.example/"
@@ -43,15 +51,6 @@ PAGES = {
 GUIDE = ("This page of the guide to {page} is written for visitors who come on weekdays, when the galleries "
          "are quiet and the guides have time to answer every question about the collection and its history.")
 UNARCHIVED = "rooms/3"  # also shows /img/lost.jpg, which the crawl never captured
-
-
-def _record(url: str, content_type: str, body: bytes) -> bytes:
-    http = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-            .encode() + body)
-    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
-            f"WARC-Date: 2024-05-01T10:00:00Z\r\nWARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
-            f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n")
-    return head.encode() + http + b"\r\n\r\n"
 
 
 def _write_warc(path: Path) -> None:
@@ -360,3 +359,9 @@ def test_a_rerun_removes_the_exports_of_the_run_it_replaces(run_dir, tmp_path):
     assert main(["run", warc, *flags, "--min-images", "2", "--export", "mmc4"]) == 0
     assert list((out / "export" / "obelics").iterdir()) == []
     assert json.loads((out / "export" / "mmc4" / "manifest.json").read_text())["counts"]["documents"] == 2
+
+
+def test_the_command_line_offers_every_format_the_writers_have():
+    from interleaf.commands import export_cmd
+    from interleaf.pipelines.export_formats import FORMATS
+    assert export_cmd.FORMATS == FORMATS  # a copy there, so that `interleaf --help` imports no pyarrow
