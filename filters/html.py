@@ -171,8 +171,11 @@ class _Walk:
         self.picture_source: str | None = None
         self.link = 0  # depth inside <a href>
         self.link_chars = 0  # characters of the current paragraph inside a link
-        self.links: dict[int, tuple[int, int]] = {}  # text node index -> (characters in links, characters)
+        # per open element, innermost last: [text nodes, their characters in links, their characters] of
+        # what it holds so far (a closed element adds its counts to its parent's unless it is left out)
+        self.frames: list[list[int]] = [[0, 0, 0]]
         self.removed: set[int] = set()  # text nodes of link-dense containers, left out at the end
+        self.removed_spans: dict[int, int] = {}  # start -> end of each container left out
 
     # -- text
     def text(self, value: str) -> None:
@@ -202,22 +205,38 @@ class _Walk:
                 self.dropped[self.reason] += 1
             else:
                 chars = len("".join(p.split()))
-                self.links[len(self.nodes)] = (round(share * chars), chars)
+                frame = self.frames[-1]
+                frame[0] += 1
+                frame[1] += round(share * chars)
+                frame[2] += chars
                 self.nodes.append(Node.text_node(p))
                 self.last_image = None
 
-    def drop_link_dense(self, start: int) -> None:
-        """Leave out the text of a container (from node `start` on) that is mostly links: a menu, a list of
-        related stories with their teasers. Readability's link density: its text in links over all its text;
-        containers are judged innermost first, so a menu inside the article's wrapper goes before the
-        wrapper is judged on what remains."""
-        found = [i for i in range(start, len(self.nodes)) if i in self.links and i not in self.removed]
-        if len(found) < 2:  # one linked paragraph in a container is a link in the text, not navigation
+    def close(self, tag: str, start: int) -> None:
+        """An element ends (its nodes are those from index `start` on). A container that is mostly links (a
+        menu, a list of related stories with their teasers; Readability's link density: its text in links
+        over all its text) loses its text; else its counts go to its parent. Containers are judged
+        innermost first, so a menu inside the article's wrapper goes before the wrapper is judged on what
+        remains; each element is judged once on running counts, so the cost stays linear in the page."""
+        texts, in_links, chars = self.frames.pop()
+        density = self.config.max_link_density
+        # one linked paragraph in a container is a link in the text, not navigation
+        if tag in LINK_CONTAINERS and density is not None and texts >= 2 and in_links > density * chars:
+            i, end = start, len(self.nodes)
+            while i < end:
+                if i in self.removed_spans:  # an inner container's, already left out: jump over it
+                    i = self.removed_spans[i]
+                    continue
+                if self.nodes[i].is_text:
+                    self.removed.add(i)
+                i += 1
+            self.removed_spans[start] = end
+            self.dropped["link_dense"] += texts
             return
-        in_links = sum(self.links[i][0] for i in found)
-        if in_links > self.config.max_link_density * sum(self.links[i][1] for i in found):
-            self.removed.update(found)
-            self.dropped["link_dense"] += len(found)
+        parent = self.frames[-1]
+        parent[0] += texts
+        parent[1] += in_links
+        parent[2] += chars
 
     # -- images
     def image(self, node: LexborNode, attrs: dict, in_noscript: bool = False) -> None:
@@ -414,8 +433,7 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
             parent, tag, saved_reason, saved_source, start = stack.pop()
             if tag in BLOCK_TAGS or w.reason != saved_reason:
                 w.flush()
-            if tag in LINK_CONTAINERS and w.config.max_link_density is not None:
-                w.drop_link_dense(start)
+            w.close(tag, start)
             w.reason, w.picture_source = saved_reason, saved_source
             if tag == "pre":
                 w.pre -= 1
@@ -461,6 +479,7 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
             node = node.next
             continue
         stack.append((node, tag, w.reason, w.picture_source, len(w.nodes)))
+        w.frames.append([0, 0, 0])
         if reason:
             w.reason = reason
         if tag == "pre":
