@@ -210,9 +210,22 @@ def face_boxes(output: np.ndarray, scale: float, size: tuple[int, int], threshol
 
 
 def upright(data: bytes) -> Image.Image:
-    """The stored bytes decoded, EXIF orientation applied (boxes are in this image's pixels). Raises
-    ImageDecodeError."""
-    return ImageOps.exif_transpose(decode(data))
+    """The stored bytes decoded, EXIF orientation applied (boxes are in this image's pixels), high bit
+    depths scaled to 8 bits. Raises ImageDecodeError."""
+    return _eight_bit(ImageOps.exif_transpose(decode(data)))
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit greyscale image (Pillow's I;16, I, F modes: 16-bit PNGs) as 8-bit L, its range
+    scaled: convert("RGB") clips such values at 255, which made a 16-bit photo almost white to the detector
+    (no face found, NSFW score near 0)."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    if image.mode == "F" and values.max(initial=0) <= 1.0:
+        top = 1.0
+    return Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
 
 
 _SAVE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "PNG"}

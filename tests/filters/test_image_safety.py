@@ -72,6 +72,21 @@ def test_no_face_is_found_where_there_is_none(detector, name):
     assert faces == []
 
 
+def test_a_16_bit_picture_is_seen_as_its_8_bit_twin(detector):
+    # a 16-bit PNG (Pillow's I;16) turned RGB clips at 255: almost white, no face, no NSFW score to speak of
+    import io
+    grey = Image.open(PHOTOS / "astronaut.jpg").convert("L")
+    encoded = {}
+    for name, image in (("8", grey), ("16", Image.fromarray(np.asarray(grey).astype(np.uint16) * 257))):
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        encoded[name] = out.getvalue()
+    assert Image.open(io.BytesIO(encoded["16"])).mode.startswith("I")
+    eight, sixteen = (_faces(detector, encoded[n]) for n in ("8", "16"))
+    assert len(sixteen[1]) == len(eight[1]) == 1
+    assert np.array_equal(np.asarray(upright(encoded["16"])), np.asarray(upright(encoded["8"])))
+
+
 def test_faces_in_paintings_and_a_group_photo(detector, mona_lisa_images):
     for fragment, at_least in ART_FACES.items():
         [data] = [d for url, d in mona_lisa_images.items() if fragment in url]
