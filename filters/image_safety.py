@@ -52,6 +52,9 @@ _NSFW_ROWS = [LABELS.index(label) for label in NSFW_LABELS]
 _FACE_ROWS = [LABELS.index(label) for label in FACE_LABELS]
 NMS_IOU = 0.45  # NudeNet's own non-maximum suppression (cv2.dnn.NMSBoxes(..., 0.25, 0.45))
 MAX_FACES = 64  # boxes kept per image (the most confident); the count is capped with them
+# Pixels decoded, all frames together, to reach the later frames of an animated picture: 200 frames of
+# 1000 x 1000 (about 1.4 s); frames past it are not looked at (counted: images.animated.partly_scored).
+ANIMATION_PIXELS = 200_000_000
 
 
 @dataclass(kw_only=True)
@@ -66,6 +69,11 @@ class ImageSafetyConfig:
     # 0.25. On 61 real photos and artworks none of which is NSFW, the 95th percentile is 0.14 and the highest
     # 0.34 (a cup of coffee) (bench/image_safety_bench.py).
     nsfw_threshold: float = 0.5
+    # An animated picture (GIF, APNG, WebP) is also scored on up to this many of its later frames, spread
+    # evenly over those within ANIMATION_PIXELS of decoding, and its score is the highest (0: the first frame
+    # only, which is what the trainer and the CLIP stage see). 8: one detector pass costs about as much as
+    # decoding a 1-Mpx frame; a page's animated banner stays under a tenth of a second.
+    nsfw_frames: int = 8
     # Face boxes and a face count on every stored image (DataComp released its pool with faces blurred).
     faces: bool = True
     # A face is a face-class detection at this score or above: 0.25, NudeNet's own detection threshold. On
@@ -92,6 +100,8 @@ class ImageSafetyConfig:
                 raise ValueError(f"image_safety.{name} is a score in [0, 1], found {value!r}")
         if self.blur_faces and not self.faces:
             raise ValueError("image_safety.blur_faces needs image_safety.faces = true")
+        if self.nsfw_frames < 0:
+            raise ValueError(f"image_safety.nsfw_frames must be at least 0, found {self.nsfw_frames!r}")
         if self.threads < 1:
             raise ValueError(f"image_safety.threads must be at least 1, found {self.threads!r}")
         if self.enabled:

@@ -5,12 +5,16 @@ An image whose NSFW score reaches the threshold leaves the store as the image ru
 URLs becomes a failed row with status "nsfw" (and its score), and every image node that points at it is
 dropped with reason "nsfw"; the final step then checks the documents' image counts again. A kept image gets
 its score, its face count and face boxes; with blur_faces, its faces are blurred in the stored bytes, which
-get a new sha256, and the nodes that pointed at the old bytes point at the new ones.
+get a new sha256, and the nodes that pointed at the old bytes point at the new ones. Blurring can make two
+stored images one (the same photo in two encodings, or a blurred copy equal to an image already stored): such
+records merge into one store row with every URL of each, so the store keeps one row per sha256.
 
-Funnel (stage "image_safety"): images (stored images): in = out + dropped by reason ("nsfw", or
-"decode_error" for bytes that no longer decode); nodes (kept image nodes that point at a stored image):
+Funnel (stage "image_safety"): images (stored images): in = out + dropped by reason ("nsfw",
+"decode_error" for bytes that no longer decode, "same_bytes_as_another" for a record merged into another
+after blurring); nodes (kept image nodes that point at a stored image):
 in = out + dropped by reason. Information: images.faces.images (images with a face), images.faces.found
-(faces), images.faces.blurred (images blurred).
+(faces), images.faces.blurred (images blurred), images.animated.images (animated pictures, scored on later
+frames too), images.animated.partly_scored (those with frames past the decoding budget, not looked at).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from interleaf.filters.image_safety import (
+    ANIMATION_PIXELS,
     NSFW,
     Detector,
     ImageSafetyConfig,
@@ -31,7 +36,7 @@ from interleaf.filters.image_safety import (
     nsfw_score,
     upright,
 )
-from interleaf.imagefile import ImageDecodeError
+from interleaf.imagefile import ImageDecodeError, later_frames
 from interleaf.pipelines.common import CountingDoFn
 from interleaf.pipelines.final import IMAGE_STAGES
 from interleaf.pipelines.image_rules import DROP, MOVE, REFUSED, ApplyImageVerdicts, refused_rows
@@ -68,6 +73,8 @@ class _Judge(CountingDoFn):
             return
         cfg = self.config
         score = nsfw_score(output) if cfg.nsfw else None
+        if score is not None and score < cfg.nsfw_threshold and cfg.nsfw_frames:
+            score = self._animated_score(record.data, score)
         if score is not None and score >= cfg.nsfw_threshold:
             yield from self._refuse(record, NSFW, f"NSFW score {score:.3f} >= {cfg.nsfw_threshold}", score)
             return
@@ -84,14 +91,61 @@ class _Judge(CountingDoFn):
                 yield TaggedOutput(REFUSED, (record.sha256, (MOVE, sha)))
                 record = replace(record, sha256=sha, data=data, format=fmt, width=image.width,
                                  height=image.height)
-        self.funnel.inc("images", "out")
+        if not cfg.blur_faces:  # else counted by _MergeSameBytes
+            self.funnel.inc("images", "out")
         yield record
+
+    def _animated_score(self, data: bytes, score: float) -> float:
+        """The highest NSFW score of the first frame (`score`) and the later frames scored."""
+        total, reachable, frames = later_frames(data, self.config.nsfw_frames, ANIMATION_PIXELS)
+        if total <= 1:
+            return score
+        self.funnel.inc("images", "animated.images")
+        if reachable < total:
+            self.funnel.inc("images", "animated.partly_scored")
+        for frame in frames:
+            score = max(score, nsfw_score(self.detector.run(frame)[0]))
+            if score >= self.config.nsfw_threshold:
+                break
+        return score
 
     def _refuse(self, record: ImageRecord, reason: str, message: str, score: float | None):
         self.funnel.drop("images", reason)
         yield TaggedOutput(REFUSED, (record.sha256, (DROP, reason)))
         for row in refused_rows(record, reason, message):
             yield replace(row, nsfw_score=score)
+
+
+def merge_same_bytes(records) -> ImageRecord:
+    """Stored records of one sha256 as one: every URL of each (sorted), the rest from the record whose URLs
+    sort first (deterministic whatever order the runner delivers them in)."""
+    records = sorted(records, key=lambda r: (r.urls, r.original_bytes or 0, r.source or ""))
+    return replace(records[0], urls=sorted({u for r in records for u in r.urls}))
+
+
+class _CountMerged(CountingDoFn):
+    """(sha256, [ImageRecord]) -> one ImageRecord, counted out; the others counted as merged."""
+
+    stage = STAGE
+
+    def process(self, element):
+        _, records = element
+        records = list(records)
+        self.funnel.inc("images", "out")
+        if len(records) > 1:
+            self.funnel.drop("images", "same_bytes_as_another", len(records) - 1)
+        yield merge_same_bytes(records)
+
+
+class _MergeSameBytes(beam.PTransform):
+    """ImageRecords after blurring -> one stored record per sha256; failed rows pass as they are."""
+
+    def expand(self, records):
+        split = records | "OkOrFailed" >> beam.Partition(lambda r, _n: int(r.status == STATUS_OK), 2)
+        merged = (split[1] | "BySha" >> beam.Map(lambda r: (r.sha256, r))
+                  | "GroupBySha" >> beam.GroupByKey()
+                  | "Merge" >> beam.ParDo(_CountMerged()))
+        return (split[0], merged) | "Together" >> beam.Flatten()
 
 
 class ImageSafetyStage(Stage):
@@ -123,4 +177,7 @@ class ImageSafetyStage(Stage):
             REFUSED, main="kept")
         documents = ({DOCUMENTS: streams[DOCUMENTS], "verdicts": judged[REFUSED]}
                      | "ApplyToNodes" >> ApplyImageVerdicts(STAGE))
-        return outputs(documents.pipeline, documents=documents, images=judged.kept)
+        images = judged.kept
+        if self.config.blur_faces:
+            images = images | "MergeSameBytes" >> _MergeSameBytes()
+        return outputs(documents.pipeline, documents=documents, images=images)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -55,3 +56,39 @@ def decode(data: bytes, mode: str | None = None) -> Image.Image:
         return im.convert(mode) if mode else im
     except _PIL_ERRORS as e:
         raise _error(data, e, "decode") from None
+
+
+def later_frames(data: bytes, count: int, pixel_budget: int) -> tuple[int, int, Iterator[Image.Image]]:
+    """(frames in the picture, frames within reach, up to `count` of the frames after the first, in RGB) of
+    an animated picture (GIF, APNG, animated WebP); a still picture has 1 frame and yields none.
+
+    A later frame of a GIF can only be reached by decoding every frame before it, so only the frames whose
+    decoding fits `pixel_budget` (pixels, all frames together) are within reach; the frames yielded are
+    spread evenly over those, the last one in reach included. A frame that does not decode ends the
+    iteration (the frames before it were yielded)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        total = getattr(image, "n_frames", 1)
+    except _PIL_ERRORS:
+        return 1, 1, iter(())
+    if total <= 1 or count <= 0:
+        return total, min(total, 1), iter(())
+    reachable = min(total, max(2, pixel_budget // max(1, image.width * image.height)))
+    later = reachable - 1  # frames 1 .. reachable - 1
+    if later <= count:
+        picks = list(range(1, reachable))
+    elif count == 1:
+        picks = [later]
+    else:
+        picks = sorted({1 + round(i * (later - 1) / (count - 1)) for i in range(count)})
+
+    def frames() -> Iterator[Image.Image]:
+        for k in picks:
+            try:
+                image.seek(k)
+                frame = image.convert("RGB")
+            except _PIL_ERRORS:
+                return
+            yield frame
+
+    return total, reachable, frames()

@@ -49,10 +49,11 @@ def _truncated_png() -> bytes:
     return out.getvalue()[:80]  # the header says 300 x 300 (the image rules pass it); the pixels are cut
 
 
-def write_warc(path: Path) -> None:
-    images = {name: (PHOTOS / name).read_bytes() for name in PHOTO_FACES} | {"cut.png": _truncated_png()}
+def write_warc(path: Path, images: dict[str, bytes] | None = None) -> None:
+    if images is None:
+        images = {name: (PHOTOS / name).read_bytes() for name in PHOTO_FACES} | {"cut.png": _truncated_png()}
     figures = "".join(f'<p>{text}</p><figure><img src="/img/{name}" alt=""><figcaption>{name}</figcaption>'
-                      f"</figure>" for text, name in zip(PARAGRAPHS, images, strict=True))
+                      f"</figure>" for text, name in zip(PARAGRAPHS, images, strict=False))
     page = f"<html><head><title>Exhibition</title></head><body><article>{figures}</article></body></html>"
     with open(path, "wb") as f:
         f.write(_record(SITE, "text/html; charset=utf-8", page.encode()))
@@ -61,9 +62,9 @@ def write_warc(path: Path) -> None:
             f.write(_record(f"{SITE}img/{name}", f"image/{kind}", data))
 
 
-def _run(tmp_path, safety: ImageSafetyConfig, min_images: int = 0):
+def _run(tmp_path, safety: ImageSafetyConfig, min_images: int = 0, images: dict[str, bytes] | None = None):
     warc = tmp_path / "exhibition.warc"
-    write_warc(warc)
+    write_warc(warc, images)
     cfg = RunConfig(stages=["ingest"], image_safety=safety)
     cfg.ingest.quality.min_images = min_images
     cfg.ingest.keep_dropped_nodes = True
@@ -135,6 +136,54 @@ def test_blurred_faces_are_new_bytes_that_the_documents_point_at(tmp_path):
         changed = np.abs(np.asarray(upright(record.data), dtype=np.int16)
                          - np.asarray(original, dtype=np.int16)).max()
         assert (changed > 60) == bool(record.face_count), _name(record)  # only pictures with faces changed
+
+
+def _with_comment(jpeg: bytes) -> bytes:
+    """The same JPEG with a comment segment after its start marker: other bytes, the same pixels."""
+    comment = b"the same picture, saved by another program"
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
+def test_images_that_blur_to_the_same_bytes_become_one_store_row(tmp_path):
+    photo = (PHOTOS / "astronaut.jpg").read_bytes()
+    copy = _with_comment(photo)
+    assert copy != photo and np.array_equal(np.asarray(upright(copy)), np.asarray(upright(photo)))
+    images = {"astronaut.jpg": photo, "copy.jpg": copy, "coffee.jpg": (PHOTOS / "coffee.jpg").read_bytes()}
+    m, [doc], stored = _run(tmp_path, ImageSafetyConfig(blur_faces=True), images=images)
+    assert m["unreconciled"] == []
+    ok = [r for r in stored if r.status == "ok"]
+    assert len(ok) == len({r.sha256 for r in ok}) == 2  # one row per sha256 in the store
+    [blurred] = [r for r in ok if r.face_count]
+    assert blurred.urls == [f"{SITE}img/astronaut.jpg", f"{SITE}img/copy.jpg"]  # both URLs kept
+    funnel = m["funnel"]["image_safety"]["images"]
+    assert (funnel["in"], funnel["out"], funnel["dropped"]) == (3, 2, {"same_bytes_as_another": 1})
+    assert funnel["info"]["faces.blurred"] == 2
+    node_shas = [n.image_sha256 for n in doc.nodes if n.is_image and n.kept]
+    assert sorted(node_shas) == sorted([blurred.sha256] * 2 + [r.sha256 for r in ok if not r.face_count])
+
+
+def _animation(*frames: Image.Image) -> bytes:
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=list(frames[1:]), duration=100)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("frames", [8, 0])
+def test_an_animated_picture_is_judged_by_its_later_frames_too(tmp_path, frames):
+    """The coffee photo scores 0.33 as a GIF frame, a grey frame about 0: at threshold 0.3 the animation that
+    shows the photo after a grey first frame goes when later frames are scored, stays when they are not."""
+    coffee = Image.open(PHOTOS / "coffee.jpg").convert("RGB")
+    grey = Image.new("RGB", coffee.size, (128, 128, 128))
+    images = {"animation.gif": _animation(grey, coffee, grey),
+              "rocket.jpg": (PHOTOS / "rocket.jpg").read_bytes()}
+    config = ImageSafetyConfig(nsfw_threshold=0.3, nsfw_frames=frames)
+    m, [doc], stored = _run(tmp_path, config, images=images)
+    assert m["unreconciled"] == []
+    status = {_name(r): r.status for r in stored}
+    assert status == {"animation.gif": "nsfw" if frames else "ok", "rocket.jpg": "ok"}
+    funnel = m["funnel"]["image_safety"]["images"]
+    assert funnel.get("dropped", {}) == ({"nsfw": 1} if frames else {})
+    assert funnel.get("info", {}).get("animated.images", 0) == (1 if frames else 0)
 
 
 def test_a_machine_without_the_detector_is_told_what_to_do(tmp_path, capsys):
