@@ -36,6 +36,7 @@ from interleaf.filters.html_images import (
     parse_dimension,
     resolve_url,
 )
+from interleaf.filters.html_main import select
 from interleaf.schemas.document import Node
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,16 @@ class ExtractConfig:
     # what inner containers left. On the article-extraction benchmark: F1 0.862 -> 0.903 (0.4: 0.905, 0.33:
     # 0.902; bench/extraction_bench.py). None keeps them.
     max_link_density: float | None = 0.5
+    # Keep only the page's main content (filters/html_main.py: Readability's scoring of blocks by their
+    # paragraphs, link density and class names); the rest is left out as "not_main_content". A page whose
+    # best block holds fewer characters than main_content_min_chars is kept whole (Readability's
+    # charThreshold, 500: below it, it retries with its rules relaxed).
+    main_content: bool = True
+    main_content_min_chars: int = 500
+    # The main content holds at least this share of the page's text; a smaller best block (one publication
+    # of a homepage's list: 3% of its text) gives way to the nearest ancestor that holds this much. On the
+    # article-extraction benchmark the block chosen holds 31-100% of each page's text.
+    main_content_min_share: float = 0.25
     # Declared sizes above this are garbage: JPEG, GIF and PNG encoders in practice stop at 65535 px.
     max_declared_side: int = 65535
 
@@ -176,6 +187,13 @@ class _Walk:
         self.frames: list[list[int]] = [[0, 0, 0]]
         self.removed: set[int] = set()  # text nodes of link-dense containers, left out at the end
         self.removed_spans: dict[int, int] = {}  # start -> end of each container left out
+        # for main-content selection (filters/html_main.py): every block element entered outside
+        # boilerplate, the open ones innermost last, and node index -> (owner, chars, commas, link share)
+        # of each paragraph kept
+        self.elements: list[list] = []
+        self.open_blocks: list[int] = []
+        self.paragraphs: dict[int, tuple[int, int, int, float]] = {}
+        self.linked_images: set[int] = set()  # node indices of images inside <a href>
 
     # -- text
     def text(self, value: str) -> None:
@@ -209,16 +227,33 @@ class _Walk:
                 frame[0] += 1
                 frame[1] += round(share * chars)
                 frame[2] += chars
+                owner = self.open_blocks[-1] if self.open_blocks else -1
+                self.paragraphs[len(self.nodes)] = (owner, chars, p.count(",") + p.count("，"), share)
                 self.nodes.append(Node.text_node(p))
                 self.last_image = None
 
-    def close(self, tag: str, start: int) -> None:
+    def open_block(self, tag: str, attrs: dict) -> int:
+        """Record a block element entered (filters/html_main.py's element record); its index."""
+        parent = self.open_blocks[-1] if self.open_blocks else -1
+        names = f"{attrs.get('class') or ''}\x00{attrs.get('id') or ''}"
+        self.elements.append([tag, parent, len(self.nodes), len(self.nodes), names, 0, 0])
+        self.open_blocks.append(len(self.elements) - 1)
+        return len(self.elements) - 1
+
+    def close_block(self, element: int, in_links: int, chars: int) -> None:
+        e = self.elements[element]
+        e[3], e[5], e[6] = len(self.nodes), chars, in_links
+        self.open_blocks.pop()
+
+    def close(self, tag: str, start: int, element: int = -1) -> None:
         """An element ends (its nodes are those from index `start` on). A container that is mostly links (a
         menu, a list of related stories with their teasers; Readability's link density: its text in links
         over all its text) loses its text; else its counts go to its parent. Containers are judged
         innermost first, so a menu inside the article's wrapper goes before the wrapper is judged on what
         remains; each element is judged once on running counts, so the cost stays linear in the page."""
         texts, in_links, chars = self.frames.pop()
+        if element >= 0:
+            self.close_block(element, in_links, chars)
         density = self.config.max_link_density
         # one linked paragraph in a container is a link in the text, not navigation
         if tag in LINK_CONTAINERS and density is not None and texts >= 2 and in_links > density * chars:
@@ -254,6 +289,8 @@ class _Walk:
                                            .dropped(reason))
             return
         self.flush()
+        if self.link:
+            self.linked_images.add(len(self.nodes))
         self.nodes.append(Node.image_node(url, alt_text=alt, width=width, height=height))
         self.last_image = (node, len(self.nodes) - 1)
 
@@ -408,10 +445,14 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
     tree = LexborHTMLParser(html)
     walk = _Walk(_base_url(tree, url), config)
     if tree.body is not None:
+        body = walk.open_block("body", tree.body.attributes)
         _walk_body(tree.body, walk)
+        walk.flush()
+        walk.close_block(body, walk.frames[0][1], walk.frames[0][2])
+        if config.main_content:
+            _keep_main_content(walk)
     else:  # a frameset page, or not HTML at all
         log.debug("no <body> in %s: nothing to extract", url)
-    walk.flush()
     if walk.removed:
         walk.nodes = [n for i, n in enumerate(walk.nodes) if i not in walk.removed]
     if config.max_repeats is not None:
@@ -420,20 +461,39 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
                       language=_language(tree), meta=_meta_tags(tree), dropped_images=walk.dropped_images)
 
 
+def _keep_main_content(w: _Walk) -> None:
+    """Leave out the text outside the page's main content (filters/html_main.py), and the images there that
+    are links (teasers of other pages), counted as "not_main_content". An image outside it that is no link
+    stays: the picture of an item page or a homepage's portrait often sits in a column of its own."""
+    c = w.config
+    outside = select(w.nodes, w.elements, w.paragraphs, w.removed, c.main_content_min_chars,
+                     c.main_content_min_share)
+    for i in sorted(outside or ()):
+        if i in w.removed:
+            continue
+        if w.nodes[i].is_text:
+            w.dropped["not_main_content"] += 1
+            w.removed.add(i)
+        elif i in w.linked_images:
+            w._drop_image(w.nodes[i], "not_main_content")
+            w.removed.add(i)
+
+
 def _walk_body(body: LexborNode, w: _Walk) -> None:
     """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit)."""
-    # stack entries: (element, tag, reason before it, picture source before it, its first node's index)
-    stack: list[tuple[LexborNode, str, str | None, str | None, int]] = []
+    # stack entries: (element, tag, reason before it, picture source before it, its first node's index, its
+    # block element record or -1)
+    stack: list[tuple[LexborNode, str, str | None, str | None, int, int]] = []
     noscript = 0
     node = body.child
     while True:
         if node is None:
             if not stack:
                 return
-            parent, tag, saved_reason, saved_source, start = stack.pop()
+            parent, tag, saved_reason, saved_source, start, element = stack.pop()
             if tag in BLOCK_TAGS or w.reason != saved_reason:
                 w.flush()
-            w.close(tag, start)
+            w.close(tag, start, element)
             w.reason, w.picture_source = saved_reason, saved_source
             if tag == "pre":
                 w.pre -= 1
@@ -478,7 +538,8 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
         if node.child is None:
             node = node.next
             continue
-        stack.append((node, tag, w.reason, w.picture_source, len(w.nodes)))
+        element = w.open_block(tag, attrs) if tag in BLOCK_TAGS and not (reason or w.reason) else -1
+        stack.append((node, tag, w.reason, w.picture_source, len(w.nodes), element))
         w.frames.append([0, 0, 0])
         if reason:
             w.reason = reason
