@@ -7,7 +7,11 @@ Lists:
   mostly UT1's adult category); datatrove's URLFilter applies the same file to FineWeb. Read offline from
   the installed package (datatrove's code is not imported).
 - files the user gives (`files`), one entry a line, `#` starts a comment: a domain (its subdomains are
-  blocked with it) or a URL (`host/path`, a scheme and a leading `www.` are ignored).
+  blocked with it), an IP address, or a URL (`host/path`, a scheme and a leading `www.` are ignored; it
+  blocks every URL under it, as squidGuard reads the UT1 lists: `host/dir` blocks `host/dir/page?x=1`).
+Hosts are compared in one form: lower case, punycode, and IP addresses as a browser requests them (an IPv4
+address written in decimal, hex, octal or short form, or inside an IPv6 address, is its dotted quad).
+URLs are compared in lower case, percent-escapes decoded and empty path segments left out.
 A host is blocked when it or any parent domain is listed (`a.b.example.com` is checked as itself,
 `b.example.com`, `example.com` and `com`): UT1 lists whole adult TLDs such as `xxx`. datatrove checks the
 registered domain and the full host only.
@@ -27,15 +31,18 @@ Reasons: `blocked_domain`, `blocked_url`, `banned_url_word`.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import logging
 import os
 import re
 import tarfile
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
+
+from interleaf.download.urls import ipv4
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +110,73 @@ def assets_dir() -> str:
     return path
 
 
-def host_of(url: str) -> str | None:
-    """The URL's host in lower case without a trailing dot, or None when it has none."""
-    try:
-        host = urlsplit(url.strip()).hostname
-    except ValueError:
-        return None
-    host = host.rstrip(".") if host else None
-    if host and not host.isascii():
+def _canonical_host(host: str) -> str:
+    """A host as the lists write it: lower case, no trailing dot, punycode for an internationalised name,
+    and an IPv4 address as a dotted quad whichever form the URL gave it in (decimal "2130706433", "127.1",
+    hex, octal: a browser requests them all as 127.0.0.1), an IPv4-mapped IPv6 address as its IPv4."""
+    host = host.lower().strip("[]").rstrip(".")
+    if ":" in host:
+        try:
+            mapped = ipaddress.IPv6Address(host.split("%", 1)[0]).ipv4_mapped
+        except ValueError:
+            return host
+        return str(mapped) if mapped else host
+    if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")  # lists write internationalised names in punycode
         except UnicodeError:
             return host
-    return host
+    try:
+        return ipv4(host) or host
+    except ValueError:
+        return host
+
+
+def ipv4_form(host: str) -> bool:
+    """Whether a canonical host is a dotted-quad IPv4 address."""
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def host_of(url: str) -> str | None:
+    """The URL's host as the lists write it (_canonical_host), or None when it has none."""
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    return _canonical_host(host) if host else None
 
 
 def _url_key(url: str) -> str:
-    """host/path?query without scheme, userinfo, port or a leading "www.", as the URL lists write URLs."""
+    """host/path?query as the URL lists write URLs: without scheme, userinfo, port, fragment or a leading
+    "www."; in lower case, percent-escapes decoded, empty segments and ";parameters" of segments left out
+    (squidGuard, which the UT1 lists are written for, matches URLs in lower case)."""
     text = url.strip()
     if "://" in text:
         text = text.split("://", 1)[1]
     text = text.split("#", 1)[0]
     host, sep, rest = text.partition("/")
-    host = host.rsplit("@", 1)[-1].split(":", 1)[0].lower().rstrip(".")
+    host = _canonical_host(host.rsplit("@", 1)[-1].rsplit(":", 1)[0] if not host.endswith("]")
+                           else host.rsplit("@", 1)[-1])
     host = host[4:] if host.startswith("www.") else host
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")  # as host_of writes hosts, and lists write them
-        except UnicodeError:
-            pass
-    return host + sep + rest.rstrip("/") if rest.rstrip("/") else host
+    path, qsep, query = rest.partition("?")
+    segments = [seg.split(";", 1)[0] for seg in unquote(path).lower().split("/")]
+    path = "/".join(seg for seg in segments if seg)
+    tail = path + (qsep + query.lower() if query else "")
+    return f"{host}/{tail}" if tail else host
+
+
+def _url_prefixes(key: str):
+    """The key, then the key without its query, then each shorter path at a segment boundary (a listed
+    "host/dir" blocks "host/dir/page.html"): the entries of a URL list that cover the URL."""
+    yield key
+    path = key.split("?", 1)[0]
+    if path != key:
+        yield path
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        if "/" in path:
+            yield path
 
 
 def _words(path: str) -> set[str]:
@@ -198,15 +242,19 @@ class Blocklist:
     def match(self, url: str) -> tuple[str, str] | None:
         """(reason, the entry or word that matched) when `url` is blocked, else None."""
         host = host_of(url)
-        if host and self.domains.size:
+        if host and self.domains.size and (":" in host or ipv4_form(host)):
+            if self._listed(host):  # an address is listed as itself, it has no parent domains
+                return BLOCKED_DOMAIN, host
+        elif host and self.domains.size:
             labels = host.split(".")
             for i in range(len(labels)):
                 domain = ".".join(labels[i:])
                 if self._listed(domain):
                     return BLOCKED_DOMAIN, domain
-        key = _url_key(url) if self.urls else None
-        if key in self.urls:
-            return BLOCKED_URL, key
+        if self.urls:
+            for key in _url_prefixes(_url_key(url)):
+                if key in self.urls:
+                    return BLOCKED_URL, key
         if self.banned or self.soft or self.subwords:
             lowered = url.lower()
             words = set(_NON_ALNUM.split(lowered))

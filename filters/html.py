@@ -391,27 +391,35 @@ MAX_META_TAGS = 64
 
 
 _CONSENT_META = ("robots", "tdm-reservation", "tdm-policy")
+MAX_CONSENT_META = 1024  # distinct consent tags kept
+# http-equiv metas read as the named metas that say the same
+_HTTP_EQUIV = {"x-robots-tag": "robots", "tdm-reservation": "tdm-reservation", "tdm-policy": "tdm-policy"}
 
 
 def _meta_tags(tree: LexborHTMLParser) -> list[tuple[str, str]]:
-    """The page's named <meta> tags, bounded (a hostile page may hold thousands): up to MAX_META_TAGS of
-    any name, and besides them up to MAX_META_TAGS that carry consent (robots, tdm-* names, or noai /
-    noimageai addressed to any crawler by name), so that other tags cannot push those out."""
-    found, consent = [], []
-    for meta in tree.css("meta[name][content]"):
-        name, content = meta.attributes.get("name"), meta.attributes.get("content")
+    """The page's named <meta> tags, distinct and bounded (a hostile page may hold thousands): up to
+    MAX_META_TAGS of any name, and besides them up to MAX_CONSENT_META that carry consent (robots, tdm-*
+    names, or noai / noimageai addressed to any crawler by name; http-equiv X-Robots-Tag and tdm-reservation
+    read as those), so that other tags cannot push those out."""
+    found: dict[tuple[str, str], None] = {}
+    consent: dict[tuple[str, str], None] = {}  # distinct pairs: 300 "index, follow" tags are one
+    for meta in tree.css("meta[name][content], meta[http-equiv][content]"):
+        attrs = meta.attributes
+        name, content = attrs.get("name"), attrs.get("content")
+        if not name:  # <meta http-equiv="X-Robots-Tag" content="noai">: a header written into the page
+            name = _HTTP_EQUIV.get((attrs.get("http-equiv") or "").strip().lower())
         if not name or content is None or len(name) > 64:
             continue
         pair = (name.strip().lower(), content[:1024])
         lowered = pair[1].lower()
         if pair[0] in _CONSENT_META or "noai" in lowered or "noimageai" in lowered:
-            if len(consent) < MAX_META_TAGS:
-                consent.append(pair)
+            if len(consent) < MAX_CONSENT_META:
+                consent[pair] = None
         elif len(found) < MAX_META_TAGS:
-            found.append(pair)
-        if len(found) == len(consent) == MAX_META_TAGS:
+            found[pair] = None
+        if len(found) == MAX_META_TAGS and len(consent) == MAX_CONSENT_META:
             break
-    return consent + found
+    return list(consent) + list(found)
 
 
 def _language(tree: LexborHTMLParser) -> str | None:

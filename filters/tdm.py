@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from interleaf.download.consent import PerOrigin, path_matcher, x_robots_directives
+from interleaf.download.consent import PerOrigin, path_matcher, x_robots_directives, x_robots_refusal
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,24 @@ TDM_RESERVED = "tdm_reserved"
 
 
 def reservation(values: Iterable[str]) -> bool | None:
-    """A tdm-reservation value list: True for "1", False for "0", None when absent or not 0/1 (TDMRep
-    defines only those two)."""
-    for value in values:
-        value = value.strip()
-        if value in ("0", "1"):
-            return value == "1"
+    """A tdm-reservation value list: True when any value is "1", False when the values say only "0", None
+    when absent or not 0/1 (TDMRep defines only those two). A header repeated is often folded into one
+    value ("1, 1"); values that disagree are read the cautious way, as a reservation."""
+    found = {v.strip() for value in values for v in value.split(",")} & {"0", "1"}
+    return ("1" in found) if found else None
+
+
+def image_refusal(headers: Iterable[tuple[str, str]], user_agent_token: str,
+                  disallowed: Iterable[str], respect_tdm: bool = True) -> tuple[str, str] | None:
+    """(reason, message) when an image response's own headers forbid keeping the image: an X-Robots-Tag
+    directive in `disallowed` addressed to us ("x_robots_tag"), or `tdm-reservation: 1` ("tdm_reserved");
+    None when they do not. The fetcher's rule for what it downloads, and ingest's for archived responses."""
+    headers = list(headers)
+    refusal = x_robots_refusal(_values(headers, "x-robots-tag"), user_agent_token, disallowed)
+    if refusal is not None:
+        return "x_robots_tag", refusal
+    if respect_tdm and reservation(_values(headers, "tdm-reservation")):
+        return TDM_RESERVED, "tdm-reservation: 1 (W3C TDM Reservation Protocol)"
     return None
 
 
@@ -57,16 +69,15 @@ def page_reservation(headers: Iterable[tuple[str, str]], meta: Iterable[tuple[st
         reserved = bool(reservation(_values(meta, "tdm-reservation")))
     # robots meta tags hold the same directives as X-Robots-Tag, addressed by the tag's name instead
     directives = x_robots_directives(_values(headers, "x-robots-tag"), user_agent_token)
-    for name, content in meta:
-        if name.lower() in ("robots", token):
-            directives |= {d.strip().lower() for d in content.split(",")}
+    robots = [content for name, content in meta if name.lower() in ("robots", token)]
+    directives |= x_robots_directives(robots, token)  # the same grammar, separators and all
     return reserved or "noai" in directives, "noimageai" in directives
 
 
 # ---------------------------------------------------------------- /.well-known/tdmrep.json
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
-MAX_RULES = 1000
+MAX_RULES = 20000  # the file is read up to 500 KiB (FetchConfig.robots_max_bytes): ~10,000 short rules
 
 
 class TdmRep:
@@ -84,6 +95,8 @@ class TdmRep:
         except (ValueError, RecursionError) as e:  # RecursionError: arrays nested past Python's stack
             log.info("%s is not JSON (%s): no TDM rules", where, str(e)[:80])
             return cls()
+        if isinstance(data, dict):  # one rule written without its array: read as the array of it
+            data = [data]
         if not isinstance(data, list):
             log.info("%s is not a JSON array: no TDM rules", where)
             return cls()
@@ -91,8 +104,11 @@ class TdmRep:
         for item in data[:MAX_RULES]:
             if not isinstance(item, dict):
                 continue
+            item = {str(k).lower(): v for k, v in item.items()}  # "Location", "TDM-Reservation"
             location, value = item.get("location"), item.get("tdm-reservation")
-            if isinstance(location, str) and value in (0, 1, "0", "1") and not isinstance(value, bool):
+            if isinstance(value, bool):  # true / false for 1 / 0: what the author meant is plain
+                value = int(value)
+            if isinstance(location, str) and value in (0, 1, "0", "1"):
                 rules.append((path_matcher(location if location.startswith(("/", "*")) else "/" + location),
                               str(value) == "1"))
         return cls(rules)

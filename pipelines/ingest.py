@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from interleaf import storage
+from interleaf.download.consent import DEFAULT_DISALLOWED_DIRECTIVES
 from interleaf.filters.blocklist import BlocklistConfig, load_blocklist
 from interleaf.filters.charset import decode_html
 from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
@@ -26,7 +27,7 @@ from interleaf.filters.language import LanguageConfig, identify, language_failur
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
 from interleaf.filters.tdm import TDM_RESERVED, page_reservation
-from interleaf.pipelines.archived import ArchivedImages, ResolveArchivedImages
+from interleaf.pipelines.archived import REFUSED_URLS, ArchiveConsent, ArchivedImages, ResolveArchivedImages
 from interleaf.pipelines.common import CountingDoFn, ReadShards
 from interleaf.pipelines.stage import FAILED, SHARDS_FORMAT, RunContext, Stage, outputs
 from interleaf.readers import ROW_FORMATS, RowFormat, formats
@@ -199,11 +200,14 @@ class _ResolveRevisit(CountingDoFn):
             doc = Document(doc_id=make_doc_id(rev.url, nodes), url=rev.url, source_file=rev.source_file,
                            source_offset=rev.offset, crawl_date=rev.date, language=originals[0].language,
                            nodes=nodes, meta={**originals[0].meta, "revisit_of": originals[0].url})
-            # a reserved original stays reserved; the revisit's own headers may reserve it too
-            if originals[0].reason == TDM_RESERVED or (
-                    self.user_agent_token is not None
-                    and page_reservation(rev.consent, [], self.user_agent_token)[0]):
+            # a reserved original stays reserved; the revisit's own headers may reserve it, or its images, too
+            page_reserved, images_reserved = (page_reservation(rev.consent, [], self.user_agent_token)
+                                              if self.user_agent_token is not None else (False, False))
+            if originals[0].reason == TDM_RESERVED or page_reserved:
                 doc = doc.dropped(TDM_RESERVED)
+            elif images_reserved:
+                doc = replace(doc, nodes=[n.dropped(TDM_RESERVED) if n.is_image and n.kept else n
+                                          for n in doc.nodes])
             yield doc
 
 
@@ -320,7 +324,9 @@ class _Filter(CountingDoFn):
         blocked = self.blocklist.match(doc.url) if self.blocklist is not None and doc.kept else None
         if blocked is not None:
             doc = doc.dropped(blocked[0])
-        elif doc.kept:  # one dropped already (too_deep) keeps its reason
+        elif doc.kept:
+            if self.blocklist is not None:
+                doc = self._drop_blocked_images(doc)  # one dropped already (too_deep) keeps its reason
             if self.language.identify:
                 doc = identify(doc, self.language)
             reason = language_failure(doc, self.language)
@@ -337,6 +343,18 @@ class _Filter(CountingDoFn):
         self.funnel.inc("documents", "out")
         self.funnel.inc("nodes", "out", kept_nodes)
         yield doc if self.keep_dropped_nodes else doc.kept_nodes()
+
+
+    def _drop_blocked_images(self, doc: Document) -> Document:
+        """The document with its kept image nodes whose URL is blocked dropped under the list's reason (the
+        fetch stage would refuse them; a run without it keeps no node it could not fetch)."""
+        nodes, changed = [], False
+        for n in doc.nodes:
+            hit = self.blocklist.match(n.image_url) if n.is_image and n.kept and n.image_url else None
+            if hit is not None:
+                n, changed = n.dropped(hit[0]), True
+            nodes.append(n)
+        return replace(doc, nodes=nodes) if changed else doc
 
 
 class FilterDocuments(beam.PTransform):
@@ -362,11 +380,13 @@ class Ingest(beam.PTransform):
     "obelics": [...]}."""
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
-                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf"):
+                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf",
+                 disallowed: tuple[str, ...] = DEFAULT_DISALLOWED_DIRECTIVES):
         super().__init__()
         config.validate()
         self.inputs, self.config, self.blocklist = inputs, config, blocklist
         self.user_agent_token = user_agent_token if config.respect_tdm else None
+        self.disallowed = disallowed  # X-Robots-Tag directives that refuse an archived image (the fetcher's)
 
     def expand(self, pbegin):
         p = pbegin.pipeline if hasattr(pbegin, "pipeline") else pbegin
@@ -376,8 +396,11 @@ class Ingest(beam.PTransform):
                     | "ReadWarc" >> ReadWarc(self.config.max_record_bytes))
             doc_parts.append((warc[PAGES], warc[PAGE_REVISITS]) | "ExtractPages" >> ExtractPages(
                 self.config.extract, self.user_agent_token))
+            listed = self.blocklist if self.blocklist is not None and self.blocklist.active else None
+            consent = ArchiveConsent(blocklist=listed, user_agent_token=self.user_agent_token,
+                                     disallowed=self.disallowed, respect_tdm=self.config.respect_tdm)
             image_parts.append((warc[IMAGES], warc[IMAGE_REVISITS]) | "ArchivedImages" >> ArchivedImages(
-                self.config.max_image_pixels))
+                self.config.max_image_pixels, consent))
         for fmt, row_format in ROW_FORMATS.items():
             if self.inputs.get(fmt):
                 read = (p | f"{fmt}Paths" >> beam.Create(sorted(self.inputs[fmt]))
@@ -388,8 +411,10 @@ class Ingest(beam.PTransform):
             raise ValueError("no input files")
         docs = tuple(doc_parts) | "AllDocuments" >> beam.Flatten()
         if image_parts:
-            images = tuple(image_parts) | "AllImages" >> beam.Flatten()
-            docs = (docs, images) | "ResolveArchivedImages" >> ResolveArchivedImages()
+            [archived] = image_parts
+            resolved = ((docs, archived["images"], archived[REFUSED_URLS])
+                        | "ResolveArchivedImages" >> ResolveArchivedImages())
+            docs, images = resolved["documents"], resolved["images"]
         else:
             images = p | "NoImages" >> beam.Create([])
         filtered = docs | "Filter" >> FilterDocuments(self.config.quality, self.config.keep_dropped_nodes,
@@ -408,10 +433,11 @@ class IngestStage(Stage):
     units = ("records", "documents", "nodes", "images")
 
     def __init__(self, inputs: dict[str, list[str]], config: IngestConfig,
-                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf"):
+                 blocklist: BlocklistConfig | None = None, user_agent_token: str = "interleaf",
+                 disallowed: tuple[str, ...] = DEFAULT_DISALLOWED_DIRECTIVES):
         super().__init__()
         self.inputs, self.config, self.blocklist = inputs, config, blocklist
-        self.user_agent_token = user_agent_token
+        self.user_agent_token, self.disallowed = user_agent_token, disallowed
 
     @classmethod
     def validate(cls, config) -> None:
@@ -424,10 +450,12 @@ class IngestStage(Stage):
             raise ValueError("the ingest stage reads WARC, OBELICS or MMC4 files; these inputs are already "
                              "document shards: run the later stages (--stages dedup,fetch,...)")
         return cls({k: v for k, v in context.inputs.items() if k != SHARDS_FORMAT}, config.ingest,
-                   config.blocklist, config.fetch.fetch.user_agent_token)
+                   config.blocklist, config.fetch.fetch.user_agent_token,
+                   config.fetch.fetch.disallowed_header_directives)
 
     def expand(self, pbegin):
-        out = pbegin | "Read" >> Ingest(self.inputs, self.config, self.blocklist, self.user_agent_token)
+        out = pbegin | "Read" >> Ingest(self.inputs, self.config, self.blocklist, self.user_agent_token,
+                                        self.disallowed)
         return outputs(pbegin.pipeline, documents=out[KEPT_TAG], images=out["images"],
                        rejected=out[REJECTED_TAG], failed=out[FAILED])
 

@@ -103,6 +103,33 @@ def test_a_users_file(tmp_path):
     assert lists.match("https://notbad.example/") is None and lists.match("not a url") is None
 
 
+def test_an_address_is_blocked_in_every_form_a_browser_requests_it(tmp_path):
+    """Red-team finding: with 127.0.0.2 listed, its decimal, short, hex, octal and IPv4-mapped IPv6 forms were
+    fetched. WHATWG's URL parser reads them all as 127.0.0.2."""
+    listing = tmp_path / "blocked.txt"
+    listing.write_text("127.0.0.2\n1.0.218.19\n", encoding="utf-8")
+    lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
+    for host in ("127.0.0.2", "2130706434", "127.2", "0x7f.0.0.2", "0177.0.0.02", "0x7F000002",
+                 "[::ffff:127.0.0.2]", "[::FFFF:7f00:2]", "127.0.0.2.", "u:p@127.0.0.2:8080", "16833043"):
+        assert lists.match(f"http://{host}/img/a.png") is not None, host
+    for host in ("127.0.0.3", "2130706435", "[::1]", "0.218.19", "218.19"):  # other addresses, no parents
+        assert lists.match(f"http://{host}/img/a.png") is None, host
+
+
+def test_a_listed_url_blocks_every_url_under_it_in_any_spelling(tmp_path):
+    listing = tmp_path / "blocked.txt"
+    listing.write_text("bad.example/private\nshop.example/item.php?id=7\n", encoding="utf-8")
+    lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
+    for url in ("http://bad.example/private", "http://bad.example/private/page.html?ref=1",
+                "http://bad.example/private/page2", "http://BAD.example/Private/x", "http://bad.example//private/x",
+                "http://bad.example/%70rivate/x", "http://bad.example/private;a/x",
+                "https://www.bad.example/private/", "http://shop.example/item.php?id=7"):
+        assert lists.match(url) is not None, url
+    for url in ("http://bad.example/privateer", "http://bad.example/public/private",
+                "http://shop.example/item.php?id=8"):
+        assert lists.match(url) is None, url
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"files": ("/nonexistent/list.txt",)}, "does not exist"),
     ({"soft_word_threshold": 0}, "soft_word_threshold"),
@@ -186,8 +213,9 @@ def test_run_rejects_blocked_pages_and_never_requests_blocked_images(tmp_path, c
         ("https://www.blocked-news.example/harbour", BLOCKED_DOMAIN)]
     [doc] = documents_from_table(open_shards(str(out / "documents")).read())
     assert manifest["funnel"]["ingest"]["documents"]["dropped"][BLOCKED_DOMAIN] == 1
-    # the listed URL and the redirect to it
-    assert manifest["funnel"]["fetch"]["nodes"]["dropped"][BLOCKED_URL] == 2
+    # the listed URL's node at ingest (never handed to the fetch stage), the redirect to it at fetch
+    assert manifest["funnel"]["ingest"]["nodes"]["dropped"][BLOCKED_URL] == 1
+    assert manifest["funnel"]["fetch"]["nodes"]["dropped"][BLOCKED_URL] == 1
     assert manifest["unreconciled"] == []
     assert sum(1 for n in doc.nodes if n.is_image) == 1  # dropped nodes are stripped from curated documents
 

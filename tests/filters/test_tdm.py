@@ -46,6 +46,29 @@ def test_what_reserves_a_page_and_its_images(headers, meta, expected):
 def test_reservation_values():
     assert reservation(["1"]) is True and reservation(["0"]) is False
     assert reservation([]) is None and reservation(["2", "true"]) is None
+    # a repeated header folded into one value, and values that disagree: read as a reservation
+    assert reservation(["1, 1"]) is True and reservation(["0", "1"]) is True and reservation(["0, 0"]) is False
+
+
+@pytest.mark.parametrize("content", ["noindex noai", "noai;noimageai", "NOINDEX,  NoAI", "index ; noai"])
+def test_robots_directives_in_the_separators_pages_use(content):
+    """Red-team finding: space- and semicolon-separated directives were read as one unknown directive."""
+    assert page_reservation([], [("robots", content)], "interleaf")[0] is True
+    assert page_reservation([("x-robots-tag", content)], [], "interleaf")[0] is True
+    assert page_reservation([("x-robots-tag", f"otherbot: {content}")], [], "interleaf") == (False, False)
+
+
+def test_consent_written_as_http_equiv_and_hidden_among_many_tags():
+    from interleaf.filters.html import extract
+
+    filler = '<meta name="robots" content="index, follow">' * 300 + "".join(
+        f'<meta name="m{i}" content="x">' for i in range(300))
+    for head, expected in [
+            ('<meta http-equiv="X-Robots-Tag" content="noai">', (True, False)),
+            ('<meta http-equiv="tdm-reservation" content="1">', (True, False)),
+            (filler + '<meta name="robots" content="noimageai">', (False, True))]:
+        meta = extract(f"<html><head>{head}</head><body><p>Text.</p></body></html>", "http://a.example/").meta
+        assert page_reservation([], meta, "interleaf") == expected, head
 
 
 def _prose() -> list[str]:
@@ -189,8 +212,10 @@ class _Site(BaseHTTPRequestHandler):
      {"/private/a.png": TDM_RESERVED, "/public/b.png": "ok", "/private.png": "ok"}),
     (json.dumps([{"location": "*.png$", "tdm-reservation": "1"}]).encode(),
      {"/private/a.png": TDM_RESERVED, "/public/b.png": TDM_RESERVED}),
-    (json.dumps([{"location": "/", "tdm-reservation": True}, {"location": 5}, "junk"]).encode(),
-     {"/private/a.png": "ok"}),  # malformed rules are skipped
+    (json.dumps([{"location": 5}, "junk", {"location": "/", "tdm-reservation": True}]).encode(),
+     {"/private/a.png": TDM_RESERVED}),  # malformed rules are skipped; true is read as 1 (cautious)
+    (json.dumps({"Location": "/private/*", "TDM-Reservation": 1}).encode(),  # one rule, no array, any case
+     {"/private/a.png": TDM_RESERVED, "/public/b.png": "ok"}),
     (b"{not json", {"/private/a.png": "ok"}),
     (None, {"/private/a.png": "ok", "/public/b.png": "ok"}),  # no file: no reservation
 ])

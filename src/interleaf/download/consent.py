@@ -24,6 +24,7 @@ DEFAULT_DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex",
 # X-Robots-Tag directives that carry a value after a colon ("max-snippet: 20"); any other word before a
 # colon is a user-agent token ("googlebot: noindex").
 _VALUED_DIRECTIVES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+_SEPARATORS = re.compile(r"[\s;]+")
 
 
 # ---------------------------------------------------------------- X-Robots-Tag
@@ -48,7 +49,10 @@ def x_robots_directives(values: Iterable[str], user_agent_token: str) -> set[str
                 if not part:
                     continue
             if agent is None or agent == token:
-                found.add(part.split(":", 1)[0].strip())
+                if part.split(":", 1)[0].strip() in _VALUED_DIRECTIVES:
+                    found.add(part.split(":", 1)[0].strip())
+                else:  # "noindex noai", "noai;noimageai": separators pages use besides the comma
+                    found.update(d for d in _SEPARATORS.split(part) if d)
     return found
 
 

@@ -38,12 +38,11 @@ from interleaf.download.consent import (
     DEFAULT_DISALLOWED_DIRECTIVES,
     RobotsCache,
     RobotsUnavailable,
-    x_robots_refusal,
 )
 from interleaf.filters.blocklist import Blocklist
 from interleaf.filters.image_rules import NOT_IMAGE, UNREADABLE, ImageRules, judge_header
 from interleaf.filters.optout import OPTED_OUT, OptOutList
-from interleaf.filters.tdm import TDM_RESERVED, TdmRepCache, reservation
+from interleaf.filters.tdm import TDM_RESERVED, TdmRepCache, image_refusal
 from interleaf.schemas.image import FETCH_STATUSES, STATUS_OK, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -247,12 +246,12 @@ class Fetcher:
                             before_resolve=self._refused_url,
                             ssl_context=self._ssl)
         try:
-            refusal = x_robots_refusal(response.headers.get_all("X-Robots-Tag") or [],
-                                       config.user_agent_token, config.disallowed_header_directives)
+            headers = [(name, value) for name in ("x-robots-tag", "tdm-reservation")
+                       for value in response.headers.get_all(name) or []]
+            refusal = image_refusal(headers, config.user_agent_token, config.disallowed_header_directives,
+                                    config.respect_tdm)
             if refusal is not None:  # decided on the headers: the body is never read
-                raise FetchError("x_robots_tag", refusal)
-            if config.respect_tdm and reservation(response.headers.get_all("tdm-reservation") or []):
-                raise FetchError(TDM_RESERVED, "tdm-reservation: 1 (W3C TDM Reservation Protocol)")
+                raise FetchError(*refusal)
             data = response.read_body(config.max_bytes, config.read_timeout_s, self.watchdog)
         finally:
             response.close(self.watchdog)

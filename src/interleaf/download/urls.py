@@ -3,12 +3,15 @@ C0 controls and spaces stripped, tabs and newlines removed, the scheme and host 
 in its IDNA form, the default port dropped, and the path and query percent-encoded (UTF-8) where the
 standard's percent-encode sets say, existing %XX escapes left alone. ASCII URLs with nothing to encode come
 back unchanged apart from the case of scheme and host, a default port and an empty path ("/"), so image
-stores made before stay keyed the same.
+stores made before stay keyed the same. A host that ends in a number is an IPv4 address in any of the forms
+the standard accepts (decimal, octal, hex, fewer than four parts) and is written as a dotted quad, so the
+blocklist and the address guard see the address that is requested.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from urllib.parse import urlsplit
 
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
@@ -30,11 +33,54 @@ def _encode(text: str, encode: frozenset[str]) -> str:
     return "".join(out)
 
 
+def _ends_in_a_number(host: str) -> bool:
+    """The WHATWG URL standard's ends-in-a-number checker: the last label (a trailing dot aside) is all
+    digits, or 0x followed by hex digits."""
+    labels = host.split(".")
+    if labels[-1] == "" and len(labels) > 1:
+        labels.pop()
+    last = labels[-1]
+    if last.isdigit() and last.isascii():
+        return True
+    return last[:2] in ("0x", "0X") and all(c in string.hexdigits for c in last[2:])
+
+
+def ipv4(host: str) -> str | None:
+    """A host that the WHATWG URL standard parses as an IPv4 address, in dotted-quad form: decimal, octal
+    (leading 0) and hex (0x) parts, and fewer than four parts ("127.1", "2130706433", "0x7f.0.0.1" are all
+    127.0.0.1); None when the host does not end in a number (a domain). Raises ValueError for one that ends
+    in a number but is no address (a browser refuses such a URL)."""
+    if not host or not _ends_in_a_number(host):
+        return None
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()
+    if len(parts) > 4:
+        raise ValueError(f"host {host!r} ends in a number but has more than four parts")
+    numbers = []
+    for part in parts:
+        base, digits = 10, part
+        if part[:2] in ("0x", "0X"):
+            base, digits = 16, part[2:] or "0"
+        elif len(part) > 1 and part.startswith("0"):
+            base, digits = 8, part[1:]
+        try:
+            if not (digits.isascii() and digits.isalnum()):
+                raise ValueError(digits)
+            numbers.append(int(digits, base))
+        except ValueError:
+            raise ValueError(f"host {host!r} ends in a number but is not an IPv4 address") from None
+    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"host {host!r} is an IPv4 address out of range")
+    value = numbers[-1] + sum(n * 256 ** (3 - i) for i, n in enumerate(numbers[:-1]))
+    return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
+
+
 def _host(hostname: str) -> str:
     if hostname.startswith("["):  # an IPv6 literal, checked by urlsplit
         return hostname.lower()
     if hostname.isascii():
-        return hostname.lower()
+        return ipv4(hostname) or hostname.lower()
     try:
         labels = [label.encode("idna").decode("ascii") if not label.isascii() else label.lower()
                   for label in hostname.rstrip(".").split(".")]

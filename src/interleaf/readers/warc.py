@@ -53,16 +53,16 @@ class Skipped:
 
 # Response headers that reserve a page from text and data mining (filters/tdm.py), kept with the page
 CONSENT_HEADERS = ("tdm-reservation", "x-robots-tag")
-MAX_CONSENT_VALUES = 16
+MAX_CONSENT_VALUES = 256  # distinct values; 16 repeated "index" headers used to hide a 17th "noai"
 
 
 def _consent(rec) -> tuple[tuple[str, str], ...]:
     """The TDM and robots headers of the archived response (bounded: a hostile record may repeat them)."""
     if rec.http_headers is None:
         return ()
-    found = [(name.lower(), value[:1024]) for name, value in rec.http_headers.astuples()
-             if name.lower() in CONSENT_HEADERS]
-    return tuple(found[:MAX_CONSENT_VALUES])
+    found = dict.fromkeys((name.lower(), value[:1024]) for name, value in rec.http_headers.astuples()
+                          if name.lower() in CONSENT_HEADERS)  # distinct, in order: a repeated one is one
+    return tuple(list(found)[:MAX_CONSENT_VALUES])
 
 
 def _content_type(rec) -> str | None:
