@@ -71,11 +71,33 @@ _PHONE = re.compile(_EDGE_BEFORE + r"(\+\d{1,3}[ .-]?)?(\(\d{1,5}\)[ .-]?)?\d{1,
 # words after which a number is an identifier of something else (a version, a book, a company, a tax number)
 # words after which a number is an identifier of something else (a version, a section, a book, a company,
 # an order, a tax number), and "==" / "=" (a pinned version)
-_NOT_PHONE_BEFORE = re.compile(r"\b(?:version|ver|release|build|v|section|sec|chapter|ch|isbn(?:-1[03])?|"
-                               r"issn|doi|id|art|vat|reg|registration|company|order|serial|sn|ref|invoice|account|"
-                               r"ust-idnr|uid|siret|siren|kvk|abn|ein)\b[.:#]?\s*(?:[A-Z]{2}\s*)?$"
-                               r"|(?:〒|§|==?)\s*$", re.I)
+_NOT_PHONE_BEFORE = re.compile(
+    r"\b(?:version|ver|release|build|v|section|sec|chapter|ch|isbn(?:-1[03])?|issn|doi|id|art|vat|reg|"
+    r"registration|company|order|serial|sn|ref|invoice|account|ust-idnr|uid|siret|siren|kvk|abn|ein|iban|bic|"
+    r"swift|sku|part|model|item|article|product)\b[.:#]?\s*(?:[A-Z]{2}\s*)?$"
+    r"|\b(?:part|model|item|serial|order|article|product)\s+(?:number|no|nr)\b[.:#]?\s*$"  # part no.
+    r"|(?:〒|§|==?)\s*$"
+    r"|\b[A-Z]{2}\d{2}\s?(?:[A-Z0-9]{4}\s?){1,2}$", re.I)  # the start of an IBAN: NL91 ABNA 0417 1643 00
 _CURRENCY = re.compile(r"[$€£¥₹₽¢]\s*$|(?:usd|eur|gbp|rs|kr)\.?\s*$", re.I)
+
+
+# e-mail look-alikes: retina image names (logo@2x.png) have a file extension where the TLD would be
+_FILE_TLDS = frozenset("png jpg jpeg gif webp svg avif bmp ico tif tiff js mjs ts css scss json xml html htm "
+                       "pdf zip gz txt md py rb go rs java php".split())
+# an @word of code, not a person: CSS and Sass at-rules, decorators and annotations, JSDoc and Javadoc tags
+_CODE_AT = frozenset(w.lower() for w in (
+    "media import font-face keyframes supports property charset namespace page layer container tailwind "
+    "apply include mixin extend use forward if else each for while function return content debug warn "
+    "error at-root counter-style font-feature-values viewport document "
+    "staticmethod classmethod abstractmethod dataclass cached_property override overload deprecated "
+    "functools pytest Test Before After BeforeEach AfterEach Inject Injectable Component Autowired "
+    "SuppressWarnings FunctionalInterface Entity Table Column Id Transactional Service Controller "
+    "RestController RequestMapping GetMapping PostMapping NgModule Input Output HostListener "
+    "param params returns return throws throw type typedef example see since author version link "
+    "todo fixme ts-ignore ts-expect-error jsx vue click submit keyup change").split())
+_WORD_TAIL = re.compile(r"[\w-]*")
+# versions after a dotted quad ("5.5.5.5 firmware") and before one ("Firefox/115.0.2.1": a product token)
+_NOT_IP_AFTER = re.compile(r"\s*(?:firmware|patch|update|release|build|beta|rc\d*|version)\b", re.I)
 
 
 def _identifier_before(text: str, start: int) -> bool:
@@ -131,6 +153,8 @@ def _is_phone(match: re.Match, text: str) -> bool:
         shape = [len(g) for g in groups]
         if shape != [3, 3, 4] and not (len(groups) >= 3 and groups[0].startswith("0") and min(shape) >= 2):
             return False
+        if set(shape) == {2} and len(groups) != 5:
+            return False  # pairs are France's 01 23 45 67 89 (five); "01 02 03 04" counts
         if separators == {"."} and shape != [3, 3, 4]:
             return False  # dotted numbers are versions, IPs or amounts unless NANP-shaped
     return True
@@ -169,14 +193,22 @@ def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, str]
             add(m.start(), m.end(), HANDLE)
     if EMAIL in kinds and "@" in text:
         for m in _EMAIL.finditer(text):
+            if m.group(0).rsplit(".", 1)[1].lower() in _FILE_TLDS:
+                continue  # logo@2x.png: a file name
+            if text[m.end():m.end() + 1] == ":" and text[m.end() + 1:m.end() + 2] not in ("", " ", "\n"):
+                continue  # git@github.com:org/repo: an SSH remote, not a mailbox
             add(m.start(), m.end(), EMAIL)
     if IP in kinds:
         if "." in text:
             for m in _IPV4.finditer(text):
-                if _is_public_ip(m.group(0)) and not _identifier_before(text, m.start()):  # no versions
+                if (_is_public_ip(m.group(0)) and not _identifier_before(text, m.start())  # no versions
+                        and text[m.start() - 1:m.start()] != "/" and not _NOT_IP_AFTER.match(text, m.end())):
                     add(m.start(), m.end(), IP)
         if "::" in text or text.count(":") >= 2:
             for m in _IPV6.finditer(text):
+                groups = m.group(0).split(":")
+                if len(groups) >= 6 and all(len(g) == 2 for g in groups):
+                    continue  # 02:42:ac:11:00:02: a MAC or EUI-64 identifier, written in byte pairs
                 if m.group(0).count(":") >= 2 and _is_public_ip(m.group(0)):
                     add(m.start(), m.end(), IP)
     if PHONE in kinds:
@@ -185,8 +217,14 @@ def find(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, str]
                 add(m.start(), m.end(), PHONE)
     if HANDLE in kinds and "@" in text:
         for m in _HANDLE.finditer(text):
-            if not m.group(0)[1:].isdigit():  # "@3" is a count or a time ("see you @5"), not a handle
-                add(m.start(), m.end(), HANDLE)
+            word, after = m.group(0)[1:], text[m.end():m.end() + 1]
+            if after == "-":  # @font-face, @counter-style: a handle cannot hold "-"
+                word += _WORD_TAIL.match(text, m.end()).group(0)
+            if word.isdigit():  # "@3" is a count or a time ("see you @5"), not a handle
+                continue
+            if word.lower() in _CODE_AT or after in ("/", "("):  # @media, @Override, @babel/core, @Input(
+                continue
+            add(m.start(), m.end(), HANDLE)
     return sorted(spans)
 
 

@@ -1,8 +1,9 @@
-"""Personal data replaced in the text of every document read at ingest (filters/pii.py): text nodes and the
-alt text of image nodes. Nothing is dropped; the funnel of stage "pii" counts documents in and out, and, as
-information, the replacements of each kind (`documents.pii.email`, ...) and the documents that had any
-(`documents.pii.documents`). It runs right after ingest, so that dedup, the CLIP stage and the tokenizer
-see only redacted text."""
+"""Personal data replaced in the text of every document read at ingest (filters/pii.py): text nodes, the
+alt text of image nodes and the page's title. URLs are left as they are (a page or image URL must stay the
+address it is; one with an address in its query keeps it). Nothing is dropped; the funnel of stage "pii"
+counts documents in and out, and, as information, the replacements of each kind (`documents.pii.email`,
+...) and the documents that had any (`documents.pii.documents`). It runs right after ingest, so that
+dedup, the CLIP stage and the tokenizer see only redacted text."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def redact_document(doc: Document, config: PiiConfig) -> tuple[Document, dict[st
                 for kind, n in found.items():
                     counts[kind] = counts.get(kind, 0) + n
         nodes.append(node)
+    title = doc.meta.get("title") if isinstance(doc.meta, dict) else None
+    if isinstance(title, str) and title:  # the page's <title> is text a reader sees too
+        new, found = redact(title, config.kinds)
+        if found:
+            doc = replace(doc, meta={**doc.meta, "title": new})
+            for kind, n in found.items():
+                counts[kind] = counts.get(kind, 0) + n
     return (replace(doc, nodes=nodes) if changed else doc), counts
 
 

@@ -187,3 +187,25 @@ def test_run_replaces_personal_data_and_counts_it(tmp_path, capsys):
 ])
 def test_what_a_red_team_found_replaced_stays(text):
     assert find(text) == [], [text[s:e] for s, e, _ in find(text)]
+
+
+@pytest.mark.parametrize("text", [
+    "<img srcset='logo@2x.png 2x, icon@3x.webp 3x'>",  # retina file names
+    "@media screen { } @import url(a.css); @font-face { } @keyframes spin { }",  # CSS at-rules
+    "@staticmethod, @property, @dataclass, @Override, @SuppressWarnings(\"x\"), @Component({})",
+    "npm i @babel/core @types/node",  # npm scopes
+    "git clone git@github.com:org/repo.git",  # an SSH remote
+    "IBAN NL91 ABNA 0417 1643 00; part number 0800 123 456; SKU 555-123-4567; codes 01 02 03 04",
+    "Mozilla/5.0 Firefox/115.0.2.1; 1.2.3.4 patch; 5.5.5.5 firmware",
+    "container 02:42:ac:11:00:02:00:01",  # an EUI-64 identifier
+])
+def test_what_the_second_red_team_found_replaced_stays(text):
+    assert find(text) == [], [text[s:e] for s, e, _ in find(text)]
+
+
+def test_the_title_is_redacted_too():
+    doc = Document(doc_id="d", url="https://example.org/?email=erin@example.com",
+                   nodes=[Node.text_node("Text.")], meta={"title": "Contact carol@example.net"})
+    out, counts = redact_document(doc, PiiConfig())
+    assert out.meta["title"] == "Contact |||EMAIL_ADDRESS|||" and counts == {EMAIL: 1}
+    assert out.url == doc.url  # a URL stays the address it is
