@@ -238,6 +238,19 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
 
 
+def over_backgrounds(image: Image.Image) -> list[Image.Image]:
+    """The picture as a reader may see it: a transparent one composited over white and over black (a page's
+    background is either; what its alpha channel alone draws shows only over one of them), else itself."""
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
+        return [image]
+    rgba = image.convert("RGBA")
+    low, _ = rgba.getchannel("A").getextrema()
+    if low == 255:
+        return [image]
+    return [Image.alpha_composite(Image.new("RGBA", rgba.size, (c, c, c, 255)), rgba).convert("RGB")
+            for c in (255, 0)]
+
+
 _SAVE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "PNG"}
 
 

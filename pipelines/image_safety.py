@@ -34,6 +34,7 @@ from interleaf.filters.image_safety import (
     face_boxes,
     model_path,
     nsfw_score,
+    over_backgrounds,
     upright,
 )
 from interleaf.imagefile import ImageDecodeError, later_frames
@@ -67,18 +68,20 @@ class _Judge(CountingDoFn):
         self.funnel.inc("images", "in")
         try:
             image = upright(record.data)
-            output, scale = self.detector.run(image)
+            # a transparent picture is judged as it shows over white and over black
+            runs = [self.detector.run(view) for view in over_backgrounds(image)]
         except ImageDecodeError as e:
             yield from self._refuse(record, "decode_error", str(e), None)
             return
         cfg = self.config
-        score = nsfw_score(output) if cfg.nsfw else None
+        score = max(nsfw_score(output) for output, _ in runs) if cfg.nsfw else None
         if score is not None and score < cfg.nsfw_threshold and cfg.nsfw_frames:
             score = self._animated_score(record.data, score)
         if score is not None and score >= cfg.nsfw_threshold:
             yield from self._refuse(record, NSFW, f"NSFW score {score:.3f} >= {cfg.nsfw_threshold}", score)
             return
-        faces = face_boxes(output, scale, image.size, cfg.face_threshold) if cfg.faces else None
+        faces = max((face_boxes(output, scale, image.size, cfg.face_threshold) for output, scale in runs),
+                    key=len) if cfg.faces else None
         record = replace(record, nsfw_score=score, face_count=None if faces is None else len(faces),
                          face_boxes=None if faces is None else [list(f.box) for f in faces])
         if faces:

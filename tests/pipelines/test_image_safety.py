@@ -186,6 +186,20 @@ def test_an_animated_picture_is_judged_by_its_later_frames_too(tmp_path, frames)
     assert funnel.get("info", {}).get("animated.images", 0) == (1 if frames else 0)
 
 
+def test_a_picture_drawn_by_its_alpha_channel_alone_is_judged_as_it_shows(tmp_path):
+    """Red-team finding: a face carried only in the alpha channel (white pixels, the photo's luminance as
+    alpha) shows over a dark page and was not seen (the alpha was dropped); it is judged over white and
+    over black now."""
+    photo = Image.open(PHOTOS / "astronaut.jpg").convert("L")
+    out = io.BytesIO()
+    Image.merge("RGBA", [Image.new("L", photo.size, 255)] * 3 + [photo]).save(out, "PNG")
+    images = {"alpha.png": out.getvalue(), "rocket.jpg": (PHOTOS / "rocket.jpg").read_bytes()}
+    m, [doc], stored = _run(tmp_path, ImageSafetyConfig(), images=images)
+    assert m["unreconciled"] == []
+    faces = {_name(r): r.face_count for r in stored}
+    assert faces == {"alpha.png": 1, "rocket.jpg": 0}
+
+
 def test_a_machine_without_the_detector_is_told_what_to_do(tmp_path, capsys):
     warc = tmp_path / "exhibition.warc"
     write_warc(warc)
