@@ -58,8 +58,10 @@ class MinHashConfig:
     def __post_init__(self):
         if self.ngram < 1:
             raise ValueError(f"MinHashConfig.ngram must be at least 1, found {self.ngram}")
-        if self.num_perm < 2:
-            raise ValueError(f"MinHashConfig.num_perm must be at least 2, found {self.num_perm}")
+        if not 2 <= self.num_perm <= 4096:
+            raise ValueError(f"MinHashConfig.num_perm must be between 2 and 4096, found {self.num_perm}")
+        if not 0 <= self.seed < 2**32:  # datasketch seeds numpy's generator, which takes 0 .. 2**32 - 1
+            raise ValueError(f"MinHashConfig.seed must be between 0 and 2**32 - 1, found {self.seed}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(
                 f"MinHashConfig.threshold must lie strictly between 0 and 1, found {self.threshold}")

@@ -49,6 +49,7 @@ from interleaf.pipelines.export_formats import FORMATS, StoredImage, file_patter
 from interleaf.pipelines.names import MANIFEST
 from interleaf.schemas.document import DOCUMENT_SCHEMA, KEPT, documents_from_table
 from interleaf.schemas.image import IMAGE_SCHEMA, STATUS_OK
+from interleaf.schemas.meta import SchemaMismatchError
 from interleaf.shards import list_shards, missing_shards, read_shard
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,11 @@ class _WriteShard(CountingDoFn):
             a, b = max(lo, first), min(hi, first + rows)
             if a < b:
                 table = read_shard(path, DOCUMENT_SCHEMA).slice(a - first, b - a)
-                for k, doc in enumerate(documents_from_table(table)):
+                try:
+                    docs = documents_from_table(table)
+                except SchemaMismatchError as e:
+                    raise SchemaMismatchError(f"{path}: {e}") from None
+                for k, doc in enumerate(docs):
                     yield a + k, doc.kept_nodes()
 
     def _images(self, refs) -> dict[str, StoredImage]:

@@ -63,6 +63,9 @@ STAGE = "fetch"
 BAD_URL = "bad_url"  # a URL that cannot be requested: permanent, a rerun does not try it again
 
 
+MAX_THREADS = 1024  # requests in flight per worker; each thread holds a stack and up to max_bytes of body
+
+
 @dataclass(frozen=True, kw_only=True)
 class FetchImagesConfig:
     """The fetch stage: how each URL is fetched (`fetch`), how hard each worker works, and where it writes."""
@@ -81,6 +84,8 @@ class FetchImagesConfig:
 
     def validate(self) -> None:
         self.fetch.validate()
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"fetch.threads must be between 1 and {MAX_THREADS}, found {self.threads}")
         if self.num_shards < 1 or self.threads < 1 or self.per_host_concurrency < 1:
             raise ValueError(f"invalid FetchImagesConfig: num_shards, threads and per_host_concurrency must "
                              f"be at least 1 (found {self.num_shards}, {self.threads}, "

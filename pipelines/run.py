@@ -174,7 +174,19 @@ def resolve_inputs(patterns: list[str], input_format: str | None) -> dict[str, l
             else:
                 fmt = detect_format(path)
             by_format.setdefault(fmt, []).append(path)
-    return {k: sorted(set(v)) for k, v in by_format.items()}
+    return {k: _distinct_files(v) for k, v in by_format.items()}
+
+
+def _distinct_files(paths: list[str]) -> list[str]:
+    """Paths sorted, one per file: `a.jsonl`, `./a.jsonl` and a symlink to it are read once (the first
+    spelling in sort order is kept); remote URIs are compared as written."""
+    seen, kept = set(), []
+    for path in sorted(set(paths)):
+        key = os.path.realpath(path) if storage.is_local(path) else path
+        if key not in seen:
+            seen.add(key)
+            kept.append(path)
+    return kept
 
 
 def _clear_shards(directory: str) -> None:
@@ -298,6 +310,8 @@ def run(patterns: list[str], output: str, config: RunConfig, pipeline_args: list
         images_path = beside if _is_shard_dir(beside) else None
     every_input = [path for paths in inputs.values() for path in paths]
     rewritten = OUTPUTS + (("export",) if config.export.formats else ())
+    if storage.is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file, not a directory")
     rundir.check_overlap(every_input + ([images_path] if images_path else []), output, rewritten)
     preflight(config, options)
     p = create_pipeline(options)

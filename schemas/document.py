@@ -293,8 +293,13 @@ def documents_from_table(table: pa.Table) -> list[Document]:
     row that cannot be one (a `meta` cell that is not a JSON object, a node of unknown fields)."""
     from interleaf.schemas.meta import SchemaMismatchError
 
+    try:
+        rows = table.to_pylist()
+    except (OverflowError, ValueError, KeyError) as e:  # a timestamp out of Python's range, an unknown zone
+        raise SchemaMismatchError(f"a value that cannot be read: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     docs = []
-    for i, row in enumerate(table.to_pylist()):
+    for i, row in enumerate(rows):
         try:
             nodes = [Node(**n) for n in row.pop("nodes")]
             meta = json.loads(row.pop("meta") or "{}")

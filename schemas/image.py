@@ -94,4 +94,12 @@ def images_to_table(records: list[ImageRecord]) -> pa.Table:
 
 
 def images_from_table(table: pa.Table) -> list[ImageRecord]:
-    return [ImageRecord(**row) for row in table.to_pylist()]
+    """Image records of a table with IMAGE_SCHEMA's columns. Raises SchemaMismatchError (one line) for a
+    value that cannot be read or a row that cannot be one."""
+    from interleaf.schemas.meta import SchemaMismatchError
+
+    try:
+        return [ImageRecord(**row) for row in table.to_pylist()]
+    except (OverflowError, ValueError, KeyError, TypeError) as e:
+        raise SchemaMismatchError(f"an image row that cannot be read: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None

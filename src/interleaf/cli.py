@@ -40,6 +40,19 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # Beam and friends are chatty at INFO
         for name in ("apache_beam", "urllib3", "PIL"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_no_tracebacks_for_user_errors)
+
+
+def _no_tracebacks_for_user_errors(record: logging.LogRecord) -> bool:
+    """Drop the traceback Beam logs for an exception it then raises, when that exception is the user's to
+    fix (bad input, a damaged shard): the command line prints it as one line. -vv keeps them."""
+    exc = record.exc_info[1] if record.exc_info else None
+    while exc is not None:
+        if isinstance(exc, USER_ERRORS):
+            return False
+        exc = exc.__cause__ or exc.__context__
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

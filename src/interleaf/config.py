@@ -53,7 +53,11 @@ def apply(obj: Any, values: dict, where: str = "") -> Any:
             changes[name] = apply(current, value, here)
         else:
             changes[name] = _coerce(value, hints[name], here)
-    return dataclasses.replace(obj, **changes)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except (ValueError, TypeError) as e:  # a check of the section's own (__post_init__)
+        raise UsageError(f"[{where or 'config'}]: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -10,6 +10,8 @@ import sys
 from interleaf import render, storage
 from interleaf.errors import UsageError
 from interleaf.inspect import sample_documents, sample_rows, summarize
+
+MAX_SAMPLE = 1_000_000  # rows shown; more is a dump, which `export` or pyarrow do better
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_FAILURES, KIND_IMAGES, KIND_TOKENS
 
 
@@ -43,8 +45,8 @@ def incomplete_warning(path: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sample < 0:
-        raise UsageError(f"--sample must be 0 or more, found {args.sample}")
+    if not 0 <= args.sample <= MAX_SAMPLE:
+        raise UsageError(f"--sample must be between 0 and {MAX_SAMPLE:,}, found {args.sample}")
     if args.images and not storage.exists(args.images):
         raise UsageError(f"--images {args.images}: no such image store")
     summary = summarize(args.path)

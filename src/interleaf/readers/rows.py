@@ -6,7 +6,9 @@ line costs that line only: invalid UTF-8, invalid JSON, nesting too deep for the
 than `max_row_bytes` (skipped without being held in memory). JSONL lines end at "\\n" only (RFC 8259 lets
 U+2028 and U+0085 stand inside strings; `str.splitlines()` would cut rows there). A file that cannot be read
 at all (a broken gzip stream, a Parquet footer that is not one) ends with one `Row` whose error says so.
-Parquet values of types JSON does not have (timestamps, decimals, bytes) become strings.
+Parquet values of types JSON does not have (timestamps, decimals, bytes) become strings; a value that cannot
+be converted (a timestamp out of Python's range, an unknown time zone) costs its row only; a row group
+bigger decompressed than its rows may be (max_row_bytes each) is not decoded, its rows too_large.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ def _json_rows(path: str, max_row_bytes: int):
         yield Row(i, value=value)
 
 
+# A row group whose column chunks hold more than this, decompressed, is not decoded (its rows are
+# too_large): a Parquet file of 50 KB can hold a zstd "bomb" cell of gigabytes, and decoding reads a whole
+# page at once. OBELICS's shards hold row groups of a few hundred MB at most.
+MAX_ROW_GROUP_BYTES = 2 * 2**30
+
+
 def _parquet_rows(path: str, max_row_bytes: int):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -113,16 +121,59 @@ def _parquet_rows(path: str, max_row_bytes: int):
     with storage.open_read(path) as f:
         try:
             parquet = pq.ParquetFile(f)
-            batches = parquet.iter_batches(batch_size=64)
+            meta = parquet.metadata
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"not a readable Parquet file: {_line(e)}") from None
-        try:
-            for batch in batches:
-                for value in batch.to_pylist():
-                    yield Row(number, value=jsonable(value))
+        for group in range(meta.num_row_groups):
+            rows_here = meta.row_group(group).num_rows
+            too_large = _row_group_too_large(meta.row_group(group), max_row_bytes)
+            if too_large:
+                for _ in range(rows_here):
+                    yield Row(number, reason=TOO_LARGE, error=too_large)
                     number += 1
-        except pa.ArrowException as e:
-            raise ValueError(_line(e)) from None
+                continue
+            try:
+                batches = parquet.iter_batches(batch_size=64, row_groups=[group])
+                for batch in batches:
+                    for value in _batch_values(batch):
+                        if isinstance(value, _BadRow):
+                            yield Row(number, reason=BAD_ROW, error=value.error)
+                        else:
+                            yield Row(number, value=value)
+                        number += 1
+            except pa.ArrowException as e:
+                raise ValueError(_line(e)) from None
+
+
+def _row_group_too_large(group, max_row_bytes: int) -> str | None:
+    """Why a row group is not decoded (its size decompressed, from the file's metadata), or None."""
+    sizes = [group.column(i).total_uncompressed_size for i in range(group.num_columns)]
+    total, rows = sum(sizes), max(1, group.num_rows)
+    if total > MAX_ROW_GROUP_BYTES or total / rows > max_row_bytes:
+        return (f"a row group of {group.num_rows} rows holds {total:,} bytes decompressed (max "
+                f"{max_row_bytes:,} a row, {MAX_ROW_GROUP_BYTES:,} a group)")
+    return None
+
+
+@dataclass(frozen=True)
+class _BadRow:
+    error: str
+
+
+def _batch_values(batch) -> list:
+    """The batch's rows as JSON-able values; a row whose values cannot be converted (a timestamp outside
+    Python's range, an unknown time zone) is a _BadRow (numbered by the caller): it costs that row only."""
+    try:
+        return [jsonable(v) for v in batch.to_pylist()]
+    except Exception:  # noqa: BLE001 (any conversion failure of untrusted values): row by row, below
+        pass
+    values = []
+    for i in range(batch.num_rows):
+        try:
+            values.append(jsonable(batch.slice(i, 1).to_pylist()[0]))
+        except Exception as e:  # noqa: BLE001 (as above; the row is counted, never raised)
+            values.append(_BadRow(f"a value that cannot be read: {_line(e)}"))
+    return values
 
 
 def jsonable(value):
