@@ -95,3 +95,27 @@ def test_one_file_under_two_spellings_is_read_once_and_an_output_file_is_refused
     assert main(["run", "a.obelics.jsonl", "--output", "afile", "--stages", "ingest"]) == 2
     err = capsys.readouterr().err
     assert "is a file, not a directory" in err and "Traceback" not in err
+
+
+def _record(url: str, body: bytes, headers: str = "") -> bytes:
+    http = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{headers}\r\n".encode() + body
+    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
+            f"WARC-Date: 2024-05-01T10:00:00Z\r\n"
+            f"WARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
+            f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n")
+    return head.encode() + http + b"\r\n\r\n"
+
+
+def test_one_long_http_header_line_costs_its_record_not_the_rest_of_the_file(tmp_path):
+    """A legal 40 KB Set-Cookie is over FastWARC's header limit: the file's reading used to end there, the
+    records after it lost with one "malformed" count."""
+    page = f"<html><body><article><p>{TEXT}</p></article></body></html>".encode()
+    warc = tmp_path / "long.warc"
+    warc.write_bytes(_record("http://a.example/", page)
+                     + _record("http://b.example/", page, "Set-Cookie: s=" + "x" * 40_000 + "\r\n")
+                     + b"".join(_record(f"http://c{i}.example/",
+                                        page.replace(b"ferry", f"ferry {i}".encode())) for i in range(3)))
+    code, m = _run(tmp_path, warc)
+    records = m["funnel"]["ingest"]["records"]
+    assert code == 0 and m["unreconciled"] == []
+    assert (records["in"], records["out"], records["dropped"]) == (5, 4, {"bad_http_header": 1})

@@ -199,12 +199,18 @@ def iter_warc(stream: BinaryIO, source_file: str, max_bytes: int = DEFAULT_MAX_B
     (on the wire or once decoded) as "too_large", one that cannot be decoded as "decode_error", and a file
     whose framing breaks ends with one "malformed" skip.
     """
-    it = ArchiveIterator(stream, parse_http=True, record_types=WarcRecordType.any_type, auto_decode="none",
+    # HTTP headers are parsed record by record (_item): FastWARC's iterator, asked to parse them itself,
+    # stops the whole file at one header line over its limit (a legal 40 KB Set-Cookie lost every record
+    # after it); parsed here, that costs the one record
+    it = ArchiveIterator(stream, parse_http=False, record_types=WarcRecordType.any_type, auto_decode="none",
                          fsspec_args=False)
     try:
         for rec in it:
             try:
                 item = _item(rec, source_file, max_bytes)
+            except HttpHeaderError as e:
+                log.debug("%s: record at %s skipped: %s", source_file, getattr(rec, "stream_pos", "?"), e)
+                item = Skipped("bad_http_header")
             except (ValueError, OverflowError, UnicodeError) as e:  # a bad header of this record only
                 log.debug("%s: record at %s skipped: %s", source_file, getattr(rec, "stream_pos", "?"), e)
                 item = Skipped("bad_record")
@@ -212,6 +218,10 @@ def iter_warc(stream: BinaryIO, source_file: str, max_bytes: int = DEFAULT_MAX_B
     except (OSError, ValueError) as e:
         log.warning("%s: WARC framing broken, rest of the file skipped: %s", source_file, e)
         yield Skipped("malformed")
+
+
+class HttpHeaderError(ValueError):
+    """A record's HTTP head that FastWARC cannot parse (a header line over its length limit)."""
 
 
 # WarcRecordType values are not hashable: a list of (type, reason) pairs
@@ -236,6 +246,10 @@ def _item(rec, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> WarcItem
     if not url:
         return Skipped("no_target_uri")
     url = url.strip().strip("<>")  # WARC 1.0 files sometimes wrap the URI in angle brackets
+    try:
+        rec.parse_http()
+    except OSError as e:  # "Maximum header length exceeded": this record's HTTP head, not the file's framing
+        raise HttpHeaderError(str(e)) from None
     if rec.http_headers is None:
         return Skipped("not_http")
     status = rec.http_headers.status_code
