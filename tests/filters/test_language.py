@@ -77,6 +77,17 @@ def test_a_page_without_a_majority_language_is_undetermined_and_dropped_by_a_kee
     assert language_failure(doc, LanguageConfig()) is None  # no keep list: every document stays
 
 
+def test_a_page_of_alternating_languages_is_read_node_by_node():
+    """Red-team page: English and Finnish paragraphs in turn were identified as Finnish at 0.72 as a whole
+    (head and tail agree, each mixed); read node by node it is half each, so undetermined."""
+    english, finnish = paragraphs("eng")[:12], paragraphs("fin")[:12]
+    mixed = [p for pair in zip(english, finnish, strict=True) for p in pair]
+    doc = identify(document(mixed), LanguageConfig())
+    assert doc.language is None and doc.language_score < 0.65
+    assert {n.language for n in doc.nodes if len(n.text) >= 50} == {"en", "fi"}
+    assert language_failure(doc, LanguageConfig(languages=("en",))) == LANGUAGE_UNCERTAIN
+
+
 def test_keep_list_drops_other_languages_with_a_reason():
     keep = LanguageConfig(languages=("EN", "de", " "))
     assert keep.languages == ("en", "de")
