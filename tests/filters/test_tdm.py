@@ -253,3 +253,19 @@ def test_consent_meta_tags_are_read_behind_thousands_of_others():
     meta = extract(html, "https://e.org/").meta
     assert page_reservation([], meta, "interleaf") == (True, True)
     assert len(meta) <= 128
+
+
+def test_a_tdmrep_json_served_compressed_or_in_utf16_is_read():
+    """Red-team finding: a gzip body (with or without Content-Encoding) and UTF-16 with a byte-order mark
+    were read as "no rules"."""
+    import gzip
+
+    from interleaf.download.fetcher import consent_text
+    from interleaf.filters.tdm import TdmRep
+
+    text = json.dumps([{"location": "/private/*", "tdm-reservation": 1}])
+    for body, encoding in ((gzip.compress(text.encode()), None), (gzip.compress(text.encode()), "gzip"),
+                           (b"\xff\xfe" + text.encode("utf-16-le"), None), (text.encode(), None)):
+        rules = TdmRep.parse(consent_text(body, encoding, 500 * 1024))
+        assert rules.reserved("https://a.example/private/a.png") is True, (body[:4], encoding)
+    assert consent_text(b"\x1f\x8bnot gzip", None, 1000).startswith("\x1f")  # read as it came

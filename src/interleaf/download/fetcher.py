@@ -117,6 +117,26 @@ def is_transient(record: ImageRecord) -> bool:
     return record.status == "http_4xx" and (record.error or "").startswith("HTTP 429")
 
 
+def consent_text(body: bytes, content_encoding: str | None, max_bytes: int) -> str:
+    """The text of a robots.txt or tdmrep.json as served: decompressed when the server compressed it anyway
+    (gzip, deflate, br, zstd, by its Content-Encoding or gzip's magic bytes; capped at `max_bytes`), and
+    decoded by its byte-order mark (UTF-8, UTF-16, UTF-32), else as UTF-8. What cannot be decompressed is
+    read as it came."""
+    from interleaf.readers.warc import decode_payload
+
+    encoding = content_encoding or ("gzip" if body[:2] == b"\x1f\x8b" else None)
+    if encoding and encoding.strip().lower() not in ("identity", ""):
+        try:
+            body = decode_payload(body, None, encoding, max_bytes)
+        except ValueError as e:  # TooLarge too: a consent file is read as far as it decodes, or not at all
+            log.debug("consent file not decompressed (%s): read as it came", e)
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"),
+                       (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if body.startswith(bom):
+            return body.decode(codec, errors="replace")
+    return body.decode("utf-8", errors="replace")
+
+
 class LockedResizer:
     """img2dataset's Resizer behind one lock per process (see the module docstring for why)."""
 
@@ -190,7 +210,8 @@ class Fetcher:
             log.warning("%s is larger than %d bytes; ignored", robots_url, self.config.robots_max_bytes)
         finally:
             response.close(self.watchdog)
-        return response.code, body.decode("utf-8", errors="replace")
+        return response.code, consent_text(body, response.headers.get("Content-Encoding"),
+                                           self.config.robots_max_bytes)
 
     def _refused_url(self, url: str) -> None:
         """Checks of the URL alone, before its host is even looked up: opt-out list, then blocklist."""
