@@ -52,7 +52,7 @@ class PiiConfig:
 
 # local@domain.tld: the local part of RFC 5322's common form (no quoted strings), a domain of labels and a
 # letter TLD; a trailing dot is sentence punctuation, not part of the address.
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][\w.+-]{0,63}@"
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9_][\w.+-]{0,63}@"
                     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
 # a dotted quad not inside a longer dotted or worded token (versions: v1.2.3.4, 1.2.3.4.5)
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
@@ -141,7 +141,9 @@ def _is_phone(match: re.Match, text: str) -> bool:
         if separators == {"."} and (len(groups) == 2 or _thousands(groups)):
             return False  # a signed decimal (+40.712776) or amount (+1.234.567), not a number to call
         return len(groups) <= 5
-    if _has_date(rest):
+    shape = [len(g) for g in groups]
+    french = shape == [2, 2, 2, 2, 2] and groups[0].startswith("0") and groups[0] != "00"
+    if _has_date(rest) and not french:  # 06.12.34.56.78 holds "06.12.34", but five pairs are no date
         return False
     if separators == {" "} and len(groups) == 3 and len(groups[2]) == 4 and _date_at(groups):
         return False  # a date written with spaces (01 12 2019); "01 23 45 67 89" has five groups
@@ -150,13 +152,17 @@ def _is_phone(match: re.Match, text: str) -> bool:
         # 3-3-4 (316-831-6143, 555.123.4567) and a trunk prefix "0" in three or more groups (02-751-1500,
         # 03-5829-8082, 020 7946 0018, 01 23 45 67 89). Year ranges (2005-2019), scores (18 22 13 17),
         # amounts (10.423.242, 69 380 795), postcodes (〒101-0032) and ISBN groups have neither.
-        shape = [len(g) for g in groups]
-        if shape != [3, 3, 4] and not (len(groups) >= 3 and groups[0].startswith("0") and min(shape) >= 2):
+        # an area code with its trunk 0 and one block of the subscriber's number (Germany's 030 12345678,
+        # 0171 1234567): 3-5 digits, then 6-8, written with a space
+        national = (len(groups) == 2 and separators == {" "} and groups[0].startswith("0")
+                    and 3 <= shape[0] <= 5 and 6 <= shape[1] <= 8 and groups[0] != "0" * shape[0])
+        if shape != [3, 3, 4] and not national and not (
+                len(groups) >= 3 and groups[0].startswith("0") and min(shape) >= 2):
             return False
         if set(shape) == {2} and len(groups) != 5:
             return False  # pairs are France's 01 23 45 67 89 (five); "01 02 03 04" counts
-        if separators == {"."} and shape != [3, 3, 4]:
-            return False  # dotted numbers are versions, IPs or amounts unless NANP-shaped
+        if separators == {"."} and shape != [3, 3, 4] and not french:
+            return False  # dotted numbers are versions, IPs or amounts unless NANP-shaped or France's
     return True
 
 

@@ -86,6 +86,10 @@ def test_real_pages_lose_their_addresses_and_keep_their_numbers(pages):
     ("server at 8.8.4.4 and 2001:4860:4860::8888 logged it", [IP, IP]),
     ("follow @jane_doe_99 and @Acme", [HANDLE, HANDLE]),
     ("— Martha, @b2c@wien.rocks (on Mastodon)", [HANDLE]),
+    # second red-team pass: misses now found
+    ("Büro 030 12345678, mobil 0171 1234567", [PHONE, PHONE]),
+    ("Appelez le 06.12.34.56.78", [PHONE]),
+    ("root mail: _admin@example.com", [EMAIL]),
 ])
 def test_each_kind_is_found(text, kinds):
     assert [k for _, _, k in find(text)] == kinds
