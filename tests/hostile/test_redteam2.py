@@ -119,3 +119,54 @@ def test_one_long_http_header_line_costs_its_record_not_the_rest_of_the_file(tmp
     records = m["funnel"]["ingest"]["records"]
     assert code == 0 and m["unreconciled"] == []
     assert (records["in"], records["out"], records["dropped"]) == (5, 4, {"bad_http_header": 1})
+
+
+def _rgba_png(side: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGBA", (side, side), (200, 30, 30, 128))
+    image.paste((20, 90, 200, 255), (side // 4, side // 4, side // 2, side // 2))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_large_transparent_image_is_flattened_as_img2dataset_would_in_bounded_memory():
+    """img2dataset's Resizer mattes alpha in float64 (56 bytes a pixel: one 88-Mpx RGBA PNG of 0.36 MB took a
+    worker past 4 GB); a large transparent image is flattened with Pillow first, to the same picture."""
+    import io
+
+    import numpy as np
+    from img2dataset.resizer import Resizer
+    from PIL import Image
+
+    from interleaf.download.fetcher import FetchConfig, LockedResizer
+
+    data = _rgba_png(2200)  # 4.8 Mpx: above FLATTEN_PIXELS
+    ours, width, height, ow, oh = LockedResizer(FetchConfig())(data)
+    theirs = Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True)(io.BytesIO(data))
+    assert (width, height, ow, oh) == theirs[1:5] == (256, 256, 2200, 2200)
+    a = np.asarray(Image.open(io.BytesIO(ours)).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(theirs[0])).convert("RGB"), dtype=np.int16)
+    assert np.abs(a - b).mean() < 2.0
+
+
+@pytest.mark.slow
+def test_a_huge_transparent_image_is_resized_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(_rgba_png(9000))  # 81 Mpx, under Pillow's limit like the red team's 88-Mpx PNGs
+    code = ("import resource; from interleaf.download.fetcher import FetchConfig, LockedResizer; "
+            "resizer = LockedResizer(FetchConfig()); data = open(%r, 'rb').read(); "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; out = resizer(data); "
+            "print(out[1:], '|', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)" % str(path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sizes, grown_kb = result.stdout.split("|")
+    assert sizes.strip() == "(256, 256, 9000, 9000)"
+    # the decoded RGBA picture (324 MB) and little more; the Resizer's own matting: about 4.5 GB
+    assert int(grown_kb) < 600_000, f"grew {int(grown_kb) // 1024} MB"
