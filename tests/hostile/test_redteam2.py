@@ -170,3 +170,18 @@ def test_a_huge_transparent_image_is_resized_in_bounded_memory(tmp_path):
     assert sizes.strip() == "(256, 256, 9000, 9000)"
     # the decoded RGBA picture (324 MB) and little more; the Resizer's own matting: about 4.5 GB
     assert int(grown_kb) < 600_000, f"grew {int(grown_kb) // 1024} MB"
+
+
+def test_dead_letters_per_file_are_capped_and_every_bad_row_still_counted(tmp_path):
+    from interleaf.pipelines.ingest import MAX_DEAD_LETTERS
+    from interleaf.schemas.failure import failures_from_table
+    from interleaf.shards import open_shards
+
+    path = tmp_path / "numbers.obelics.json"
+    path.write_text(json.dumps(list(range(MAX_DEAD_LETTERS + 500))))  # a list of numbers: every row is bad
+    code, m = _run(tmp_path, path)
+    assert code == 0 and m["unreconciled"] == []
+    assert m["funnel"]["ingest"]["documents"]["dropped"] == {"bad_row": MAX_DEAD_LETTERS + 500}
+    letters = failures_from_table(open_shards(str(tmp_path / "out" / "failed")).read())
+    [summary] = [f for f in letters if f.key.endswith(":*")]
+    assert len(letters) == MAX_DEAD_LETTERS + 1 and "500 more bad rows" in summary.error

@@ -21,6 +21,7 @@ it lacks.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import ipaddress
@@ -173,7 +174,28 @@ def flatten_alpha(data: bytes, min_side: int | None) -> tuple[bytes, tuple[int, 
     flat = Image.alpha_composite(white, image).convert("RGB")
     out = io.BytesIO()
     flat.save(out, "PNG", compress_level=1)
+    del image, white, flat
+    _release_freed_memory()
     return out.getvalue(), size
+
+
+def _release_freed_memory() -> None:
+    """Give memory freed after a large decode back to the system. Pillow allocates pictures in 16 MB blocks,
+    which glibc serves from the decoding thread's own arena and keeps there once freed: with the fetcher's
+    threads taking turns at large pictures, a worker grew to 4.5 GB of free memory held in arenas (32 88-Mpx
+    PNGs; 2.3 GB for 8). glibc's malloc_trim returns it; elsewhere this does nothing."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 class LockedResizer:
