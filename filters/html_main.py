@@ -18,7 +18,11 @@ innermost block open at the time, its characters and commas). Selection then wor
    scores more than it does.
 4. The top candidate's siblings join it when they score at least max(10, half of it), or when they are a
    paragraph of more than 80 characters with link density under 0.25 (or a short one with no link that
-   ends a sentence).
+   ends a sentence); so do blocks anywhere with exactly its class (an article cut into chunks by adverts
+   or figures, each chunk a block of its own).
+5. Inside what was selected, a block whose class or id names boilerplate and whose paragraphs do not make up
+   for it (class weight plus score below zero: a promo box in the article's wrapper) is taken out, unless
+   it holds an image (a figure's caption is content): part of Readability's _cleanConditionally.
 
 Every node outside what was selected is left out as "not_main_content". A page whose best block gathers
 less than `min_chars` characters is left whole: too little text to judge, as a gallery or a page of
