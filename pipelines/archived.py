@@ -177,14 +177,22 @@ def url_key(url: str) -> str:
 
 class _KeyImageNodes(beam.DoFn):
     """Document to (URL key, (doc_id, used)) for each image node, so URLs can be joined with the archive;
-    `used`: a kept node of a kept document."""
+    `used`: a kept node of a kept document whose URL the blocklist does not refuse (ingest drops such a page
+    afterwards; its images must not be kept for it)."""
+
+    def __init__(self, blocklist: BlocklistConfig | None = None):
+        self.blocklist_config = blocklist
+
+    def setup(self):
+        self.blocklist = load_blocklist(self.blocklist_config) if self.blocklist_config else None
 
     def process(self, doc: Document):
+        kept = doc.kept and not (self.blocklist is not None and self.blocklist.match(doc.url))
         keys: dict[str, bool] = {}
         for n in doc.nodes:
             if n.is_image and n.image_url:
                 key = url_key(n.image_url)
-                keys[key] = keys.get(key, False) or (doc.kept and n.kept)
+                keys[key] = keys.get(key, False) or (kept and n.kept)
         for key in sorted(keys):
             yield key, (doc.doc_id, keys[key])
 
@@ -250,12 +258,16 @@ class ResolveArchivedImages(beam.PTransform):
     "images": the records that a kept node uses}, joined by URL in the engine, so those images need no
     fetch."""
 
+    def __init__(self, blocklist: BlocklistConfig | None = None):
+        super().__init__()
+        self.blocklist = blocklist
+
     def expand(self, inputs):
         docs, images, refused = inputs
         # (URL key, sha256) of every archived image
         archived = images | "UrlToSha" >> beam.FlatMap(lambda r: [(url_key(u), r.sha256) for u in r.urls])
         # (URL key, (doc_id, used)) of every image node
-        wanted = docs | "ImageUrls" >> beam.ParDo(_KeyImageNodes())
+        wanted = docs | "ImageUrls" >> beam.ParDo(_KeyImageNodes(self.blocklist))
         joined = ({"sha": archived, "docs": wanted, "refused": refused} | "JoinUrls" >> beam.CoGroupByKey()
                   | "PerUrl" >> beam.FlatMap(_per_url).with_outputs("used", main="found"))
         documents = ({"docs": docs | "ById" >> beam.Map(lambda d: (d.doc_id, d)), "found": joined.found}

@@ -29,18 +29,17 @@ from interleaf.filters.quality import apply as apply_quality
 from interleaf.filters.tdm import TDM_RESERVED, page_reservation
 from interleaf.pipelines.archived import REFUSED_URLS, ArchiveConsent, ArchivedImages, ResolveArchivedImages
 from interleaf.pipelines.common import CountingDoFn, ReadShards
+from interleaf.pipelines.ingest_rows import ReadInterleaved
 from interleaf.pipelines.stage import FAILED, SHARDS_FORMAT, RunContext, Stage, outputs
-from interleaf.readers import ROW_FORMATS, RowFormat, formats
-from interleaf.readers.rows import BAD_ROW, DEFAULT_MAX_ROW_BYTES, rows
+from interleaf.readers import ROW_FORMATS, formats
+from interleaf.readers.rows import DEFAULT_MAX_ROW_BYTES
 from interleaf.readers.warc import DEFAULT_MAX_BYTES, PAGE, Skipped, WarcItem, iter_warc
 from interleaf.schemas.document import (
     DOCUMENT_SCHEMA,
     Document,
-    check_writable,
     documents_from_table,
     make_doc_id,
 )
-from interleaf.schemas.failure import Failure
 from interleaf.schemas.image import IMAGE_SCHEMA, images_from_table
 
 log = logging.getLogger(__name__)
@@ -237,86 +236,6 @@ class ExtractPages(beam.PTransform):
         return (documents, resolved) | "AllDocuments" >> beam.Flatten()
 
 
-# ---------------------------------------------------------------- row formats (OBELICS, MMC4, ...)
-
-
-# Dead letters written per input file; the bad rows past them are counted in the funnel and summed up in one
-# more letter (a 400 KB JSON list of 200,000 numbers wrote a 26 MB failed/ shard, one letter per row).
-MAX_DEAD_LETTERS = 1000
-
-
-class _ReadInterleavedFile(CountingDoFn):
-    """A file of a row format (readers.RowFormat: JSONL, JSON or Parquet) to Documents. A row that cannot be
-    read, converted or written (readers.rows, the converter, schemas.document.check_writable) is one
-    counted drop (bad_row, too_large; bad_file for the rest of a file that cannot be read on) and one dead
-    letter naming the file, the row and the field."""
-
-    stage = STAGE
-
-    def __init__(self, fmt: RowFormat, max_row_bytes: int):
-        self.fmt = fmt  # travels to the workers whole: a format registered at run time works there too
-        self.max_row_bytes = max_row_bytes
-
-    def setup(self):
-        super().setup()
-        self.convert = self.fmt.load()
-
-    def _bad(self, name: str, number: int, reason: str, error: str):
-        self.funnel.drop("documents", reason)
-        log.debug("%s row %d: %s", name, number, error)
-        return pvalue.TaggedOutput(FAILED, Failure(stage=STAGE, step=f"read_{self.fmt.name}", kind="row",
-                                                   key=f"{name}:{number}", error=f"{reason}: {error}"))
-
-    def process(self, path: str):
-        name = os.path.basename(path)
-        letters = 0  # dead letters written for this file
-        for row in rows(path, max_row_bytes=self.max_row_bytes):
-            self.funnel.inc("records", "in")
-            self.funnel.inc("records", "out")
-            self.funnel.inc("documents", "in")
-            if row.error is not None:
-                letters += 1
-                yield from self._letter(self._bad(name, row.number, row.reason, row.error), letters)
-                continue
-            try:
-                if not isinstance(row.value, dict):
-                    raise TypeError(f"a row must be a JSON object, found {type(row.value).__name__}")
-                doc = self.convert(row.value, source_file=name, row_number=row.number)
-                check_writable(doc)
-            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError,
-                    OverflowError) as e:
-                letters += 1
-                error = f"{type(e).__name__}: {str(e)[:300]}"
-                yield from self._letter(self._bad(name, row.number, BAD_ROW, error), letters)
-                continue
-            self.funnel.inc("nodes", "in", len(doc.nodes))
-            yield doc
-        if letters > MAX_DEAD_LETTERS:
-            yield pvalue.TaggedOutput(FAILED, Failure(
-                stage=STAGE, step=f"read_{self.fmt.name}", kind="row", key=f"{name}:*",
-                error=f"{letters - MAX_DEAD_LETTERS} more bad rows, counted in the funnel, not written here"))
-
-    @staticmethod
-    def _letter(letter, written: int):
-        """The dead letter, unless this file has had MAX_DEAD_LETTERS already (the rows stay counted)."""
-        if written <= MAX_DEAD_LETTERS:
-            yield letter
-
-
-class ReadInterleaved(beam.PTransform):
-    """File paths of a row format (OBELICS, MMC4, ...) to Documents, and dead letters tagged FAILED."""
-
-    def __init__(self, fmt: RowFormat, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES):
-        super().__init__()
-        self.fmt, self.max_row_bytes = fmt, max_row_bytes
-
-    def expand(self, paths):
-        # one file path per element, spread over workers
-        return (paths | "Spread" >> beam.Reshuffle()
-                | "ReadRows" >> beam.ParDo(_ReadInterleavedFile(self.fmt, self.max_row_bytes)).with_outputs(
-                    FAILED, main="documents"))
-
-
 # ---------------------------------------------------------------- filtering
 
 KEPT_TAG, REJECTED_TAG = "kept", "rejected"
@@ -432,7 +351,7 @@ class Ingest(beam.PTransform):
         if image_parts:
             [archived] = image_parts
             resolved = ((docs, archived["images"], archived[REFUSED_URLS])
-                        | "ResolveArchivedImages" >> ResolveArchivedImages())
+                        | "ResolveArchivedImages" >> ResolveArchivedImages(listed))
             docs, images = resolved["documents"], resolved["images"]
         else:
             images = p | "NoImages" >> beam.Create([])

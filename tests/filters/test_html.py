@@ -10,7 +10,8 @@ import pytest
 from selectolax.lexbor import LexborHTMLParser
 
 from interleaf.filters.charset import decode_html, sniff_encoding
-from interleaf.filters.html import ExtractConfig, Extraction, extract, normalise_language
+from interleaf.filters.html import ExtractConfig, Extraction, extract
+from interleaf.filters.html_head import normalise_language
 from interleaf.filters.html_images import parse_dimension, parse_srcset, resolve_url
 
 PAGE = "https://example.org/blog/post.html"

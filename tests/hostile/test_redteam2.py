@@ -173,7 +173,7 @@ def test_a_huge_transparent_image_is_resized_in_bounded_memory(tmp_path):
 
 
 def test_dead_letters_per_file_are_capped_and_every_bad_row_still_counted(tmp_path):
-    from interleaf.pipelines.ingest import MAX_DEAD_LETTERS
+    from interleaf.pipelines.ingest_rows import MAX_DEAD_LETTERS
     from interleaf.schemas.failure import failures_from_table
     from interleaf.shards import open_shards
 

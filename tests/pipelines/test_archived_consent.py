@@ -39,7 +39,8 @@ def _page(images: list[str], head: str = "") -> bytes:
 
 def _write(writer: WARCWriter, url: str, content_type: str, body: bytes, headers=()) -> None:
     http = StatusAndHeaders("200 OK", [("Content-Type", content_type), *headers], protocol="HTTP/1.1")
-    writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
+    record = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http)
+    writer.write_record(record)
 
 
 def test_archived_images_meet_the_blocklist_and_their_own_consent_headers(tmp_path, capsys):
@@ -50,14 +51,17 @@ def test_archived_images_meet_the_blocklist_and_their_own_consent_headers(tmp_pa
                _page(["ok.png", "blocked.png", "reserved.png", "noai.png"]))
         _write(writer, f"{SITE}/private", "text/html; charset=utf-8",
                _page(["private.png"], head='<meta name="robots" content="index;noimageai">'))
+        # a page the blocklist drops: its image is used by no kept page (recheck finding)
+        _write(writer, f"{SITE}/blocked/page.html", "text/html; charset=utf-8", _page(["of-blocked.png"]))
         images = {"ok.png": ((200, 30, 30), ()), "blocked.png": ((30, 200, 30), ()),
                   "reserved.png": ((30, 30, 200), [("tdm-reservation", "1, 1")]),
                   "noai.png": ((200, 200, 30), [("X-Robots-Tag", "noindex noai")]),
-                  "private.png": ((30, 200, 200), ()), "unused.png": ((90, 90, 90), ())}
+                  "private.png": ((30, 200, 200), ()), "unused.png": ((90, 90, 90), ()),
+                  "of-blocked.png": ((120, 60, 200), ())}
         for name, (colour, headers) in images.items():
             _write(writer, f"{SITE}/img/{name}", "image/png", _png(colour), headers)
     listing = tmp_path / "blocked.txt"
-    listing.write_text("museum.example/img/blocked.png\n", encoding="utf-8")
+    listing.write_text("museum.example/img/blocked.png\nmuseum.example/blocked\n", encoding="utf-8")
     config = tmp_path / "run.toml"
     config.write_text(f'[blocklist]\nfiles = ["{listing}"]\nut1 = false\n', encoding="utf-8")
     out = tmp_path / "out"
@@ -68,8 +72,8 @@ def test_archived_images_meet_the_blocklist_and_their_own_consent_headers(tmp_pa
     store = images_from_table(open_shards(str(out / "images")).read())
     assert [(r.urls, r.status) for r in store] == [([f"{SITE}/img/ok.png"], "ok")]
     funnel = manifest["funnel"]["ingest"]["images"]
-    assert funnel["in"] == 6 and funnel["out"] == 1
-    assert funnel["dropped"] == {"blocked_url": 1, "tdm_reserved": 1, "x_robots_tag": 1, "unreferenced": 2}
+    assert funnel["in"] == 7 and funnel["out"] == 1
+    assert funnel["dropped"] == {"blocked_url": 1, "tdm_reserved": 1, "x_robots_tag": 1, "unreferenced": 3}
     docs = documents_from_table(open_shards(str(out / "documents")).read())
     assert len(docs) == 2, documents_from_table(open_shards(str(out / "rejected")).read())
     images_of = {d.url: [(n.image_url.rsplit("/", 1)[1], n.image_sha256 is not None) for n in d.nodes
