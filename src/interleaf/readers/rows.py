@@ -7,8 +7,8 @@ than `max_row_bytes` (skipped without being held in memory). JSONL lines end at 
 U+2028 and U+0085 stand inside strings; `str.splitlines()` would cut rows there). A file that cannot be read
 at all (a broken gzip stream, a Parquet footer that is not one) ends with one `Row` whose error says so.
 Parquet values of types JSON does not have (timestamps, decimals, bytes) become strings; a value that cannot
-be converted (a timestamp out of Python's range, an unknown time zone) costs its row only; a row group
-bigger decompressed than its rows may be (max_row_bytes each) is not decoded, its rows too_large.
+be converted (a timestamp out of Python's range, an unknown time zone) costs its row only. Parquet is decoded
+in a child process with capped memory (readers/parquet.py): a few bytes of it can decode to gigabytes.
 """
 
 from __future__ import annotations
@@ -107,52 +107,22 @@ def _json_rows(path: str, max_row_bytes: int):
         yield Row(i, value=value)
 
 
-# A row group whose column chunks hold more than this, decompressed, is not decoded (its rows are
-# too_large): a Parquet file of 50 KB can hold a zstd "bomb" cell of gigabytes, and decoding reads a whole
-# page at once. OBELICS's shards hold row groups of a few hundred MB at most.
-MAX_ROW_GROUP_BYTES = 2 * 2**30
-
-
 def _parquet_rows(path: str, max_row_bytes: int):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from interleaf.readers.parquet import batches
 
     number = 0
-    with storage.open_read(path) as f:
-        try:
-            parquet = pq.ParquetFile(f)
-            meta = parquet.metadata
-        except (pa.ArrowException, OSError) as e:
-            raise ValueError(f"not a readable Parquet file: {_line(e)}") from None
-        for group in range(meta.num_row_groups):
-            rows_here = meta.row_group(group).num_rows
-            too_large = _row_group_too_large(meta.row_group(group), max_row_bytes)
-            if too_large:
-                for _ in range(rows_here):
-                    yield Row(number, reason=TOO_LARGE, error=too_large)
-                    number += 1
-                continue
-            try:
-                batches = parquet.iter_batches(batch_size=64, row_groups=[group])
-                for batch in batches:
-                    for value in _batch_values(batch):
-                        if isinstance(value, _BadRow):
-                            yield Row(number, reason=BAD_ROW, error=value.error)
-                        else:
-                            yield Row(number, value=value)
-                        number += 1
-            except pa.ArrowException as e:
-                raise ValueError(_line(e)) from None
-
-
-def _row_group_too_large(group, max_row_bytes: int) -> str | None:
-    """Why a row group is not decoded (its size decompressed, from the file's metadata), or None."""
-    sizes = [group.column(i).total_uncompressed_size for i in range(group.num_columns)]
-    total, rows = sum(sizes), max(1, group.num_rows)
-    if total > MAX_ROW_GROUP_BYTES or total / rows > max_row_bytes:
-        return (f"a row group of {group.num_rows} rows holds {total:,} bytes decompressed (max "
-                f"{max_row_bytes:,} a row, {MAX_ROW_GROUP_BYTES:,} a group)")
-    return None
+    for batch, error in batches(path, max_row_bytes):
+        if error is not None:
+            for _ in range(batch):
+                yield Row(number, reason=TOO_LARGE, error=error)
+                number += 1
+            continue
+        for value in _batch_values(batch):
+            if isinstance(value, _BadRow):
+                yield Row(number, reason=BAD_ROW, error=value.error)
+            else:
+                yield Row(number, value=value)
+            number += 1
 
 
 @dataclass(frozen=True)
