@@ -6,11 +6,11 @@ million copies of a dictionary string (RLE runs of one index) says 375 bytes in 
 by `python -m interleaf.readers.parquet` under an address-space limit (RLIMIT_DATA, `memory_limit`): an
 allocation past it fails in that process (Arrow's MemoryError), which costs the rows of that row group not
 yet sent (too_large) and goes on with the next group; a crash of the decoder on a malformed file costs the
-rest of the file (bad_file), never this process. Batches come back as Arrow IPC, split so that no message is
-above `_MESSAGE_BYTES`; a row above max_row_bytes (Arrow's bytes for it) never leaves the child.
+rest of the file (bad_file), never this process. Batches come back as Arrow IPC streams of about 4 MB; a
+row above max_row_bytes (Arrow's bytes for it) never leaves the child.
 
 Messages on the child's stdout: one kind byte, an 8-byte little-endian length, the payload. B: an IPC stream
-of one batch; T: JSON {"count", "error"}, that many rows too_large; F: JSON {"error"}, the file cannot be
+of batches; T: JSON {"count", "error"}, that many rows too_large; F: JSON {"error"}, the file cannot be
 read on; E: the end.
 """
 
@@ -28,7 +28,7 @@ MEMORY_LIMIT = 3 * 2**30  # the child's data segment: a batch of OBELICS rows is
 # too_large, with the sizes in the error); OBELICS's shards hold row groups of a few hundred MB at most.
 MAX_ROW_GROUP_BYTES = 2 * 2**30
 _BATCH_ROWS = 64
-_MESSAGE_BYTES = 64 * 2**20
+_FLUSH_BYTES = 4 * 2**20
 _HEADER = struct.Struct("<cQ")
 
 
@@ -90,44 +90,69 @@ def row_group_too_large(group, max_row_bytes: int) -> str | None:
     return None
 
 
-def _send(out, kind: bytes, payload: bytes) -> None:
-    out.write(_HEADER.pack(kind, len(payload)))
-    out.write(payload)
+class _Sender:
+    """Messages to the parent, in the file's row order. Batches are held until about _FLUSH_BYTES and sent as
+    one IPC stream (one message per Arrow batch of 64 rows costs more than the decoding). `count`: the rows
+    handed on so far, read or too_large."""
 
+    def __init__(self, out):
+        self.out, self.held, self.held_bytes, self.count = out, [], 0, 0
 
-def _send_json(out, kind: bytes, value) -> None:
-    _send(out, kind, json.dumps(value).encode())
+    def send(self, kind: bytes, payload: bytes) -> None:
+        if kind != b"B":
+            self.flush()
+        self.out.write(_HEADER.pack(kind, len(payload)))
+        self.out.write(payload)
 
+    def send_json(self, kind: bytes, value) -> None:
+        self.send(kind, json.dumps(value).encode())
 
-def _send_batch(out, batch) -> None:
-    import pyarrow as pa
+    def too_large(self, count: int, error: str) -> None:
+        self.count += count
+        self.send_json(b"T", {"count": count, "error": error})
 
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    _send(out, b"B", sink.getvalue().to_pybytes())
+    def flush(self) -> None:
+        import pyarrow as pa
 
+        if not self.held:
+            return
+        held, self.held, self.held_bytes = self.held, [], 0
+        try:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, held[0].schema) as writer:
+                for batch in held:
+                    writer.write_batch(batch)
+            payload = sink.getvalue().to_pybytes()
+        except MemoryError as e:  # their rows are counted (in self.count already) as too_large
+            self.send_json(b"T", {"count": sum(b.num_rows for b in held), "error": f"not sent: {_line(e)}"})
+            raise
+        self.send(b"B", payload)
 
-def _send_rows(out, batch, max_row_bytes: int) -> None:
-    """The batch in messages of at most _MESSAGE_BYTES, each row above max_row_bytes as too_large."""
-    if batch.nbytes <= min(max_row_bytes, _MESSAGE_BYTES):
-        _send_batch(out, batch)
-        return
-    start, size = 0, 0
-    for i in range(batch.num_rows):
-        row = batch.slice(i, 1).nbytes
-        if row > max_row_bytes or size + row > _MESSAGE_BYTES:
-            if i > start:
-                _send_batch(out, batch.slice(start, i - start))
-            start, size = i, 0
-        if row > max_row_bytes:
-            _send_json(out, b"T", {"count": 1, "error": f"a row of {row:,} bytes decoded is above "
-                                                       f"max_row_bytes ({max_row_bytes:,})"})
-            start = i + 1
-        else:
-            size += row
-    if batch.num_rows > start:
-        _send_batch(out, batch.slice(start))
+    def batch(self, batch) -> None:
+        if self.held and batch.schema != self.held[0].schema:
+            self.flush()
+        self.count += batch.num_rows
+        self.held.append(batch)
+        self.held_bytes += batch.nbytes
+        if self.held_bytes >= _FLUSH_BYTES:
+            self.flush()
+
+    def rows(self, batch, max_row_bytes: int) -> None:
+        """The batch's rows, each row above max_row_bytes as too_large."""
+        if batch.nbytes <= max_row_bytes:
+            self.batch(batch)
+            return
+        start = 0
+        for i in range(batch.num_rows):
+            row = batch.slice(i, 1).nbytes
+            if row > max_row_bytes:
+                if i > start:
+                    self.batch(batch.slice(start, i - start))
+                self.too_large(1, f"a row of {row:,} bytes decoded is above max_row_bytes "
+                                  f"({max_row_bytes:,})")
+                start = i + 1
+        if batch.num_rows > start:
+            self.batch(batch.slice(start))
 
 
 def _child(path: str, max_row_bytes: int, memory_limit: int) -> None:
@@ -140,33 +165,36 @@ def _child(path: str, max_row_bytes: int, memory_limit: int) -> None:
     from interleaf import storage
 
     pa.set_memory_pool(pa.system_memory_pool())  # its allocations fail at the limit, one by one
-    out = sys.stdout.buffer
+    out = _Sender(sys.stdout.buffer)
     with storage.open_read(path) as f:
         try:
             parquet = pq.ParquetFile(f)
             meta = parquet.metadata
         except (pa.ArrowException, OSError, MemoryError) as e:
-            _send_json(out, b"F", {"error": f"not a readable Parquet file: {_line(e)}"})
+            out.send_json(b"F", {"error": f"not a readable Parquet file: {_line(e)}"})
             return
         for group in range(meta.num_row_groups):
             rows_here = meta.row_group(group).num_rows
             too_large = row_group_too_large(meta.row_group(group), max_row_bytes)
             if too_large:
-                _send_json(out, b"T", {"count": rows_here, "error": too_large})
+                out.too_large(rows_here, too_large)
                 continue
-            sent = 0
+            start = out.count
             try:
                 for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
-                    _send_rows(out, batch, max_row_bytes)
-                    sent += batch.num_rows
-            except (MemoryError, pa.ArrowMemoryError) as e:
-                _send_json(out, b"T", {"count": max(0, rows_here - sent), "error":
-                                       f"decoding it needs more than {memory_limit:,} bytes: {_line(e)}"})
+                    out.rows(batch, max_row_bytes)
+            except MemoryError as e:  # Arrow's ArrowMemoryError is one
+                try:
+                    out.flush()
+                except MemoryError:
+                    pass  # the held rows went as too_large
+                out.too_large(max(0, rows_here - (out.count - start)),
+                              f"decoding it needs more than {memory_limit:,} bytes: {_line(e)}")
             except pa.ArrowException as e:
-                _send_json(out, b"F", {"error": _line(e)})
+                out.send_json(b"F", {"error": _line(e)})
                 return
-    _send(out, b"E", b"")
-    out.flush()
+    out.send(b"E", b"")
+    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":
