@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
 
@@ -197,11 +199,17 @@ def _write_mmc4(jsonl_path: str, zip_path: str, docs: list) -> None:
         lines.append(_dumps(row))
     with storage.atomic_write(jsonl_path) as f:
         f.write("".join(line + "\n" for line in lines).encode())
-    with storage.atomic_write(zip_path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name, date_time=_EPOCH_ZIP)
-            info.external_attr = 0o644 << 16
-            z.writestr(info, data)
+    # written to a seekable file first: on a stream that cannot seek (an object store's upload) zipfile
+    # writes data descriptors, and the same shard would differ by where it is written
+    with tempfile.SpooledTemporaryFile(max_size=64 * 2**20) as spool:
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as z:
+            for name, data in files.items():
+                info = zipfile.ZipInfo(name, date_time=_EPOCH_ZIP)
+                info.external_attr = 0o644 << 16
+                z.writestr(info, data)
+        spool.seek(0)
+        with storage.atomic_write(zip_path) as f:
+            shutil.copyfileobj(spool, f, 2**20)
 
 
 def _dumps(value) -> str:
