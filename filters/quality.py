@@ -250,9 +250,23 @@ def _failures(doc: Document, config: QualityConfig) -> Iterator[str]:
         yield "duplicate_paragraphs"
     if any(ts.top_ngram_char_share(text, n) > most for n, most in config.max_top_ngram_char_share):
         yield "top_ngram"
-    if any(ts.duplicate_ngram_char_share(text, n) > most
-           for n, most in config.max_duplicate_ngram_char_share):
+    if _duplicate_ngrams(text, config.max_duplicate_ngram_char_share):
         yield "duplicate_ngrams"
+
+
+def _duplicate_ngrams(text: str, limits: tuple[tuple[int, float], ...]) -> bool:
+    """Whether a duplicate n-gram share is above its limit. The words covered by repeated n-grams are among
+    those covered by repeated m-grams for every m < n (each m-gram inside a repeated n-gram repeats too), so
+    when the smallest n's share is within every limit, no larger n can be above its own: one count instead
+    of six for most documents."""
+    if not limits:
+        return False
+    smallest = min(n for n, _ in limits)
+    share = ts.duplicate_ngram_char_share(text, smallest)
+    if share <= min(most for _, most in limits):
+        return False
+    return any((share if n == smallest else ts.duplicate_ngram_char_share(text, n)) > most
+               for n, most in limits)
 
 
 def document_verdict(doc: Document, config: QualityConfig) -> str | None:

@@ -100,7 +100,9 @@ def _analyse(text: str) -> _Analysis:
     tokens = tuple(_TOKEN.findall(text))
     words, segmented = [], []
     for t in tokens:
-        w = _EDGE.sub("", t).casefold()
+        # a token that starts and ends with a letter or digit has no edge to strip (most do: the regex
+        # substitution was a third of the quality rules' time)
+        w = (t if t[0].isalnum() and t[-1].isalnum() else _EDGE.sub("", t)).casefold()
         if w:
             words.append(w)
             segmented.append(_UNSEG_START.match(w) is None)

@@ -438,3 +438,25 @@ def test_dolma_sample(data_dir):
     assert verdicts == {None: 20, "too_many_images": 1, "too_few_words": 1}
     for d in docs:
         apply(d, DEFAULT).validate()
+
+
+def test_the_duplicate_ngram_shortcut_decides_as_every_share_would():
+    """quality checks the smallest n first and stops when its share is within every limit; on texts from a
+    small vocabulary (repetition of every kind), the verdict is the one of computing all six shares."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from interleaf.filters.quality import _duplicate_ngrams
+
+    limits = DEFAULT.max_duplicate_ngram_char_share
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.sampled_from(["a", "bb", "ccc", "dddd", "to", "the", "ferry"]), max_size=80),
+           st.floats(0.0, 0.3), st.floats(0.0, 0.3))
+    def check(words, low, high):
+        text = " ".join(words)
+        for lim in (limits, ((5, low), (7, high), (10, low / 2))):
+            every = any(ts.duplicate_ngram_char_share(text, n) > most for n, most in lim)
+            assert _duplicate_ngrams(text, lim) == every
+
+    check()
