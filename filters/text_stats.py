@@ -305,6 +305,6 @@ def is_boilerplate_line(line: str, max_words: int = 30) -> bool:
     20-40 words; RefinedWeb bounded its pattern lines at 10 words).
     """
     line = line.strip()
-    if not line or word_count(line) > max_words:
-        return False
-    return bool(_BOILERPLATE_START.search(line) or _BOILERPLATE_ANYWHERE.search(line))
+    if not line or not (_BOILERPLATE_START.search(line) or _BOILERPLATE_ANYWHERE.search(line)):
+        return False  # the patterns first: most lines match none, and counting words costs more
+    return word_count(line) <= max_words

@@ -340,9 +340,9 @@ class _WriteShard(CountingDoFn):
                 by_shard.setdefault(ref[1][0], []).append(ref)
         images = {}
         for path, wanted in sorted(by_shard.items()):
-            if self.carries_bytes:
-                data = read_shard(path, IMAGE_SCHEMA, ["data"]).column("data").take([r[1][1] for r in wanted])
-                data = data.to_pylist()
+            if self.carries_bytes:  # row by row from the memory-mapped column: one copy of each image's bytes
+                column = read_shard(path, IMAGE_SCHEMA, ["data"]).column("data")  # (take() makes two)
+                data = [column[r[1][1]].as_py() for r in wanted]
             else:
                 data = [b""] * len(wanted)
             for (sha, (_, _, fmt, width, height)), blob in zip(wanted, data):
