@@ -4,6 +4,7 @@ hidden state and class or id words (docs/extraction.md has the table and its sou
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from selectolax.lexbor import LexborNode
 
@@ -41,14 +42,18 @@ _CAMEL = re.compile(r"([a-z])([A-Z])")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 
-def class_words(attrs: dict) -> list[str]:
-    """class and id as sorted lowercase words: "site-footer mainNav" -> ["footer", "main", "nav", "site"].
+def class_words(attrs: dict) -> tuple[str, ...]:
+    """class and id as sorted lowercase words: "site-footer mainNav" -> ("footer", "main", "nav", "site").
     Classes that name what the content is about rather than what the element is (WordPress's post_class()
     puts "category-<slug>" and "tag-<slug>" on every article: "category-native-advertising") say nothing."""
-    classes = " ".join(c for c in (attrs.get("class") or "").split()
-                       if not c.lower().startswith(_TOPIC_CLASSES))
-    value = _CAMEL.sub(r"\1 \2", f"{classes} {attrs.get('id') or ''}")
-    return sorted(set(_WORDS.split(value.lower())))  # sorted: the same reason on every run
+    return _class_words(attrs.get("class") or "", attrs.get("id") or "")
+
+
+@lru_cache(maxsize=4096)  # a page repeats its class names on every item of a list
+def _class_words(class_value: str, id_value: str) -> tuple[str, ...]:
+    classes = " ".join(c for c in class_value.split() if not c.lower().startswith(_TOPIC_CLASSES))
+    value = _CAMEL.sub(r"\1 \2", f"{classes} {id_value}")
+    return tuple(sorted(set(_WORDS.split(value.lower()))))  # sorted: the same reason on every run
 
 
 def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool,
