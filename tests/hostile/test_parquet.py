@@ -70,3 +70,25 @@ def test_a_file_that_is_not_parquet_is_one_bad_file_row(tmp_path):
     path.write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
     got = list(rows(str(path)))
     assert len(got) == 1 and got[0].reason == "bad_file" and "Parquet" in got[0].error
+
+
+def test_rows_that_are_small_in_arrow_and_huge_as_python_values_never_reach_this_process(tmp_path):
+    """Found by the third red-team pass: a list of 200,000 indices into one 2,000-character dictionary
+    string (9.6 KB of file, 400 MB as strings) and a list of 30 million nulls in an extra column took the
+    run's process to 4.6 GB and 2.5 GB; the rows are made in the capped child and stay there."""
+    words = pa.DictionaryArray.from_arrays(pa.array([0] * 200_000, pa.int32()), pa.array(["x" * 2000]))
+    texts = pa.ListArray.from_arrays(pa.array([0, 200_000, 201_000], pa.int32()),
+                                     pa.concat_arrays([words, words.slice(0, 1000)]))
+    nulls = pa.ListArray.from_arrays(pa.array([0, 1, 30_000_001], pa.int32()), pa.nulls(30_000_001))
+    table = pa.table({"texts": texts, "junk": nulls, "general_metadata": ["{}", "{}"]})
+    path = tmp_path / "rows.obelics.parquet"
+    pq.write_table(table, path, store_schema=False)
+    assert path.stat().st_size < 100_000
+    probe = ("import sys\nfrom interleaf.readers.rows import rows\n"
+             "print([(r.reason, 'above max_row_bytes' in r.error) for r in rows(sys.argv[1])])\n"
+             "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
+                         timeout=120)
+    reasons, peak_kb = out.stdout.splitlines()
+    assert reasons == str([(TOO_LARGE, True), (TOO_LARGE, True)]), reasons
+    assert int(peak_kb) < 400_000, peak_kb

@@ -108,42 +108,21 @@ def _json_rows(path: str, max_row_bytes: int):
 
 
 def _parquet_rows(path: str, max_row_bytes: int):
-    from interleaf.readers.parquet import batches
+    from interleaf.readers import parquet
 
     number = 0
-    for batch, error in batches(path, max_row_bytes):
-        if error is not None:
-            for _ in range(batch):
+    for kind, value in parquet.rows(path, max_row_bytes):
+        if kind == "row":
+            yield Row(number, value=value)
+            number += 1
+        elif kind == "bad_row":
+            yield Row(number, reason=BAD_ROW, error=value)
+            number += 1
+        else:
+            count, error = value
+            for _ in range(count):
                 yield Row(number, reason=TOO_LARGE, error=error)
                 number += 1
-            continue
-        for value in _batch_values(batch):
-            if isinstance(value, _BadRow):
-                yield Row(number, reason=BAD_ROW, error=value.error)
-            else:
-                yield Row(number, value=value)
-            number += 1
-
-
-@dataclass(frozen=True)
-class _BadRow:
-    error: str
-
-
-def _batch_values(batch) -> list:
-    """The batch's rows as JSON-able values; a row whose values cannot be converted (a timestamp outside
-    Python's range, an unknown time zone) is a _BadRow (numbered by the caller): it costs that row only."""
-    try:
-        return [jsonable(v) for v in batch.to_pylist()]
-    except Exception:  # noqa: BLE001 (any conversion failure of untrusted values): row by row, below
-        pass
-    values = []
-    for i in range(batch.num_rows):
-        try:
-            values.append(jsonable(batch.slice(i, 1).to_pylist()[0]))
-        except Exception as e:  # noqa: BLE001 (as above; the row is counted, never raised)
-            values.append(_BadRow(f"a value that cannot be read: {_line(e)}"))
-    return values
 
 
 def jsonable(value):
