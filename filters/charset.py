@@ -47,6 +47,16 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _NON_ASCII = re.compile("[^\x00-\x7f\udc80-\udcff]")
 
 
+# WHATWG encodings whose decoder is wider than Python's codec of the same name: the Python codec that reads
+# the bytes as a browser does (Shift_JIS is Windows-31J, with the NEC and IBM rows; EUC-KR is Unified Hangul
+# Code; Big5 includes HKSCS; GBK decodes as gb18030; windows-874 has the Windows punctuation and euro sign).
+# (keys: the names resiliparse's WHATWG mapping gives; it names windows-874 iso8859-11)
+_WHATWG_DECODERS = {"shift_jis": "cp932", "euc_kr": "cp949", "big5": "big5hkscs", "gbk": "gb18030",
+                    "iso8859-11": "cp874"}
+# Encodings whose text is all ASCII bytes: a page in them is not "ASCII, hence UTF-8".
+_SEVEN_BIT = ("iso2022_jp",)
+
+
 def _label(name: str | bytes | None) -> str | None:
     """A charset label as a Python codec name under the WHATWG mapping, or None when unknown."""
     if not name:
@@ -56,6 +66,7 @@ def _label(name: str | bytes | None) -> str | None:
     mapped = map_encoding_to_html5(name.strip().lower(), fallback_utf8=False)
     if not mapped:
         return None
+    mapped = _WHATWG_DECODERS.get(mapped.lower(), mapped)
     try:
         return codecs.lookup(mapped).name
     except LookupError:
@@ -112,7 +123,14 @@ def sniff_encoding(body: bytes, content_type: str | None = None) -> tuple[str, s
     for bom, name in _BOMS:
         if body.startswith(bom):
             return name, "bom"
+    header = header_charset(content_type)
+    if header in ("utf-16-le", "utf-16-be") and b"\x00" in body[:_PRESCAN_BYTES] and _decodes(body, header):
+        return header, "header"  # UTF-16 without a BOM, as the header says (only a header can say it)
     if body.isascii():
+        if b"\x1b" in body:  # escape sequences: a 7-bit encoding such as ISO-2022-JP, when one is declared
+            for declared, evidence in ((header, "header"), (meta_charset(body), "meta")):
+                if declared in _SEVEN_BIT and _decodes(body, declared):
+                    return declared, evidence
         return "utf-8", "ascii"  # every web encoding reads ASCII bytes the same way (no EBCDIC on the web)
     # Valid UTF-8 beats any declaration (module docstring); checking first also covers declared utf-8.
     if _decodes(body, "utf-8"):

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from interleaf.filters.html_boilerplate import boilerplate_reason, class_words
+from interleaf.filters.html_boilerplate import MainHolders, boilerplate_reason, class_words
 from interleaf.filters.html_depth import nesting_depth
 from interleaf.filters.html_head import base_url, declared_language, meta_tags, title
 from interleaf.filters.html_images import (
@@ -70,6 +71,10 @@ class ExtractConfig:
     # finish). Real pages nest 10-50 deep (at most 50 on the 181 pages of the extraction benchmark, measured
     # once by hand on 2026-12-07, not by a test); Blink stops nesting at 512. None parses every page.
     max_depth: int | None = 4000
+    # Seconds of extraction a page may take; past them it is a dropped document ("too_slow"), so that no
+    # page the rules handle badly can stall a worker. A page of 16 MB takes about 20 s here; the 181 pages
+    # of the extraction benchmark 10 ms each on average. None sets no limit.
+    max_seconds: float | None = 60.0
     # Comment threads (class/id comment, disqus, respond) are user content, not the page's: Readability
     # treats them as unlikely candidates too. False keeps them.
     drop_comments: bool = True
@@ -290,14 +295,19 @@ class _Walk:
         before it, or inside a wrapper that is), with no text in between."""
         placeholder = self.last_image[0]
         noscript = noscript_img.parent
-        while noscript is not None and noscript.tag != "noscript":
+        for _ in range(_PLACEHOLDER_STEPS):  # the <noscript> is the image's parent or a few levels up
+            if noscript is None or noscript.tag == "noscript":
+                break
             noscript = noscript.parent
-        prev = noscript.prev if noscript is not None else None
-        # skip blank text, comments and <img> elements with no source at all (Medium's canvas targets)
-        while prev is not None and (
-                (prev.tag in ("-text", "-comment") and not (prev.text_content or "").strip())
-                or (prev.tag == "img" and prev.mem_id != placeholder.mem_id
-                    and image_source(prev.attributes, self.config) is None)):
+        prev = noscript.prev if noscript is not None and noscript.tag == "noscript" else None
+        # skip blank text, comments and <img> elements with no source at all (Medium's canvas targets), a
+        # few of them: bounded, or 6,000 empty <img> before a <noscript> of 6,000 images cost 36 million steps
+        for _ in range(_PLACEHOLDER_STEPS):
+            if prev is None or not (
+                    (prev.tag in ("-text", "-comment") and not (prev.text_content or "").strip())
+                    or (prev.tag == "img" and prev.mem_id != placeholder.mem_id
+                        and image_source(prev.attributes, self.config) is None)):
+                break
             prev = prev.prev
         node = placeholder
         for _ in range(6):  # the placeholder itself, or a wrapper of it a few levels up
@@ -343,14 +353,33 @@ class _Walk:
         return None, url, width, height
 
 
-class PageTooDeep(ValueError):
+_PLACEHOLDER_STEPS = 8
+
+
+class PageRefused(ValueError):
+    """A page that is not extracted; `reason` is the drop reason of its document."""
+
+    reason = "refused"
+
+
+class PageTooDeep(PageRefused):
     """A page nested deeper than ExtractConfig.max_depth: not parsed."""
+
+    reason = "too_deep"
+
+
+class PageTooSlow(PageRefused):
+    """A page whose extraction took longer than ExtractConfig.max_seconds: given up."""
+
+    reason = "too_slow"
 
 
 def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extraction:
     """The ordered text and image nodes of a page, with what was left out counted by reason. Raises
-    PageTooDeep for a page nested deeper than config.max_depth (before parsing it)."""
+    PageTooDeep for a page nested deeper than config.max_depth (before parsing it), PageTooSlow for one
+    whose walk takes longer than config.max_seconds."""
     config = config or ExtractConfig()
+    deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     if config.max_depth is not None:
         depth = nesting_depth(html, stop_at=config.max_depth)
         if depth > config.max_depth:
@@ -361,7 +390,7 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
     walk = _Walk(base_url(tree, url), config)
     if tree.body is not None:
         body = walk.open_block("body", tree.body.attributes)
-        _walk_body(tree.body, walk)
+        _walk_body(tree.body, walk, deadline)
         walk.flush()
         walk.close_block(body, walk.frames[0][1], walk.frames[0][2])
         if config.main_content:
@@ -395,14 +424,23 @@ def _keep_main_content(w: _Walk) -> None:
             w.removed.add(i)
 
 
-def _walk_body(body: LexborNode, w: _Walk) -> None:
-    """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit)."""
+_CLOCK_EVERY = 256  # elements walked between two looks at the clock
+
+
+def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> None:
+    """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit); raises
+    PageTooSlow once past the deadline (time.monotonic())."""
     # stack entries: (element, tag, reason before it, picture source before it, its first node's index, its
     # block element record or -1)
     stack: list[tuple[LexborNode, str, str | None, str | None, int, int]] = []
     noscript = 0
     node = body.child
+    steps = 0
+    holds_main = MainHolders(body)
     while True:
+        steps += 1
+        if deadline is not None and steps % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
+            raise PageTooSlow(f"extraction took more than {w.config.max_seconds} s")
         if node is None:
             if not stack:
                 return
@@ -448,7 +486,7 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
             node = node.next
             continue
         reason = None if w.reason else boilerplate_reason(node, tag, attrs, w.in_section > 0,
-                                                          w.config.drop_comments)
+                                                          w.config.drop_comments, holds_main)
         if tag in BLOCK_TAGS or reason:
             w.flush()
         if node.child is None:
@@ -468,7 +506,11 @@ def _walk_body(body: LexborNode, w: _Walk) -> None:
         elif tag == "noscript":
             noscript += 1
         elif tag == "picture":
-            source = node.css_first("source[srcset], source[data-srcset]")
-            if source is not None:
-                w.picture_source = source.attributes.get("data-srcset") or source.attributes.get("srcset")
+            # its own <source> children (a selector over the subtree would rescan nested pictures per level)
+            for source in node.iter(include_text=False):
+                if source.tag == "source":
+                    srcset = source.attributes.get("data-srcset") or source.attributes.get("srcset")
+                    if srcset:
+                        w.picture_source = srcset
+                        break
         node = node.child

@@ -56,10 +56,33 @@ def _class_words(class_value: str, id_value: str) -> tuple[str, ...]:
     return tuple(sorted(set(_WORDS.split(value.lower()))))  # sorted: the same reason on every run
 
 
+MAIN_SELECTOR = "article, main, [role=main]"
+
+
+class MainHolders:
+    """Which elements of a page hold an article, main or role=main element: found once per page (each
+    such element's ancestors, marked up to the first already marked), so that asking costs no walk over
+    the subtree (3,900 nested sidebar divs above an article made that quadratic)."""
+
+    def __init__(self, root: LexborNode):
+        self.root, self.ids = root, None
+
+    def __call__(self, node: LexborNode) -> bool:
+        if self.ids is None:
+            self.ids = set()
+            for found in self.root.css(MAIN_SELECTOR):
+                up = found.parent
+                while up is not None and up.mem_id not in self.ids:
+                    self.ids.add(up.mem_id)
+                    up = up.parent
+        return node.mem_id in self.ids
+
+
 def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool,
-                       drop_comments: bool = True) -> str | None:
+                       drop_comments: bool = True, holds_main=None) -> str | None:
     """The reason an element's whole subtree is boilerplate, or None. `in_section`: the element is inside
-    article, main or section; `drop_comments`: comment threads are boilerplate (ExtractConfig)."""
+    article, main or section; `drop_comments`: comment threads are boilerplate (ExtractConfig);
+    `holds_main`: a MainHolders of the page (else the subtree is searched)."""
     if tag == "form" and ((attrs.get("id") or "").lower() in FORM_WRAPPER_IDS
                           or len(node.text() or "") > FORM_WRAPPER_CHARS):
         return None
@@ -88,7 +111,7 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
             continue
         if reason:
             # a wrapper named "page-with-sidebar" may hold the article itself
-            if node.css_first("article, main, [role=main]") is not None:
+            if holds_main(node) if holds_main is not None else node.css_first(MAIN_SELECTOR) is not None:
                 return None
             return reason
     return None

@@ -79,7 +79,19 @@ _UNSEG_START = re.compile(f"[{_UNSEG_BASE}]")
 # built from the Unicode database, since Python's \W would also strip the vowel signs that end Indic words
 _EDGE_CLASS = _char_class(_codepoints(lambda c: unicodedata.category(c)[0] in "PS"
                                       or unicodedata.category(c) in ("Cc", "Cf")))
-_EDGE = re.compile(f"^[{_EDGE_CLASS}]+|[{_EDGE_CLASS}]+$")
+_LEADING_EDGE = re.compile(f"[{_EDGE_CLASS}]+")
+
+
+def _strip_edges(token: str) -> str:
+    """The token without its leading and trailing punctuation, symbols and controls. Two anchored matches,
+    the trailing one on the reversed token: linear, where a pattern ending in `[...]+$` retries from every
+    position of a long run ("a" + "!" * 100,000 + "b" took 50 s)."""
+    lead = _LEADING_EDGE.match(token)
+    start = lead.end() if lead else 0
+    if start == len(token):
+        return ""
+    trail = _LEADING_EDGE.match(token[::-1])
+    return token[start:len(token) - (trail.end() if trail else 0)]
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter in any script (a word character that is neither digit nor "_")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")  # one or more blank lines
 _SPACE_RUN = re.compile(r"\s+")
@@ -102,7 +114,7 @@ def _analyse(text: str) -> _Analysis:
     for t in tokens:
         # a token that starts and ends with a letter or digit has no edge to strip (most do: the regex
         # substitution was a third of the quality rules' time)
-        w = (t if t[0].isalnum() and t[-1].isalnum() else _EDGE.sub("", t)).casefold()
+        w = (t if t[0].isalnum() and t[-1].isalnum() else _strip_edges(t)).casefold()
         if w:
             words.append(w)
             segmented.append(_UNSEG_START.match(w) is None)

@@ -136,6 +136,9 @@ def open_run(directory: str) -> SourceRun:
         raise ValueError(f"run {directory} is not complete (status {status['status']}{why}); export a run "
                          "that finished, or rerun it")
     manifest = json.loads(storage.read_bytes(status["manifest"]))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{status['manifest']} is not a JSON object: not a manifest interleaf wrote")
+    manifest = rundir.sane_manifest(manifest)
     if manifest.get("kind") == KIND:
         raise ValueError(f"{directory} is an export, not a run; give the --output of `interleaf run`")
     docs_dir = storage.join(directory, "documents")

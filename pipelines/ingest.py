@@ -22,7 +22,7 @@ from interleaf import storage
 from interleaf.download.consent import DEFAULT_DISALLOWED_DIRECTIVES
 from interleaf.filters.blocklist import BlocklistConfig, load_blocklist
 from interleaf.filters.charset import decode_html
-from interleaf.filters.html import ExtractConfig, PageTooDeep, extract
+from interleaf.filters.html import ExtractConfig, PageRefused, extract
 from interleaf.filters.language import LanguageConfig, identify, language_failure
 from interleaf.filters.quality import QualityConfig
 from interleaf.filters.quality import apply as apply_quality
@@ -142,10 +142,10 @@ def page_to_document(item: WarcItem, config: ExtractConfig,
     html = decode_html(item.body, item.content_type)
     try:
         result = extract(html, item.url, config)
-    except PageTooDeep as e:  # not parsed: a dropped document without nodes, counted under its reason
+    except PageRefused as e:  # too deep, too slow: a dropped document without nodes, under its reason
         log.debug("%s: %s", item.url, e)
         return Document(doc_id=make_doc_id(item.url, []), url=item.url, source_file=item.source_file,
-                        source_offset=item.offset, crawl_date=item.date).dropped("too_deep"), {}
+                        source_offset=item.offset, crawl_date=item.date).dropped(e.reason), {}
     doc = Document(doc_id=make_doc_id(item.url, result.nodes), url=item.url, source_file=item.source_file,
                    source_offset=item.offset, crawl_date=item.date, language=result.language,
                    nodes=result.nodes)

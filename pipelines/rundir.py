@@ -15,6 +15,7 @@ the run finished.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -169,3 +170,67 @@ def run_status(directory: str) -> dict | None:
             return {"status": manifest.get("status", COMPLETE), "started": manifest.get("started"),
                     "error": manifest.get("error"), "manifest": path}
     return None
+
+
+# ---------------------------------------------------------------- a manifest read back
+
+_MANIFEST_TYPES = {"stages": list, "inputs": dict, "versions": dict, "config": dict, "timings_s": dict,
+                   "funnel": dict, "created": str, "started": str, "status": str, "error": str,
+                   "unreconciled": list}
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _seconds(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value < 1e12)
+
+
+def sane_funnel(funnel) -> dict:
+    """The funnel without what is not {stage: {unit: {"in": n, "out": n, "dropped": {reason: n}, "info":
+    {name: n}}}} with counts that are whole numbers from 0 to 2**63 (a hand-edited or foreign manifest)."""
+    if not isinstance(funnel, dict):
+        return {}
+    out = {}
+    for stage, units in funnel.items():
+        if not isinstance(units, dict):
+            continue
+        kept = {}
+        for unit, entry in units.items():
+            if not isinstance(entry, dict) or not all(_count(entry.get(k, 0)) for k in ("in", "out")):
+                continue
+            entry = dict(entry)
+            for key in ("dropped", "info"):
+                if key in entry:
+                    value = entry[key]
+                    entry[key] = ({str(k): v for k, v in value.items() if _count(v)}
+                                  if isinstance(value, dict) else {})
+            kept[unit] = entry
+        out[stage] = kept
+    return out
+
+
+def sane_manifest(manifest: dict) -> dict:
+    """The manifest without the values that are not of the type interleaf writes (a hand-edited or foreign
+    manifest), so that what reads it (report, export's card) uses what it can and never fails on a type."""
+    out = {k: v for k, v in manifest.items() if k not in _MANIFEST_TYPES or isinstance(v, _MANIFEST_TYPES[k])}
+    if "stages" in out:
+        out["stages"] = [s for s in out["stages"] if isinstance(s, str)]
+    if "inputs" in out:
+        out["inputs"] = {str(k): [p for p in v if isinstance(p, str)] for k, v in out["inputs"].items()
+                         if isinstance(v, list)}
+    if "unreconciled" in out:
+        out["unreconciled"] = [u for u in out["unreconciled"] if isinstance(u, str)]
+    if "timings_s" in out:
+        timings = {k: v for k, v in out["timings_s"].items() if k == "processing_by_stage" or _seconds(v)}
+        by_stage = timings.get("processing_by_stage")
+        if by_stage is not None:
+            timings["processing_by_stage"] = ({str(k): v for k, v in by_stage.items() if _seconds(v)}
+                                              if isinstance(by_stage, dict) else {})
+        out["timings_s"] = timings
+    if "funnel" in out:
+        out["funnel"] = sane_funnel(out["funnel"])
+    return out
+

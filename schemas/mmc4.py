@@ -9,6 +9,8 @@ fields are kept in `Document.meta["mmc4"]` and written back on the way out.
 
 from __future__ import annotations
 
+import math
+
 from interleaf.schemas.document import Document, Node, make_doc_id
 
 
@@ -21,12 +23,27 @@ def from_mmc4(doc: dict, *, source_file: str | None = None, row_number: int | No
     if not isinstance(url, str) or not isinstance(images, list):
         raise ValueError(f"MMC4 url must be a string and image_info a list, found {type(url).__name__} and "
                          f"{type(images).__name__}")
+    matrix = doc.get("similarity_matrix")
+    if matrix is not None and not (isinstance(matrix, list) and all(
+            isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                        and math.isfinite(v) for v in r) for r in matrix)):
+        raise ValueError("MMC4 similarity_matrix must be a list of lists of finite numbers")
+    if doc.get("could_have_url_duplicate") not in (None, 0, 1, True, False):
+        raise ValueError("MMC4 could_have_url_duplicate must be 0, 1 or a boolean, found "
+                         f"{doc['could_have_url_duplicate']!r}"[:200])
     by_sentence: dict[int, list[dict]] = {}
     for i, info in enumerate(images):
         if not isinstance(info, dict):
             raise ValueError(f"MMC4 image_info[{i}] must be an object, found {type(info).__name__}")
         if not info.get("raw_url"):
             raise ValueError(f"MMC4 image {i} has no raw_url")
+        if not isinstance(info["raw_url"], str):
+            raise ValueError(f"MMC4 image_info[{i}].raw_url must be a string, found "
+                             f"{type(info['raw_url']).__name__}")
+        sim = info.get("matched_sim")
+        if sim is not None and (isinstance(sim, bool) or not isinstance(sim, (int, float))
+                                or not math.isfinite(sim)):
+            raise ValueError(f"MMC4 image_info[{i}].matched_sim must be a finite number, found {sim!r}"[:200])
         idx = info.get("matched_text_index")
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(sentences):
             raise ValueError(f"MMC4 image {i} matched_text_index {idx!r} outside 0..{len(sentences) - 1}")

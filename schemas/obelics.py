@@ -33,6 +33,20 @@ def _int(v) -> int | None:
         return None
 
 
+_IMAGE_SIZES = ("original_width", "original_height", "rendered_width", "rendered_height")
+
+
+def _check_count(value, name: str, limit: int) -> None:
+    """A size or offset of the format: absent, or a whole number from 0 below `limit` (ValueError naming
+    the field otherwise; OBELICS writes them as integers, some copies as floats such as 640.0)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"OBELICS {name} must be a number, found {type(value).__name__}")
+    if not (0 <= value < limit) or value != int(value):
+        raise ValueError(f"OBELICS {name} must be a whole number from 0 below {limit}, found {value!r:.40}")
+
+
 def from_obelics(row: dict, *, source_file: str | None = None, row_number: int | None = None) -> Document:
     """One OBELICS row to a Document. Raises ValueError for a row that is not in the format."""
     texts, images = row.get("texts"), row.get("images")
@@ -46,6 +60,8 @@ def from_obelics(row: dict, *, source_file: str | None = None, row_number: int |
     general = _json(row.get("general_metadata"), "general_metadata") or {}
     if not isinstance(general, dict):
         raise ValueError(f"OBELICS general_metadata must be a JSON object, found {type(general).__name__}")
+    for key in ("warc_record_offset", "warc_record_length"):
+        _check_count(general.get(key), f"general_metadata.{key}", 2**63)
     url = general.get("url") or row.get("url")
     if not url:
         raise ValueError("OBELICS row has no URL (general_metadata.url)")
@@ -59,6 +75,8 @@ def from_obelics(row: dict, *, source_file: str | None = None, row_number: int |
             if not isinstance(image, str) or not isinstance(md, dict):
                 raise ValueError(f"OBELICS position {i}: images[{i}] must be a string and metadata[{i}] an "
                                  "object")
+            for key in _IMAGE_SIZES:
+                _check_count(md.get(key), f"metadata[{i}].{key}", 2**31)
             nodes.append(Node.image_node(image, alt_text=md.get("alt_text"), width=_int(md.get("rendered_width")),
                                          height=_int(md.get("rendered_height"))))
             extra = {k: v for k, v in md.items() if k not in ("src", "alt_text", "rendered_width",

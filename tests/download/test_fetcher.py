@@ -4,6 +4,7 @@ All cases run at once on the stage's own HostScheduler (one host, no per-host li
 about as long as its slowest case (the total_timeout_s of 2 s), not their sum.
 """
 
+import gzip
 import hashlib
 import importlib.util
 import io
@@ -42,7 +43,8 @@ CASES = [
     ("20000x20000 PNG bomb", "/bomb.png", "too_large", TOTAL_S + 1.5),
     ("Pillow's decompression_bomb.gif", "/bomb.gif", "too_large", TOTAL_S),
     ("HTML served as image/jpeg", "/html-as-jpeg", "not_image", TOTAL_S),
-    ("gzip bomb as Content-Encoding", "/gzip-bomb", "not_image", TOTAL_S + 1.5),
+    ("gzip bomb as Content-Encoding", "/gzip-bomb", "too_large", TOTAL_S + 1.5),  # decoded under the cap
+    ("a JPEG the server gzipped anyway", "/gzipped.jpg", "ok", TOTAL_S),  # a browser shows it
     ("truncated PNG", "/truncated.png", "decode_error", TOTAL_S),
     ("40x30 image", "/tiny.png", "too_small", TOTAL_S),
     ("900x200 image", "/wide.jpg", "bad_aspect", TOTAL_S),
@@ -85,6 +87,9 @@ class _Hostile(servers.HostileServer):
     def handle_get(self, h):
         if h.path == "/other.jpg":
             return self.send(h, 200, OTHER)
+        if h.path == "/gzipped.jpg":
+            return self.send(h, 200, gzip.compress(servers.jpeg((320, 240), seed=4)), "image/jpeg",
+                             [("Content-Encoding", "gzip")])
         return super().handle_get(h)
 
 

@@ -43,7 +43,7 @@ def test_a_negative_chunk_size_and_a_bad_date_cost_their_record_only(tmp_path):
 
 
 @pytest.mark.parametrize("bad,dropped", [
-    ({"metadata": [None, {"rendered_width": float("inf")}]}, 0),  # a width that is no number: unknown
+    ({"metadata": [None, {"rendered_width": float("inf")}]}, 1),  # a width that is no whole number: bad_row
     ({"general_metadata": {"url": "http://x.example/", "warc_filename": "f",
                            "warc_record_offset": float("inf")}}, 1),  # the offset: meta keeps infinity
     ({"metadata": [None, {"deep": json.loads("[" * 900 + "]" * 900)}]}, 1),  # cannot travel to workers

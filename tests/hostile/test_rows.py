@@ -44,7 +44,7 @@ LINES = [
      b'"general_metadata": "{\\"url\\": \\"http://b/\\"}"}',
      "bad_row", "text"),
     (line(obelics("http://a.example/4", metadata=json.dumps([None, {"rendered_width": 10 ** 400}]))),
-     "bad_row", "declared_width"),
+     "bad_row", "rendered_width"),
     (line(obelics("http://a.example/5", metadata=json.dumps([None, {"rendered_width": 300, "x": 1e999}]))),
      "bad_row", "meta"),
     (line(obelics(12345)), "bad_row", "url"),

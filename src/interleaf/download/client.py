@@ -9,7 +9,8 @@ on the response headers) and adds what a crawler of untrusted pages needs:
 - Content-Length above the cap is refused before reading, and the streamed body is cut at the cap;
 - one deadline for the whole request (connect, headers, body, all hops), enforced by a watchdog thread
   that shuts the socket down when it passes, whatever phase the request is in;
-- no content decoding (Accept-Encoding: identity), so a gzip bomb stays compressed and fails the image check.
+- no content decoding here (Accept-Encoding: identity); a body that a server compressed anyway is decoded by
+  the fetcher under the same size cap (a gzip bomb ends as too_large).
 """
 
 from __future__ import annotations

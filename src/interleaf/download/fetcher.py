@@ -118,6 +118,22 @@ def is_transient(record: ImageRecord) -> bool:
     return record.status == "http_4xx" and (record.error or "").startswith("HTTP 429")
 
 
+def _undo_content_encoding(data: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """An image body as the server meant it: a server that compresses anyway (gzip, deflate, br, zstd,
+    though we ask for identity) sends a picture a browser shows, so it is decompressed, capped at
+    `max_bytes` (FetchError too_large past it). A body that does not decompress is judged as it came."""
+    if not content_encoding or content_encoding.strip().lower() in ("identity", ""):
+        return data
+    from interleaf.readers.warc import TooLarge, decode_payload
+
+    try:
+        return decode_payload(data, None, content_encoding, max_bytes)
+    except TooLarge as e:
+        raise FetchError("too_large", f"Content-Encoding {content_encoding}: {e}") from None
+    except ValueError:
+        return data
+
+
 def consent_text(body: bytes, content_encoding: str | None, max_bytes: int) -> str:
     """The text of a robots.txt or tdmrep.json as served: decompressed when the server compressed it anyway
     (gzip, deflate, br, zstd, by its Content-Encoding or gzip's magic bytes; capped at `max_bytes`), and
@@ -341,6 +357,7 @@ class Fetcher:
             data = response.read_body(config.max_bytes, config.read_timeout_s, self.watchdog)
         finally:
             response.close(self.watchdog)
+        data = _undo_content_encoding(data, response.headers.get("Content-Encoding"), config.max_bytes)
         record.original_bytes = len(data)
         verdict = judge_header(data, self.rules)  # the run's image rules, from the header: nothing decoded
         if verdict.size is not None:  # kept in a refused record: a later run with other rules may fetch it

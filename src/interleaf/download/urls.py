@@ -89,6 +89,28 @@ def _host(hostname: str) -> str:
         raise ValueError(f"host {hostname!r} has no IDNA form: {e}") from None
 
 
+def _check_host(host: str) -> None:
+    """Raise ValueError for a host no lookup can be made for, so that its URL ends as bad_url (permanent)
+    rather than as a failed lookup (transient, tried again on every rerun): a DNS name of more than 253
+    characters or with a label of more than 63, an "xn--" label that is no punycode, an IPv6 literal with
+    a zone identifier (the URL standard has none)."""
+    if host.startswith("["):
+        if "%" in host:
+            raise ValueError(f"host {host!r}: an IPv6 zone identifier cannot be requested")
+        return
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253:
+        raise ValueError(f"host of {len(name)} characters is longer than DNS allows (253)")
+    for label in name.split("."):
+        if len(label) > 63:
+            raise ValueError(f"host label of {len(label)} characters is longer than DNS allows (63)")
+        if label.startswith("xn--"):
+            try:
+                label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                raise ValueError(f"host label {label!r} is not punycode") from None
+
+
 def as_read(url: str) -> str:
     """The URL as a browser reads it before parsing: surrounding C0 controls and spaces stripped, tabs and
     newlines removed anywhere ("java\\tscript:" is javascript:)."""
@@ -119,6 +141,7 @@ def request_url(url: str) -> str:
     host = _host(hostname)
     if not (_HOST.match(host) or (host.startswith("[") and host.endswith("]"))):
         raise ValueError(f"host {hostname!r} has characters a host name cannot have")
+    _check_host(host)
     userinfo = ""
     if "@" in parts.netloc:
         userinfo = _encode(parts.netloc.rsplit("@", 1)[0], _USERINFO_SET - {":"}) + "@"

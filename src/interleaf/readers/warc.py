@@ -106,11 +106,22 @@ def _capped(out: bytes, limit: int, what: str) -> bytes:
 
 
 def _inflate(data: bytes, wbits: int, limit: int, what: str) -> bytes:
-    z = zlib.decompressobj(wbits)
-    out = _capped(z.decompress(data, limit + 1), limit, what)
-    if not z.eof:  # as zlib.decompress: a stream cut short is an error, not a shorter body
-        raise zlib.error("incomplete or truncated stream")
-    return out
+    """Inflate under the cap. A gzip body of several members (concatenated streams, which browsers and
+    Python's gzip read as one body) is read to its last member; bytes after the last that are no gzip
+    member are ignored, as before."""
+    parts, size = [], 0
+    while True:
+        z = zlib.decompressobj(wbits)
+        out = z.decompress(data, limit - size + 1)
+        if size + len(out) > limit:
+            raise TooLarge(f"{what} decodes to more than {limit} bytes")
+        if not z.eof:  # as zlib.decompress: a stream cut short is an error, not a shorter body
+            raise zlib.error("incomplete or truncated stream")
+        parts.append(out)
+        size += len(out)
+        data = z.unused_data
+        if wbits != 16 + zlib.MAX_WBITS or not data.startswith(b"\x1f\x8b"):
+            return b"".join(parts) if len(parts) > 1 else parts[0]
 
 
 def _decode_content(data: bytes, encoding: str, limit: int) -> bytes:
@@ -135,8 +146,16 @@ def _decode_content(data: bytes, encoding: str, limit: int) -> bytes:
         import io
 
         import zstandard
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
-            return _capped(reader.read(limit + 1), limit, encoding)
+        # every frame, as a browser reads them (a second frame was cut off)
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
+            parts, size = [], 0
+            while size <= limit:
+                chunk = reader.read(min(limit + 1 - size, 1 << 20))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+            return _capped(b"".join(parts), limit, encoding)
     if encoding in ("", "identity", "none"):
         return data
     raise ValueError(f"unsupported Content-Encoding {encoding!r}")

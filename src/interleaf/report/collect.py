@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from interleaf import storage
+from interleaf.pipelines import rundir
 from interleaf.schemas.document import DROPPED, IMAGE, TEXT, Document, documents_from_table
 from interleaf.schemas.image import STATUS_OK
 from interleaf.schemas.meta import KIND_DOCUMENTS, KIND_IMAGES, KIND_TOKENS
@@ -96,31 +97,8 @@ class RunData:
 
     @property
     def funnel(self) -> dict:
-        """The manifest's funnel, with entries that are not {stage: {unit: {"in", "out", "dropped"}}} left
-        out (a hand-edited or foreign manifest)."""
-        funnel = (self.manifest or {}).get("funnel")
-        if not isinstance(funnel, dict):
-            return {}
-        return {stage: {unit: e for unit, e in units.items()
-                        if isinstance(e, dict) and all(isinstance(e.get(k, 0), int) for k in ("in", "out"))
-                        and isinstance(e.get("dropped", {}), dict)}
-                for stage, units in funnel.items() if isinstance(units, dict)}
-
-
-_MANIFEST_TYPES = {"stages": list, "inputs": dict, "versions": dict, "config": dict, "timings_s": dict,
-                   "funnel": dict, "created": str, "started": str, "status": str, "error": str,
-                   "unreconciled": list}
-
-
-def _sane(manifest: dict) -> dict:
-    """The manifest without the keys whose values are not of the type interleaf writes (a hand-edited or
-    foreign manifest), so that the report draws what it can."""
-    out = {k: v for k, v in manifest.items() if k not in _MANIFEST_TYPES or isinstance(v, _MANIFEST_TYPES[k])}
-    if "stages" in out:
-        out["stages"] = [s for s in out["stages"] if isinstance(s, str)]
-    if "inputs" in out:
-        out["inputs"] = {k: v for k, v in out["inputs"].items() if isinstance(v, list)}
-    return out
+        """The manifest's funnel (made sane when the manifest was read: rundir.sane_funnel)."""
+        return (self.manifest or {}).get("funnel") or {}
 
 
 def read_run(directory: str, samples: int = 4) -> RunData:
@@ -136,7 +114,7 @@ def read_run(directory: str, samples: int = 4) -> RunData:
             d.manifest = None
             d.absent["manifest"] = f"{path} is not a JSON object"
         elif d.manifest is not None:
-            d.manifest = _sane(d.manifest)
+            d.manifest = rundir.sane_manifest(d.manifest)
     else:
         d.absent["manifest"] = f"no {path}: the funnel and timings are unknown (not a run directory?)"
     d.documents = _guard(d, "documents", lambda p: documents_stats(p, samples), KIND_DOCUMENTS)
