@@ -74,6 +74,10 @@ class IngestConfig:
         if self.max_row_bytes < 1024 or self.max_record_bytes < 1024:
             raise ValueError(f"max_row_bytes and max_record_bytes must be at least 1024, found "
                              f"{self.max_row_bytes} and {self.max_record_bytes}")
+        seconds = self.extract.max_seconds
+        if seconds is not None and not (isinstance(seconds, (int, float)) and 0 < seconds < float("inf")):
+            raise ValueError(f"ingest.extract.max_seconds must be a positive number of seconds, found "
+                             f"{seconds!r}")
         if self.input_format is not None and self.input_format not in formats():
             raise ValueError(f"input format must be one of {', '.join(formats())}, found "
                              f"{self.input_format!r}")

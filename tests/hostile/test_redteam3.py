@@ -189,3 +189,13 @@ def test_declared_charsets_are_read_as_a_browser_reads_them():
     meta = "<meta charset=iso-2022-jp><p>日本語</p>"
     assert decode_html(meta.encode("iso2022_jp"), None) == meta
     assert decode_html(b"<p>plain \x1b ascii</p>", None) == "<p>plain \x1b ascii</p>"  # nothing declared
+
+
+def test_a_time_budget_that_is_no_positive_number_is_refused_before_the_run(tmp_path, capsys):
+    warc = tmp_path / "page.warc"
+    warc.write_bytes(_redteam2._record("http://ok.example/", b"<html><body><p>x</p></body></html>"))
+    (tmp_path / "run.toml").write_text("[ingest.extract]\nmax_seconds = -1\n")
+    assert main(["run", str(warc), "--output", str(tmp_path / "out"), "--config", str(tmp_path / "run.toml"),
+                 "--stages", "ingest"]) == 2
+    assert "max_seconds must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
