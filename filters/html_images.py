@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 if TYPE_CHECKING:
-    from interleaf.filters.html import ExtractConfig
+    from interleaf.filters.html_config import ExtractConfig
 
 # Lazy loaders put the real image in these attributes and a placeholder in src (lazysizes, WordPress
 # a3-lazy-load, jQuery lazyload "data-original", OBELICS's own list in obelics/utils/simplification_utils.py).
