@@ -36,8 +36,9 @@ class ExtractConfig:
     # once by hand on 2026-12-07, not by a test); Blink stops nesting at 512. None parses every page.
     max_depth: int | None = 4000
     # Seconds of extraction a page may take; past them it is a dropped document ("too_slow"), so that no
-    # page the rules handle badly can stall a worker. A page of 16 MB takes about 20 s here; the 181 pages
-    # of the extraction benchmark 10 ms each on average. None sets no limit.
+    # page the rules handle badly can stall a worker. A page of 16 MB took 23.5 s in a run (measured once, by
+    # the third red-team pass); the 181 pages of the extraction benchmark take under 10 ms each. None: no
+    # limit.
     max_seconds: float | None = 60.0
     # Comment threads (class/id comment, disqus, respond) are user content, not the page's: Readability
     # treats them as unlikely candidates too. False keeps them.

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+from interleaf.readers.rows import _line  # rows.py imports this module only inside a function
+
 MEMORY_LIMIT = 3 * 2**30  # the child's data segment: a batch of OBELICS rows is a few MB
 # A row group whose column chunks say they hold more than this decompressed is not decoded at all (its rows
 # too_large, with the sizes in the error); OBELICS's shards hold row groups of a few hundred MB at most.
@@ -75,11 +77,6 @@ def rows(path: str, max_row_bytes: int, memory_limit: int = MEMORY_LIMIT):
                 child.kill()
             child.stdout.close()
             child.wait()
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text}"[:300]
 
 
 def row_group_too_large(group, max_row_bytes: int) -> str | None:
