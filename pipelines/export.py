@@ -200,11 +200,15 @@ def _check_output(run_dir: str, output: str) -> list[str]:
         raise ValueError(f"--output {output} is not empty and holds no earlier export (no export "
                          f"{MANIFEST}); export into a new or empty directory, or an earlier export's")
     names = set(_file_names(earlier))
-    patterns = file_patterns(earlier["format"]) if earlier.get("format") in FORMATS else []
+    # every format's shard names, whatever the manifest says its format was (it may be hand-edited), and
+    # the temporary files of a killed export's atomic writes (hidden: the listing above skips them)
+    patterns = [p for fmt in FORMATS for p in file_patterns(fmt)]
+    entries += storage.match_in(output, ".tmp-*")
     replaced = []
     for path in entries:
         name = os.path.basename(path.rstrip("/"))
-        if name in names or name in (MANIFEST, CARD) or any(fnmatch.fnmatch(name, p) for p in patterns):
+        if (name in names or name in (MANIFEST, CARD) or name.startswith(".tmp-")
+                or any(fnmatch.fnmatch(name, p) for p in patterns)):
             replaced.append(path)
     return replaced
 
@@ -443,6 +447,8 @@ def export(run_dir: str, output: str, config: ExportConfig, pipeline_args: list[
                        "config_fingerprint": config_fingerprint(run_manifest.get("config"))},
     }
     with rundir.RunLock(output):
+        # again under the lock: another export may have written here since the check above
+        replaced = _check_output(run_dir, output)
         storage.makedirs(output)
         for path in replaced:  # an earlier export's files, maybe of another format or shard count
             if not path.endswith(MANIFEST) and storage.exists(path):

@@ -365,3 +365,16 @@ def test_the_command_line_offers_every_format_the_writers_have():
     from interleaf.commands import export_cmd
     from interleaf.pipelines.export_formats import FORMATS
     assert export_cmd.FORMATS == FORMATS  # a copy there, so that `interleaf --help` imports no pyarrow
+
+
+def test_a_rerun_replaces_a_killed_or_hand_edited_export_whole(run_dir, tmp_path):
+    """Found by a red-team pass: a killed export's hidden temporary files, and the shards of an export whose
+    manifest was edited (its format no longer one we write), outlived every rerun into the directory."""
+    out = tmp_path / "ds"
+    export(str(run_dir), str(out), ExportConfig(format="obelics"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 5, "files": "x"}))
+    (out / ".tmp-docs_shard_00016.jsonl-4d749a643053").write_bytes(b"half a shard")
+    export(str(run_dir), str(out), ExportConfig(format="webdataset"))
+    assert sorted(p.name for p in out.iterdir() if p.name != ".interleaf.lock") == [
+        "README.md", "manifest.json", "part-00000-of-00001.tar"]
