@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from interleaf.download.urls import ipv4
+from interleaf.download.urls import as_read, ipv4, parse
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,13 @@ class Blocklist:
         return i < self.domains.size and int(self.domains[i]) == h
 
     def match(self, url: str) -> tuple[str, str] | None:
-        """(reason, the entry or word that matched) when `url` is blocked, else None."""
+        """(reason, the entry or word that matched) when `url` is blocked, else None. The URL is read as a
+        browser reads it first (download.urls.parse: "http://listed.example\\@other.example/" is a URL of
+        listed.example)."""
+        try:
+            url = parse(as_read(url)).href
+        except ValueError:
+            pass  # judged as written
         host = host_of(url)
         if host and self.domains.size and (":" in host or ipv4_form(host)):
             if self._listed(host):  # an address is listed as itself, it has no parent domains

@@ -35,13 +35,15 @@ _TO_639_1 = {name: code for code, names in {
 
 
 def base_url(tree: LexborHTMLParser, url: str) -> str:
+    """The URL the page's relative URLs are read against: its <base href> when that is http(s), else the
+    page's URL, serialised as the WHATWG URL standard does (so that an image URL can be compared with it)."""
     base = tree.css_first("base[href]")
     href = (base.attributes.get("href") or "").strip() if base is not None else ""
     if href:
         resolved = resolve_url(url, href)
         if resolved:
             return resolved
-    return url
+    return resolve_url(url, "") or url
 
 
 def title(tree: LexborHTMLParser) -> str | None:

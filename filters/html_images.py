@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+
+from interleaf.download.urls import join
 
 if TYPE_CHECKING:
     from interleaf.filters.html_config import ExtractConfig
@@ -117,14 +118,8 @@ def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None
 
 
 def resolve_url(base_url: str, src: str) -> str | None:
-    """An absolute http(s) URL for an src (relative, root-relative, protocol-relative), or None."""
-    # WHATWG URL parsing drops ASCII tabs and newlines anywhere and strips surrounding spaces.
-    src = src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
-    try:
-        url = urljoin(base_url, src)
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return url
+    """The absolute http(s) URL of an src (relative, root-relative, protocol-relative) as a browser resolves
+    and serialises it (WHATWG URL standard: download.urls.join), or None for another scheme or a string the
+    standard's parser refuses."""
+    url = join(base_url, src)
+    return url if url is not None and url.startswith(("http://", "https://")) else None

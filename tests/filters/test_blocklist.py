@@ -110,7 +110,8 @@ def test_an_address_is_blocked_in_every_form_a_browser_requests_it(tmp_path):
     listing.write_text("127.0.0.2\n1.0.218.19\n", encoding="utf-8")
     lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
     for host in ("127.0.0.2", "2130706434", "127.2", "0x7f.0.0.2", "0177.0.0.02", "0x7F000002",
-                 "[::ffff:127.0.0.2]", "[::FFFF:7f00:2]", "127.0.0.2.", "u:p@127.0.0.2:8080", "16833043"):
+                 "[::ffff:127.0.0.2]", "[::FFFF:7f00:2]", "127.0.0.2.", "u:p@127.0.0.2:8080", "16833043",
+                 "127.0.0.2\\@8.8.8.8", "１２７.0.0.2"):  # a backslash ends the host; fullwidth digits fold
         assert lists.match(f"http://{host}/img/a.png") is not None, host
     for host in ("127.0.0.3", "2130706435", "[::1]", "0.218.19", "218.19"):  # other addresses, no parents
         assert lists.match(f"http://{host}/img/a.png") is None, host
@@ -123,7 +124,11 @@ def test_a_listed_url_blocks_every_url_under_it_in_any_spelling(tmp_path):
     for url in ("http://bad.example/private", "http://bad.example/private/page.html?ref=1",
                 "http://bad.example/private/page2", "http://BAD.example/Private/x", "http://bad.example//private/x",
                 "http://bad.example/%70rivate/x", "http://bad.example/private;a/x",
-                "https://www.bad.example/private/", "http://shop.example/item.php?id=7"):
+                "https://www.bad.example/private/", "http://shop.example/item.php?id=7",
+                # read as a browser reads them (WHATWG): a backslash is a slash, dot segments resolve
+                "http://bad.example\\@good.example/../private/x", "http://bad.example\\private\\x",
+                "http://bad.example/public/../private/x", "http://bad.example/public/%2e%2e/private/x",
+                "http:bad.example/private", "http://ＢＡＤ.example/private"):
         assert lists.match(url) is not None, url
     for url in ("http://bad.example/privateer", "http://bad.example/public/private",
                 "http://shop.example/item.php?id=8"):

@@ -402,6 +402,22 @@ def test_resolve_url_refuses_non_http():
     assert resolve_url(PAGE, "blob:https://example.org/1") is None
 
 
+@pytest.mark.parametrize("base, src, want", [
+    # as a browser resolves an <img src> (WHATWG URL standard), where Python's urljoin reads otherwise
+    ("http://news.example/a/page.html", "images\\photo.png", "http://news.example/a/images/photo.png"),
+    ("http://news.example/a/page.html", "/\\cdn.example/x.png", "http://cdn.example/x.png"),
+    ("http://news.example/a/page.html", "../../../x.png", "http://news.example/x.png"),
+    ("http://news.example/a/page.html", "http:x.png", "http://news.example/a/x.png"),  # same scheme: relative
+    ("http://news.example/a/page.html", "https:cdn.example/x.png", "https://cdn.example/x.png"),
+    ("http://news.example/a/page.html", " über café.jpg ", "http://news.example/a/%C3%BCber%20caf%C3%A9.jpg"),
+    ("http://exa mple.example/", "http://cdn.example/x.png", "http://cdn.example/x.png"),  # a base that
+    ("http://exa mple.example/", "x.png", None),  # does not parse: absolute sources still resolve
+    ("http://news.example/", "http://exa mple.example/x.png", None),
+])
+def test_resolve_url_as_a_browser(base, src, want):
+    assert resolve_url(base, src) == want
+
+
 # ---------------------------------------------------------------- charset
 
 

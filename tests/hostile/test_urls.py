@@ -32,7 +32,20 @@ _spec.loader.exec_module(servers)
     ("  http://h.example/a\t.j\npg \x01", "http://h.example/a.jpg"),
     ("http://bücher.example/x.png", "http://xn--bcher-kva.example/x.png"),
     ("http://[::1]:8000/x.png", "http://[::1]:8000/x.png"),
-    ("http://h.example/[a]|b^.jpg", "http://h.example/[a]|b^.jpg"),  # not in the path percent-encode set
+    ("http://h.example/[a]|b.jpg", "http://h.example/[a]|b.jpg"),  # not in the path percent-encode set
+    ("http://h.example/b^.jpg", "http://h.example/b%5E.jpg"),  # in it since the standard's 2024 revision
+    # what a browser reads differently from Python's urllib (issue 13 item 3)
+    ("http://h.example\\@other.example/x.jpg", "http://h.example/@other.example/x.jpg"),
+    ("http://h.example\\img\\x.jpg", "http://h.example/img/x.jpg"),
+    ("http://h.example/a/b/../../c/./x.jpg", "http://h.example/c/x.jpg"),
+    ("http://h.example/a/%2e%2E/x.jpg", "http://h.example/x.jpg"),
+    ("http:h.example/x.jpg", "http://h.example/x.jpg"),
+    ("http:///h.example/x.jpg", "http://h.example/x.jpg"),  # extra slashes before an http host are skipped
+    ("http://faß.example/x.jpg", "http://xn--fa-hia.example/x.jpg"),  # UTS 46, not IDNA 2003 ("fass")
+    ("http://ＥＸ.example/x.jpg", "http://ex.example/x.jpg"),  # fullwidth letters fold
+    ("http://１２７.0.0.１/x.jpg", "http://127.0.0.1/x.jpg"),  # fullwidth digits: an IPv4 address
+    ("http://0x7f.1/x.jpg", "http://127.0.0.1/x.jpg"),
+    ("http://h.example/x\ud800.jpg", "http://h.example/x%EF%BF%BD.jpg"),  # a lone surrogate is U+FFFD
 ])
 def test_urls_as_a_browser_sends_them(url, want):
     assert request_url(url) == want
@@ -40,8 +53,10 @@ def test_urls_as_a_browser_sends_them(url, want):
 
 
 @pytest.mark.parametrize("url", ["http://[::1/x.jpg", "http://h.example:port/x.jpg", "ftp://h.example/x",
-                                 "http:///x.jpg", "javascript:alert(1)", "http://exa mple.com/x.jpg",
-                                 "http://a<b.example/x.jpg", "http://" + "a" * 70 + "ü.example/x"])
+                                 "http://", "javascript:alert(1)", "http://exa mple.com/x.jpg",
+                                 "http://a<b.example/x.jpg", "http://" + "a" * 70 + "ü.example/x",
+                                 "http://a*b.example/x.jpg",
+                                 "http://[fe80::1%25eth0]/x.jpg", "http://\ud800.example/x.jpg"])
 def test_urls_that_cannot_be_requested(url):
     with pytest.raises(ValueError):
         request_url(url)
@@ -71,6 +86,8 @@ def test_hostile_image_urls_through_a_run(tmp_path):
             f"{server.base}/img/a b.jpg": "ok",
             f"{server.base}/img/tab\there.jpg": "ok",
             f"{server.base}/img/plain.jpg#part": "ok",
+            f"{server.base}/img/x/../dots.jpg": "ok",  # requested as /img/dots.jpg
+            f"{server.base}\\img\\back.jpg": "ok",  # requested as /img/back.jpg
             "http://[::1/x.jpg": "bad_url",
             f"http://127.0.0.1:{server.port}0000/img/x.jpg": "bad_url",
             "http://exa mple.com/x.jpg": "bad_url",

@@ -1,36 +1,57 @@
-"""A URL as a browser sends it (the WHATWG URL standard's serialisation, for http and https): surrounding
-C0 controls and spaces stripped, tabs and newlines removed, the scheme and host lower-cased, a non-ASCII host
-in its IDNA form, the default port dropped, and the path and query percent-encoded (UTF-8) where the
-standard's percent-encode sets say, existing %XX escapes left alone. ASCII URLs with nothing to encode come
-back unchanged apart from the case of scheme and host, a default port and an empty path ("/"), so image
-stores made before stay keyed the same. A host that ends in a number is an IPv4 address in any of the forms
-the standard accepts (decimal, octal, hex, fewer than four parts) and is written as a dotted quad, so the
-blocklist and the address guard see the address that is requested.
+"""A URL as a browser sends it: parsed and serialised by the WHATWG URL standard (the `ada-url` package, a
+conformant parser), so that what is requested, stored and checked against the address guard and the
+blocklist is what a browser would request. The standard strips surrounding C0 controls and spaces, removes
+tabs and newlines anywhere, reads a backslash as a slash in http(s) URLs ("host\\@other" is host
+"host"), resolves dot segments ("/a/../b", "/%2e%2e/b"), maps hosts by UTS 46 ("faß.de" stays "faß", as
+xn--fa-hia.de; fullwidth letters and digits fold to ASCII), reads a host that ends in a number as an IPv4
+address in any form (decimal, octal, hex, fewer than four parts), drops the default port and percent-encodes
+(UTF-8) where its percent-encode sets say, leaving %XX escapes alone. An ASCII URL with nothing to change
+comes back unchanged, so image stores made before stay keyed the same.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from urllib.parse import urlsplit
+
+import ada_url
 
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
-# the WHATWG percent-encode sets for special schemes, beyond C0 controls, DEL and non-ASCII
-_PATH_SET = frozenset(' "#<>?`{}')
-_QUERY_SET = frozenset(" \"#<>'")
-_USERINFO_SET = frozenset(' "#<>?`{}/:;=@[\\]^|')
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HTTP = ("http:", "https:")
 _HOST = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")  # after IDNA: what DNS can be asked for
 
 
-def _encode(text: str, encode: frozenset[str]) -> str:
-    out = []
-    for ch in text:
-        if ch in encode or ord(ch) < 0x21 or ord(ch) >= 0x7F:
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
-        else:
-            out.append(ch)
-    return "".join(out)
+def _usv(text: str) -> str:
+    """The string as a browser hands it to the URL parser (a USVString): lone surrogates become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def parse(url: str) -> ada_url.URL:
+    """The WHATWG URL record of an absolute `url`. Raises ValueError (one line) for a string the standard's
+    parser refuses."""
+    try:
+        return ada_url.URL(_usv(url))
+    except ValueError:
+        raise ValueError(f"not a URL by the WHATWG URL standard: {url[:200]!r}") from None
+
+
+def join(base: str, url: str) -> str | None:
+    """The serialised absolute URL of `url` read on a page at `base` (as an <img src>'s URL is), or None
+    when the parser refuses it. An absolute `url` is read alone when `base` itself does not parse."""
+    try:
+        return ada_url.join_url(_usv(base), _usv(url))
+    except ValueError:
+        pass
+    try:
+        return ada_url.normalize_url(_usv(url))
+    except ValueError:
+        return None
 
 
 def _ends_in_a_number(host: str) -> bool:
@@ -76,19 +97,6 @@ def ipv4(host: str) -> str | None:
     return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
 
 
-def _host(hostname: str) -> str:
-    if hostname.startswith("["):  # an IPv6 literal, checked by urlsplit
-        return hostname.lower()
-    if hostname.isascii():
-        return ipv4(hostname) or hostname.lower()
-    try:
-        labels = [label.encode("idna").decode("ascii") if not label.isascii() else label.lower()
-                  for label in hostname.rstrip(".").split(".")]
-        return ".".join(labels) + ("." if hostname.endswith(".") else "")
-    except UnicodeError as e:
-        raise ValueError(f"host {hostname!r} has no IDNA form: {e}") from None
-
-
 def _check_host(host: str) -> None:
     """Raise ValueError for a host no lookup can be made for, so that its URL ends as bad_url (permanent)
     rather than as a failed lookup (transient, tried again on every rerun): a DNS name of more than 253
@@ -119,34 +127,14 @@ def as_read(url: str) -> str:
 
 def request_url(url: str) -> str:
     """The http(s) URL as a browser would request it, without its fragment. Raises ValueError (one line)
-    for one that cannot be requested: another scheme, no host, a bad port or IPv6 literal, a host with no
-    IDNA form."""
-    text = as_read(url)
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"malformed URL: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"scheme {scheme or '(none)'!r} is not fetched")
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    hostname = netloc
-    if hostname.startswith("["):
-        hostname = hostname[: hostname.find("]") + 1]
-    elif ":" in hostname:
-        hostname = hostname.rsplit(":", 1)[0]
-    if not hostname:
-        raise ValueError("URL without a host")
-    host = _host(hostname)
+    for one that cannot be requested: the parser refuses it (a bad port, IPv6 literal or host), another
+    scheme, a host DNS cannot be asked for."""
+    record = parse(as_read(url))
+    if record.protocol not in _HTTP:
+        raise ValueError(f"scheme {record.protocol[:-1]!r} is not fetched")
+    host = record.hostname
     if not (_HOST.match(host) or (host.startswith("[") and host.endswith("]"))):
-        raise ValueError(f"host {hostname!r} has characters a host name cannot have")
+        raise ValueError(f"host {host!r} has characters a host name cannot have")
     _check_host(host)
-    userinfo = ""
-    if "@" in parts.netloc:
-        userinfo = _encode(parts.netloc.rsplit("@", 1)[0], _USERINFO_SET - {":"}) + "@"
-    port_part = f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else ""
-    path = _encode(parts.path or "/", _PATH_SET)
-    has_query = parts.query or text.split("#", 1)[0].endswith("?")
-    query = f"?{_encode(parts.query, _QUERY_SET)}" if has_query else ""
-    return f"{scheme}://{userinfo}{host}{port_part}{path}{query}"
+    href = record.href
+    return href[: len(href) - len(record.hash)] if record.hash else href.removesuffix("#")
