@@ -83,6 +83,9 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
     """The reason an element's whole subtree is boilerplate, or None. `in_section`: the element is inside
     article, main or section; `drop_comments`: comment threads are boilerplate (ExtractConfig);
     `holds_main`: a MainHolders of the page (else the subtree is searched)."""
+    if not attrs:  # most elements: only the tag can say
+        return None if tag == "form" and len(node.text() or "") > FORM_WRAPPER_CHARS else (
+            TAG_REASON.get(tag) or ("header" if tag == "header" and not in_section else None))
     if tag == "form" and ((attrs.get("id") or "").lower() in FORM_WRAPPER_IDS
                           or len(node.text() or "") > FORM_WRAPPER_CHARS):
         return None

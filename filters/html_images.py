@@ -44,24 +44,33 @@ def parse_dimension(value: str | None, *, limit: int = 65535) -> int | None:
     return n if n <= limit else None
 
 
+_SEPARATORS = re.compile(r"[\s,]*")  # \s is str.isspace's whitespace
+_NON_SPACE = re.compile(r"\S*")
+_PAREN_DEPTH = {"(": 1, ")": -1}
+
+
 def parse_srcset(value: str) -> list[tuple[str, int | None, float | None]]:
     """(url, width, density) candidates of a srcset, after the WHATWG parsing algorithm: URLs may contain
     commas (image CDNs put transformations there), a candidate ends at a comma after its descriptors."""
     out, pos, n = [], 0, len(value)
     while pos < n:
-        while pos < n and (value[pos].isspace() or value[pos] == ","):
-            pos += 1
+        pos = _SEPARATORS.match(value, pos).end()
         start = pos
-        while pos < n and not value[pos].isspace():
-            pos += 1
+        pos = _NON_SPACE.match(value, pos).end()
         url, descriptors = value[start:pos], ""
         if url.endswith(","):
             url = url.rstrip(",")
         else:
-            start, depth = pos, 0
-            while pos < n and not (value[pos] == "," and depth == 0):
-                depth += {"(": 1, ")": -1}.get(value[pos], 0)
-                pos += 1
+            start = pos
+            comma = value.find(",", pos)
+            comma = n if comma < 0 else comma
+            if value.find("(", pos, comma) < 0 and value.find(")", pos, comma) < 0:  # end at the comma
+                pos = comma
+            else:  # a comma inside parentheses does not end them
+                depth = 0
+                while pos < n and not (value[pos] == "," and depth == 0):
+                    depth += _PAREN_DEPTH.get(value[pos], 0)
+                    pos += 1
             descriptors = value[start:pos]
         if not url:
             continue

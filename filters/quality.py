@@ -220,7 +220,8 @@ def _failures(doc: Document, config: QualityConfig) -> Iterator[str]:
     if image_reason:
         yield image_reason
 
-    text = doc.text()
+    # doc.text(), analysed from its paragraphs' analyses (filter_nodes made them)
+    text = ts.join_paragraphs([n.text for n in doc.nodes if n.is_text and n.kept and n.text])
     n_words = ts.word_count(text)
     if _below(n_words, config.min_words):
         yield "too_few_words"

@@ -20,7 +20,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 # The eight words of Gopher's stop-word rule (Rae et al. 2021, appendix A: "does not contain at least two of
 # the following English words: the, be, to, of, and, that, have, with").
@@ -92,6 +91,11 @@ def _strip_edges(token: str) -> str:
         return ""
     trail = _LEADING_EDGE.match(token[::-1])
     return token[start:len(token) - (trail.end() if trail else 0)]
+
+
+_ASCII_EDGES = "".join(chr(c) for c in range(128) if unicodedata.category(chr(c))[0] in "PS"
+                       or unicodedata.category(chr(c)) == "Cc")
+_FIRST_UNSEG = chr(_UNSEGMENTED_BLOCKS[0][0])  # a text whose characters all come before it has none
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter in any script (a word character that is neither digit nor "_")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")  # one or more blank lines
 _SPACE_RUN = re.compile(r"\s+")
@@ -105,20 +109,58 @@ class _Analysis:
     chars: int  # characters in all words
 
 
-@lru_cache(maxsize=8)
+# Analyses of recent texts: document_verdict asks a dozen statistics of the same text, and a document's
+# text is made of its paragraphs, each analysed before by the node rules (join_paragraphs). Bounded by the
+# characters of the texts held (their analyses take a few times that in memory), at least the last one.
+_CACHE: dict[str, _Analysis] = {}  # oldest first
+_CACHE_CHARS = [0]
+_CACHE_MAX_CHARS = 1 << 20
+
+
 def _analyse(text: str) -> _Analysis:
-    # Cached: document_verdict asks a dozen statistics of the same text; the cache holds the last few texts,
-    # and a repeated lookup of the same string object costs an identity check.
-    tokens = tuple(_TOKEN.findall(text))
-    words, segmented = [], []
-    for t in tokens:
-        # a token that starts and ends with a letter or digit has no edge to strip (most do: the regex
-        # substitution was a third of the quality rules' time)
-        w = (t if t[0].isalnum() and t[-1].isalnum() else _strip_edges(t)).casefold()
-        if w:
-            words.append(w)
-            segmented.append(_UNSEG_START.match(w) is None)
-    return _Analysis(tokens, tuple(words), tuple(segmented), sum(map(len, words)))
+    found = _CACHE.get(text)
+    if found is not None:
+        return found
+    return _remember(text, _analysis(text))
+
+
+def _remember(text: str, analysis: _Analysis) -> _Analysis:
+    _CACHE[text] = analysis
+    _CACHE_CHARS[0] += len(text)
+    while _CACHE_CHARS[0] > _CACHE_MAX_CHARS and len(_CACHE) > 1:
+        _CACHE_CHARS[0] -= len(next(iter(_CACHE)))
+        del _CACHE[next(iter(_CACHE))]
+    return analysis
+
+
+def join_paragraphs(texts: list[str]) -> str:
+    """The texts joined by blank lines (Document.text()), its analysis made from theirs: tokens never
+    span whitespace, so the joined text's tokens and words are theirs in order."""
+    text = "\n\n".join(texts)
+    if text not in _CACHE:
+        parts = [_analyse(t) for t in texts]
+        _remember(text, _Analysis(tuple(t for a in parts for t in a.tokens),
+                                  tuple(w for a in parts for w in a.words),
+                                  tuple(s for a in parts for s in a.segmented), sum(a.chars for a in parts)))
+    return text
+
+
+def _analysis(text: str) -> _Analysis:
+    if text.isascii():  # most text: str.split is the token regex there, and edges are ASCII punctuation
+        tokens = text.split()
+        words = " ".join([t.strip(_ASCII_EDGES) for t in tokens]).lower().split(" ") if tokens else []
+        unsegmented = False
+    else:
+        unsegmented = max(text) >= _FIRST_UNSEG and _UNSEG_START.search(text) is not None
+        tokens = _TOKEN.findall(text) if unsegmented else text.split()
+        # a token that starts and ends with a letter or digit has no edge to strip (most do)
+        words = " ".join([t if t[0].isalnum() and t[-1].isalnum() else _strip_edges(t)
+                          for t in tokens]).casefold().split(" ") if tokens else []
+    if "" in words:  # tokens that were all punctuation
+        words = [w for w in words if w]
+    segmented = (tuple(_UNSEG_START.match(w) is None for w in words) if unsegmented
+                 else (True,) * len(words))
+    return _Analysis(tuple(tokens), tuple(words), segmented, sum(map(len, words)))
 
 
 def tokens(text: str) -> list[str]:
