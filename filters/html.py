@@ -67,7 +67,6 @@ SKIP_TAGS = {"script": "script", "style": "style", "template": "template", "ifra
 SECTIONS = frozenset(("article", "main", "section"))
 # the containers judged by ExtractConfig.max_link_density
 LINK_CONTAINERS = frozenset(("div", "ul", "ol", "dl", "section", "table", "tbody", "aside", "nav", "menu"))
-_SPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 
 
@@ -129,7 +128,8 @@ class _Walk:
             return
         share = link_chars / max(1, len("".join(raw.split())))
         for p in paragraphs:
-            p = p if self.pre else "\n".join(_SPACE.sub(" ", line).strip() for line in p.split("\n")).strip()
+            # whitespace runs within a line made one space (str.split's whitespace is the regex engine's \s)
+            p = p if self.pre else "\n".join(" ".join(line.split()) for line in p.split("\n")).strip()
             if not p.strip():
                 continue
             chars = len("".join(p.split()))

@@ -96,9 +96,9 @@ def _strip_edges(token: str) -> str:
 _ASCII_EDGES = "".join(chr(c) for c in range(128) if unicodedata.category(chr(c))[0] in "PS"
                        or unicodedata.category(chr(c)) == "Cc")
 _FIRST_UNSEG = chr(_UNSEGMENTED_BLOCKS[0][0])  # a text whose characters all come before it has none
-_ALPHA = re.compile(r"[^\W\d_]")  # a letter in any script (a word character that is neither digit nor "_")
+# a token's start up to its first letter (in any script: a word character that is neither digit nor "_")
+_ALPHA_TOKEN = re.compile(r"(?<!\S)\S*?[^\W\d_]")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")  # one or more blank lines
-_SPACE_RUN = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def paragraphs(text: str) -> list[str]:
 
 def normalize_text(text: str) -> str:
     """Case-folded with whitespace runs collapsed: the key for "the same paragraph" within a document."""
-    return _SPACE_RUN.sub(" ", text).strip().casefold()
+    return " ".join(text.split()).casefold()  # str.split's whitespace is the regex engine's \s
 
 
 # ---------------------------------------------------------------- Gopher quality rules (Rae et al. 2021, A)
@@ -237,7 +237,9 @@ def alpha_word_share(text: str) -> float:
     An empty text has no word without a letter: 1.0 (only the word-count rule judges emptiness).
     """
     toks = _analyse(text).tokens
-    return sum(_ALPHA.search(t) is not None for t in toks) / len(toks) if toks else 1.0
+    # the tokens that hold a letter: one match from each such token's start (linear: a match must start
+    # after a space, and each token is scanned once)
+    return len(_ALPHA_TOKEN.findall(" ".join(toks))) / len(toks) if toks else 1.0
 
 
 def stop_word_count(text: str, stop_words: frozenset[str] = GOPHER_STOP_WORDS) -> int:
@@ -352,6 +354,17 @@ _BOILERPLATE_START = re.compile(
     re.IGNORECASE)
 
 
+# every alternative of _BOILERPLATE_ANYWHERE holds one of these words: a line with none (casefolded; the
+# regex engine's IGNORECASE also matches "i" to a dotless "ı" and to "İ", which casefolds to "i" and a
+# combining dot) cannot match, and looking costs a tenth
+_ANYWHERE_KEYWORDS = ("terms", "privacy", "cookie", "javascript", "reserved", "lorem")
+
+
+def _has_boilerplate_keyword(line: str) -> bool:
+    folded = line.casefold().replace("ı", "i").replace("i\u0307", "i")
+    return any(word in folded for word in _ANYWHERE_KEYWORDS)
+
+
 def is_boilerplate_line(line: str, max_words: int = 30) -> bool:
     """A cookie, copyright, "enable JavaScript", "click here" ... line of at most `max_words` words.
 
@@ -359,6 +372,7 @@ def is_boilerplate_line(line: str, max_words: int = 30) -> bool:
     20-40 words; RefinedWeb bounded its pattern lines at 10 words).
     """
     line = line.strip()
-    if not line or not (_BOILERPLATE_START.search(line) or _BOILERPLATE_ANYWHERE.search(line)):
+    if not line or not (_BOILERPLATE_START.search(line) or (
+            _has_boilerplate_keyword(line) and _BOILERPLATE_ANYWHERE.search(line))):
         return False  # the patterns first: most lines match none, and counting words costs more
     return word_count(line) <= max_words
