@@ -309,13 +309,33 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
             _keep_main_content(walk)
     else:  # a frameset page, or not HTML at all
         log.debug("no <body> in %s: nothing to extract", url)
+    page_title = title(tree)
+    if config.drop_title and page_title and len(page_title) <= _TITLE_MAX_CHARS:
+        _drop_title_repeats(walk, page_title)
     if walk.removed:
         walk.nodes = [n for i, n in enumerate(walk.nodes) if i not in walk.removed]
     if config.max_repeats is not None:
         walk.drop_repeated(config.max_repeats)
-    return Extraction(nodes=walk.nodes, dropped=dict(sorted(walk.dropped.items())), title=title(tree),
+    return Extraction(nodes=walk.nodes, dropped=dict(sorted(walk.dropped.items())), title=page_title,
                       language=declared_language(tree), meta=meta_tags(tree),
                       dropped_images=walk.dropped_images)
+
+
+_TITLE_WORDS = re.compile(r"\w+")
+_TITLE_MIN_CHARS = 10  # a shorter paragraph inside the title ("News", "Home") says too little to match
+_TITLE_MAX_CHARS = 1000  # a longer <title> is no headline (and comparing each paragraph with it costs)
+
+
+def _drop_title_repeats(w: _Walk, page_title: str) -> None:
+    """Leave out, as "title", the kept paragraphs whose words are a run of the title's words (compared as
+    lower-case \\w+ words: "Title | Site" holds the headline "Title")."""
+    title_words = f" {' '.join(_TITLE_WORDS.findall(page_title.lower()))} "
+    for i, node in enumerate(w.nodes):
+        if node.is_text and i not in w.removed and len(node.text) <= 2 * len(page_title):
+            words = " ".join(_TITLE_WORDS.findall(node.text.lower()))
+            if len(words) > _TITLE_MIN_CHARS and f" {words} " in title_words:
+                w.dropped["title"] += 1
+                w.removed.add(i)
 
 
 def _keep_main_content(w: _Walk) -> None:

@@ -64,6 +64,10 @@ class ExtractConfig:
     # of a homepage's list: 3% of its text) gives way to the nearest ancestor that holds this much. On the
     # article-extraction benchmark the block chosen holds 31-100% of each page's text.
     main_content_min_share: float = 0.25
+    # A paragraph that repeats the page's <title> (the headline, usually the title without the site's name)
+    # is left out as "title": the document keeps the title in its meta, and the article-extraction benchmark's
+    # article bodies, like trafilatura's text, leave it out (F1 0.945 -> 0.949 there). False keeps it.
+    drop_title: bool = True
     # Declared sizes above this are garbage: JPEG, GIF and PNG encoders in practice stop at 65535 px.
     max_declared_side: int = 65535
 

@@ -270,6 +270,9 @@ def test_an_image_repeated_more_than_three_times_is_decoration():
     ('<div id="comments">Nice post!</div>', "comments"),
     ('<div class="share-buttons">Share on X</div>', "social"),
     ('<div class="cookie-banner">We use cookies</div>', "popup"),
+    ('<div class="post-byline">By A. Writer</div>', "byline"),
+    ('<time class="entry-date">November 19, 2019</time>', "byline"),
+    ('<p class="photo-credit">Photo: A. Photographer, AP</p>', "byline"),
     ('<div style="display: none">Hidden text</div>', "hidden"),
     ('<div hidden>Hidden text</div>', "hidden"),
     ('<script>var x = "<p>not text</p>";</script>', "script"),
@@ -282,6 +285,20 @@ def test_boilerplate_left_out_and_counted(html, reason):
     ex = extract(page(f"<p>Body text.</p>{html}"), PAGE)
     assert texts(ex) == ["Body text."]
     assert ex.dropped == {reason: 1}
+
+
+def test_a_headline_that_repeats_the_title_is_left_out_and_counted():
+    html = page("<article><h1>Harbour Ferries Return After Storm</h1><p>The ferries sailed again on Monday "
+                "after the storm.</p><h2>Harbour news</h2><p>Harbour Ferries Return After Storm, and more "
+                "boats will follow.</p></article>",
+                head="<title>Harbour Ferries Return After Storm | The Coast Gazette</title>")
+    ex = extract(html, PAGE)
+    assert texts(ex) == ["The ferries sailed again on Monday after the storm.", "Harbour news",
+                         "Harbour Ferries Return After Storm, and more boats will follow."]
+    assert ex.dropped == {"title": 1}
+    assert ex.title == "Harbour Ferries Return After Storm | The Coast Gazette"  # kept as the title
+    kept = extract(html, PAGE, ExtractConfig(drop_title=False))
+    assert texts(kept)[0] == "Harbour Ferries Return After Storm" and "title" not in kept.dropped
 
 
 def test_every_paragraph_and_image_in_a_boilerplate_subtree_counts_under_its_outermost_reason():
