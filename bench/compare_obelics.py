@@ -88,6 +88,9 @@ class FixtureResult:
     shared_urls: int = 0  # of those, extracted by interleaf too
     shared_after_urljoin: int = 0  # counting OBELICS URLs re-resolved from its unformatted_src with urljoin
     missed: Counter = field(default_factory=Counter)  # missed OBELICS URL by interleaf's reason
+    # missed URLs that interleaf leaves out by design (NOT_CONTENT: icons, pixels, spacers, src="null"),
+    # listed so that a reader can check that they are
+    not_content: list[str] = field(default_factory=list)
 
     @property
     def share(self) -> float:
@@ -96,6 +99,21 @@ class FixtureResult:
     @property
     def share_urljoin(self) -> float:
         return self.shared_after_urljoin / self.obelics_urls if self.obelics_urls else 1.0
+
+    @property
+    def content_urls(self) -> int:
+        return self.obelics_urls - len(self.not_content)
+
+    @property
+    def share_content(self) -> float:
+        """Issue 17 item 4's recall: OBELICS's images that are content (not icons, logos, tracking pixels),
+        found by interleaf under the same URL or the one OBELICS's src resolves to."""
+        return self.shared_after_urljoin / self.content_urls if self.content_urls else 1.0
+
+
+# interleaf's reasons for leaving out what is no picture: a declared size or URL of an icon, a pixel or
+# spacer, or an src such as "null"; the recall of content images does not count these against it
+NOT_CONTENT = frozenset(("icon", "tracking_pixel", "spacer", "bad_url"))
 
 
 def compare_fixture(warc_name: str, obelics_name: str) -> FixtureResult:
@@ -131,8 +149,11 @@ def compare_fixture(warc_name: str, obelics_name: str) -> FixtureResult:
             res.shared_urls += url in ours
             res.shared_after_urljoin += url in ours or rejoined in ours
             if url not in ours:
-                res.missed[reasons.get(url) or reasons.get(rejoined)
-                           or ("resolved differently" if rejoined in ours else "other candidate chosen")] += 1
+                reason = reasons.get(url) or reasons.get(rejoined)
+                res.missed[reason or ("resolved differently" if rejoined in ours
+                                      else "other candidate chosen")] += 1
+                if reason in NOT_CONTENT:
+                    res.not_content.append(f"{reason}: {url}")
     res.documents = (o_docs, len(pages))
     res.text_nodes, res.words, res.image_nodes = (o_text, i_text), (o_words, i_words), (o_images, i_images)
     return res
@@ -270,14 +291,24 @@ def _walk_resiliparse(html: str) -> int:
 def render(results: list[FixtureResult], quality, speed) -> str:
     header = ("| fixture | documents O / i | text nodes O / i | words O / i | image nodes O / i "
               "| OBELICS image URLs | also in interleaf | share | share, OBELICS URLs re-joined "
-              "| missed, by interleaf reason |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+              "| share of content images (re-joined) | missed, by interleaf reason |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         missed = ", ".join(f"{k} {v}" for k, v in r.missed.most_common()) or "-"
         lines.append(f"| {r.name} | {r.documents[0]} / {r.documents[1]} "
                      f"| {r.text_nodes[0]} / {r.text_nodes[1]} | {r.words[0]} / {r.words[1]} "
                      f"| {r.image_nodes[0]} / {r.image_nodes[1]} | {r.obelics_urls} | {r.shared_urls} "
-                     f"| {r.share:.0%} | {r.share_urljoin:.0%} | {missed} |")
+                     f"| {r.share:.0%} | {r.share_urljoin:.0%} | {r.share_content:.0%} | {missed} |")
+    total = FixtureResult("**all**", obelics_urls=sum(r.obelics_urls for r in results),
+                          shared_urls=sum(r.shared_urls for r in results),
+                          shared_after_urljoin=sum(r.shared_after_urljoin for r in results),
+                          missed=sum((r.missed for r in results), Counter()),
+                          not_content=[u for r in results for u in r.not_content])
+    lines.append(f"| **all** | | | | | {total.obelics_urls} | {total.shared_urls} | {total.share:.0%} "
+                 f"| {total.share_urljoin:.0%} | {total.share_content:.1%} "
+                 f"| {', '.join(f'{k} {v}' for k, v in total.missed.most_common()) or '-'} |")
+    lines += ["", "Left out as no content (not counted in the share of content images): "
+              + "; ".join(f"`{u}`" for u in sorted(set(total.not_content))) + "."]
     names = list(quality)
     lines += ["", "| readability page | " + " | ".join(f"{n}: word P / R, images" for n in names) + " |",
               "|---" * (len(names) + 1) + "|"]

@@ -20,7 +20,7 @@ from apache_beam import pvalue
 
 from interleaf import storage
 from interleaf.download.consent import DEFAULT_DISALLOWED_DIRECTIVES
-from interleaf.filters.blocklist import BlocklistConfig, load_blocklist
+from interleaf.filters.blocklist import Blocklist, BlocklistConfig, load_blocklist
 from interleaf.filters.charset import decode_html
 from interleaf.filters.html import ExtractConfig, PageRefused, extract
 from interleaf.filters.language import LanguageConfig, identify, language_failure
@@ -245,6 +245,36 @@ class ExtractPages(beam.PTransform):
 KEPT_TAG, REJECTED_TAG = "kept", "rejected"
 
 
+def filter_document(doc: Document, config: QualityConfig, language: LanguageConfig,
+                    blocklist: Blocklist | None) -> Document:
+    """One document through the ingest filters, as the stage runs them: its URL against the blocklist, its
+    blocked images dropped, its language identified and checked against the keep list, the quality rules.
+    A document dropped before (too_deep) keeps its reason."""
+    blocked = blocklist.match(doc.url) if blocklist is not None and doc.kept else None
+    if blocked is not None:
+        return doc.dropped(blocked[0])
+    if not doc.kept:
+        return doc
+    if blocklist is not None:
+        doc = _drop_blocked_images(doc, blocklist)
+    if language.identify:
+        doc = identify(doc, language)
+    reason = language_failure(doc, language)
+    return doc.dropped(reason) if reason else apply_quality(doc, config)
+
+
+def _drop_blocked_images(doc: Document, blocklist: Blocklist) -> Document:
+    """The document with its kept image nodes whose URL is blocked dropped under the list's reason (the
+    fetch stage would refuse them; a run without it keeps no node it could not fetch)."""
+    nodes, changed = [], False
+    for n in doc.nodes:
+        hit = blocklist.match(n.image_url) if n.is_image and n.kept and n.image_url else None
+        if hit is not None:
+            n, changed = n.dropped(hit[0]), True
+        nodes.append(n)
+    return replace(doc, nodes=nodes) if changed else doc
+
+
 class _Filter(CountingDoFn):
     """Document to the kept output (dropped nodes stripped unless audited) or the rejected output: its URL
     against the blocklist first (filters/blocklist.py), then its language identified (filters/language.py)
@@ -263,16 +293,7 @@ class _Filter(CountingDoFn):
         self.blocklist = load_blocklist(self.blocklist_config)  # once per process, shared by its threads
 
     def process(self, doc: Document):
-        blocked = self.blocklist.match(doc.url) if self.blocklist is not None and doc.kept else None
-        if blocked is not None:
-            doc = doc.dropped(blocked[0])
-        elif doc.kept:
-            if self.blocklist is not None:
-                doc = self._drop_blocked_images(doc)  # one dropped already (too_deep) keeps its reason
-            if self.language.identify:
-                doc = identify(doc, self.language)
-            reason = language_failure(doc, self.language)
-            doc = doc.dropped(reason) if reason else apply_quality(doc, self.config)
+        doc = filter_document(doc, self.config, self.language, self.blocklist)
         for n in doc.nodes:  # every node entered the funnel as "in"; the dropped ones leave by their reason
             if not n.kept:
                 self.funnel.drop("nodes", n.reason)
@@ -286,17 +307,6 @@ class _Filter(CountingDoFn):
         self.funnel.inc("nodes", "out", kept_nodes)
         yield doc if self.keep_dropped_nodes else doc.kept_nodes()
 
-
-    def _drop_blocked_images(self, doc: Document) -> Document:
-        """The document with its kept image nodes whose URL is blocked dropped under the list's reason (the
-        fetch stage would refuse them; a run without it keeps no node it could not fetch)."""
-        nodes, changed = [], False
-        for n in doc.nodes:
-            hit = self.blocklist.match(n.image_url) if n.is_image and n.kept and n.image_url else None
-            if hit is not None:
-                n, changed = n.dropped(hit[0]), True
-            nodes.append(n)
-        return replace(doc, nodes=nodes) if changed else doc
 
 
 class FilterDocuments(beam.PTransform):
