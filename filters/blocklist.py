@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from interleaf.download.urls import as_read, ipv4, parse
+from interleaf.download.urls import MAX_URL_CHARS, as_read, ipv4, parse
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,22 @@ def _canonical_host(host: str) -> str:
     host = host.lower().strip("[]").rstrip(".")
     if ":" in host:
         try:
-            mapped = ipaddress.IPv6Address(host.split("%", 1)[0]).ipv4_mapped
+            address = ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
             return host
-        return str(mapped) if mapped else host
+        return str(address.ipv4_mapped or address)  # compressed: "2001:db8:0:0::2" is "2001:db8::2"
     if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")  # lists write internationalised names in punycode
-        except UnicodeError:
+        try:  # punycode by UTS 46, as the URL standard maps a URL's host ("faß" is xn--fa-hia, not "fass")
+            host = parse(f"http://{host}/").hostname.rstrip(".")
+        except ValueError:
             return host
     try:
         return ipv4(host) or host
     except ValueError:
         return host
+
+
+_MAX_DOMAIN = 253  # characters of a DNS name
 
 
 def ipv4_form(host: str) -> bool:
@@ -156,8 +159,10 @@ def _url_key(url: str) -> str:
         text = text.split("://", 1)[1]
     text = text.split("#", 1)[0]
     host, sep, rest = text.partition("/")
-    host = _canonical_host(host.rsplit("@", 1)[-1].rsplit(":", 1)[0] if not host.endswith("]")
-                           else host.rsplit("@", 1)[-1])
+    host = host.rsplit("@", 1)[-1]
+    if not host.endswith("]") and host.count(":") == 1:  # a port; more colons: a bare IPv6 entry
+        host = host.rsplit(":", 1)[0]
+    host = _canonical_host(host)
     host = host[4:] if host.startswith("www.") else host
     path, qsep, query = rest.partition("?")
     segments = [seg.split(";", 1)[0] for seg in unquote(path).lower().split("/")]
@@ -166,17 +171,20 @@ def _url_key(url: str) -> str:
     return f"{host}/{tail}" if tail else host
 
 
-def _url_prefixes(key: str):
+def _url_prefixes(key: str, longest: int):
     """The key, then the key without its query, then each shorter path at a segment boundary (a listed
-    "host/dir" blocks "host/dir/page.html"): the entries of a URL list that cover the URL."""
-    yield key
+    "host/dir" blocks "host/dir/page.html"): the entries of a URL list that cover the URL. Only those of at
+    most `longest` characters (the longest entry): linear in the key however many segments it has."""
+    if len(key) <= longest:
+        yield key
     path = key.split("?", 1)[0]
-    if path != key:
+    if path != key and len(path) <= longest:
         yield path
-    while "/" in path:
-        path = path.rsplit("/", 1)[0]
-        if "/" in path:
-            yield path
+    first = path.find("/")
+    cut = path.rfind("/", 0, min(len(path), longest + 1))
+    while cut > first >= 0:
+        yield path[:cut]
+        cut = path.rfind("/", 0, cut)
 
 
 def _words(path: str) -> set[str]:
@@ -219,6 +227,7 @@ class Blocklist:
             self.soft = _words(os.path.join(assets, "soft_banned_words.txt"))
             subwords = sorted(_words(os.path.join(assets, "banned_subwords.txt")), key=len, reverse=True)
             self.subwords = re.compile("|".join(map(re.escape, subwords))) if subwords else None
+        self.longest_url = max(map(len, self.urls), default=0)
         log.info("blocklist: %d domains, %d URLs, %d banned words, %d soft, subwords %s", self.domains.size,
                  len(self.urls), len(self.banned), len(self.soft), "on" if self.subwords else "off")
 
@@ -252,17 +261,26 @@ class Blocklist:
             if self._listed(host):  # an address is listed as itself, it has no parent domains
                 return BLOCKED_DOMAIN, host
         elif host and self.domains.size:
-            labels = host.split(".")
-            for i in range(len(labels)):
-                domain = ".".join(labels[i:])
-                if self._listed(domain):
+            # the host and each parent domain, shortest last; a DNS name (a listed one) has at most 253
+            # characters, so a longer host is looked up from that length on (linear in the host)
+            start = 0
+            if len(host) > _MAX_DOMAIN:
+                dot = host.find(".", len(host) - _MAX_DOMAIN - 1)
+                start = dot + 1 if dot >= 0 else len(host)
+            while True:
+                domain = host[start:]
+                if domain and self._listed(domain):
                     return BLOCKED_DOMAIN, domain
+                dot = host.find(".", start)
+                if dot < 0:
+                    break
+                start = dot + 1
         if self.urls:
-            for key in _url_prefixes(_url_key(url)):
+            for key in _url_prefixes(_url_key(url), self.longest_url):
                 if key in self.urls:
                     return BLOCKED_URL, key
         if self.banned or self.soft or self.subwords:
-            lowered = url.lower()
+            lowered = url[:MAX_URL_CHARS].lower()  # longer URLs are not requested; their tail is not read
             words = set(_NON_ALNUM.split(lowered))
             hit = next((w for w in words if w in self.banned), None)
             if hit:

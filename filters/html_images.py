@@ -44,8 +44,12 @@ def parse_dimension(value: str | None, *, limit: int = 65535) -> int | None:
     return n if n <= limit else None
 
 
-_SEPARATORS = re.compile(r"[\s,]*")  # \s is str.isspace's whitespace
-_NON_SPACE = re.compile(r"\S*")
+# HTML's ASCII whitespace: what attribute values and srcset lists are trimmed and split on (a no-break or
+# ideographic space belongs to the URL, which percent-encodes it)
+HTML_SPACE = " \t\n\f\r"
+_SEPARATORS = re.compile(r"[ \t\n\f\r,]*")
+_NON_SPACE = re.compile(r"[^ \t\n\f\r]*")
+_SPACES = re.compile(r"[ \t\n\f\r]+")
 _PAREN_DEPTH = {"(": 1, ")": -1}
 
 
@@ -75,7 +79,7 @@ def parse_srcset(value: str) -> list[tuple[str, int | None, float | None]]:
         if not url:
             continue
         width, density = None, None
-        for d in descriptors.split():
+        for d in _SPACES.split(descriptors.strip(HTML_SPACE)):
             try:
                 if d[-1:] in "wW":
                     width = int(d[:-1])
@@ -116,7 +120,7 @@ def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None
     lazy = pick(attrs.get("data-srcset")) or pick(attrs.get("data-lazy-srcset"))
     if lazy:
         return lazy
-    singles = [(attrs.get(name) or "").strip() for name in (*LAZY_SRC_ATTRS, "src")]
+    singles = [(attrs.get(name) or "").strip(HTML_SPACE) for name in (*LAZY_SRC_ATTRS, "src")]
     real = [v for v in singles if v and not v.lower().startswith("data:")]
     srcset = pick(attrs.get("srcset"))
     if srcset and (config.prefer_srcset or not real):

@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -115,6 +116,23 @@ def test_an_address_is_blocked_in_every_form_a_browser_requests_it(tmp_path):
         assert lists.match(f"http://{host}/img/a.png") is not None, host
     for host in ("127.0.0.3", "2130706435", "[::1]", "0.218.19", "218.19"):  # other addresses, no parents
         assert lists.match(f"http://{host}/img/a.png") is None, host
+
+
+def test_entries_are_read_as_the_url_standard_reads_hosts(tmp_path):
+    """Red-team findings: entries were mapped by IDNA 2003 ("faß" as "fass") while URLs by UTS 46; a bare
+    IPv6 entry lost its last group; a host of 200,000 labels took 217 s to match."""
+    listing = tmp_path / "blocked.txt"
+    listing.write_text("faß.example\nς.example\n2001:db8::1\n[2001:db8:0:0::2]\n", encoding="utf-8")
+    lists = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(listing),)))
+    for url in ("http://faß.example/a.png", "http://xn--fa-hia.example/a.png", "http://ς.example/",
+                "http://[2001:db8::1]/a.png", "http://[2001:db8::2]/", "http://[2001:DB8:0::1]:8080/"):
+        assert lists.match(url) is not None, url
+    assert lists.match("http://fass.example/a.png") is None  # another name under UTS 46
+    deep = "a." * 200_000 + "xn--fa-hia.example"
+    started = time.monotonic()
+    assert lists.match(f"http://{deep}/a.png") is not None
+    assert lists.match("http://x.example/" + "a/" * 2_000_000) is None
+    assert time.monotonic() - started < 10  # linear: quadratic was minutes
 
 
 def test_a_listed_url_blocks_every_url_under_it_in_any_spelling(tmp_path):

@@ -56,7 +56,9 @@ def test_urls_as_a_browser_sends_them(url, want):
                                  "http://", "javascript:alert(1)", "http://exa mple.com/x.jpg",
                                  "http://a<b.example/x.jpg", "http://" + "a" * 70 + "ü.example/x",
                                  "http://a*b.example/x.jpg",
-                                 "http://[fe80::1%25eth0]/x.jpg", "http://\ud800.example/x.jpg"])
+                                 "http://[fe80::1%25eth0]/x.jpg", "http://\ud800.example/x.jpg",
+                                 "http://xn--a.example/x.jpg", "http://h.example:0/x.jpg",
+                                 "http://h.example:25/x.jpg", "http://h.example/" + "x" * 70000])
 def test_urls_that_cannot_be_requested(url):
     with pytest.raises(ValueError):
         request_url(url)
@@ -72,6 +74,11 @@ class _Images(servers.BaseServer):
     def handle_get(self, h):
         if h.path == "/robots.txt":
             self.send(h, 404, b"", "text/plain")
+        elif h.path == "/r/back":  # a browser reads the backslashes as slashes: /img/back-redirect.jpg
+            self.send(h, 302, b"", "text/plain", [("Location", "\\img\\back-redirect.jpg")])
+        elif h.path == "/r/utf8":  # raw UTF-8 bytes in the header, which a browser reads as UTF-8
+            raw = "/img/ü-redirect.jpg".encode().decode("latin-1")  # http.server sends str as Latin-1
+            self.send(h, 302, b"", "text/plain", [("Location", raw)])
         elif h.path.startswith("/img/") and h.path.isascii() and " " not in h.path:
             self.send(h, 200, self.photo)
         else:
@@ -91,6 +98,10 @@ def test_hostile_image_urls_through_a_run(tmp_path):
             "http://[::1/x.jpg": "bad_url",
             f"http://127.0.0.1:{server.port}0000/img/x.jpg": "bad_url",
             "http://exa mple.com/x.jpg": "bad_url",
+            "http://127.0.0.1:0/img/x.jpg": "bad_url",  # a bad port (Fetch standard): never requested
+            "http://xn--a.example/x.jpg": "bad_url",  # no punycode by UTS 46
+            f"{server.base}/r/back": "ok",
+            f"{server.base}/r/utf8": "ok",
         }
         prose = ("The harbour master keeps a list of every boat that enters, with its name, its port and the "
                  "weather, and the list goes back more than a hundred years to the first steam ferries.")
@@ -108,6 +119,7 @@ def test_hostile_image_urls_through_a_run(tmp_path):
         for url, want in urls.items():
             key = url if want != "ok" else request_url(url)
             assert status.get(key) == want, (url, status)
+        assert server.served["/img/back-redirect.jpg"] == 1 and server.served["/img/%C3%BC-redirect.jpg"] == 1
         m = json.loads((tmp_path / "out" / "manifest.json").read_text())
         assert m["unreconciled"] == []
 

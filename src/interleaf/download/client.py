@@ -26,10 +26,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from interleaf.download.netguard import GuardError, open_connection, resolve
-from interleaf.download.urls import request_url
+from interleaf.download.urls import join, request_url
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,15 @@ def _timeout_message(deadline: float, where: str) -> str:
     return f"request deadline passed {where}" if late >= 0 else f"read timed out {where}"
 
 
+def _header_text(value: str) -> str:
+    """A header value as a browser reads it: http.client decodes the bytes as Latin-1; a browser reads a
+    Location's bytes as UTF-8 (a raw "ü" is %C3%BC, not %C3%83%C2%BC), and as Latin-1 when they are not."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
@@ -265,11 +274,10 @@ def open_url(url: str, *, limits: HttpLimits, headers: dict[str, str], allow_pri
                             _conn=conn, _sock=sock, _raw=raw, _deadline=deadline, _watch=watch)
         if raw.status in REDIRECT_CODES and raw.headers.get("Location"):
             response.close(watchdog)
-            try:
-                location = urljoin(current, raw.headers["Location"].strip())
-            except ValueError as e:  # a broken IPv6 literal
-                raise FetchError("bad_url", f"redirect to a malformed URL {raw.headers['Location']!r}: "
-                                          f"{e}") from None
+            header = _header_text(raw.headers["Location"])
+            location = join(current, header)  # as a browser resolves it (WHATWG URL standard)
+            if location is None:
+                raise FetchError("bad_url", f"redirect to {header[:200]!r}, which the URL standard refuses")
             if location in visited:
                 raise FetchError("too_many_redirects", f"redirect loop: {current} -> {location} "
                                                        f"after {len(visited) - 1} redirects")

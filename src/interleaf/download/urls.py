@@ -19,6 +19,15 @@ import ada_url
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
 _HTTP = ("http:", "https:")
 _HOST = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")  # after IDNA: what DNS can be asked for
+# The Fetch standard's bad ports: a browser refuses to connect to them (mail, IRC, ... and port 0)
+BAD_PORTS = frozenset((
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103,
+    104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514,
+    515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723,
+    2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080))
+# Longer URLs are not requested (Chrome's limit is 2 MB; servers answer 414 past a few KB): bounds the work
+# one URL costs the blocklist and the fetcher
+MAX_URL_CHARS = 65536
 
 
 def _usv(text: str) -> str:
@@ -113,10 +122,13 @@ def _check_host(host: str) -> None:
         if len(label) > 63:
             raise ValueError(f"host label of {len(label)} characters is longer than DNS allows (63)")
         if label.startswith("xn--"):
-            try:
-                label[4:].encode("ascii").decode("punycode")
+            try:  # UTS 46: the label decodes to a valid label that maps back to this one
+                decoded = label[4:].encode("ascii").decode("punycode")
+                valid = ada_url.idna_to_ascii(decoded) == label.encode("ascii")
             except UnicodeError:
-                raise ValueError(f"host label {label!r} is not punycode") from None
+                valid = False
+            if not valid:
+                raise ValueError(f"host label {label!r} is not punycode")
 
 
 def as_read(url: str) -> str:
@@ -129,9 +141,13 @@ def request_url(url: str) -> str:
     """The http(s) URL as a browser would request it, without its fragment. Raises ValueError (one line)
     for one that cannot be requested: the parser refuses it (a bad port, IPv6 literal or host), another
     scheme, a host DNS cannot be asked for."""
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"a URL of {len(url)} characters is longer than requested ({MAX_URL_CHARS})")
     record = parse(as_read(url))
     if record.protocol not in _HTTP:
         raise ValueError(f"scheme {record.protocol[:-1]!r} is not fetched")
+    if record.port and int(record.port) in BAD_PORTS:
+        raise ValueError(f"port {record.port} is one a browser refuses (the Fetch standard's bad ports)")
     host = record.hostname
     if not (_HOST.match(host) or (host.startswith("[") and host.endswith("]"))):
         raise ValueError(f"host {host!r} has characters a host name cannot have")
