@@ -166,14 +166,20 @@ def sniff_encoding(body: bytes, content_type: str | None = None) -> tuple[str, s
 
 def decode_html(body: bytes, content_type: str | None) -> str:
     """The text of an HTML response body. Never raises: undecodable bytes become U+FFFD."""
+    return decode_html_as(body, content_type)[0]
+
+
+def decode_html_as(body: bytes, content_type: str | None) -> tuple[str, str]:
+    """decode_html's text and the codec it decoded with: the document's encoding, which a browser also uses
+    for the query of the URLs in it (filters/html_images.resolve_url)."""
     if not body:
-        return ""
+        return "", "utf-8"
     encoding, evidence = sniff_encoding(body, content_type)
     if evidence == "bom":
         body = body[len(next(b for b, n in _BOMS if n == encoding)):]
     if evidence in ("fallback", "utf-8-mostly"):
         log.debug("no charset decodes the page cleanly; decoding as %s with replacement", encoding)
     try:
-        return body.decode(encoding, errors="replace")
+        return body.decode(encoding, errors="replace"), encoding
     except LookupError:  # a codec that resiliparse knows and Python does not: cannot happen after _label
-        return body.decode("utf-8", errors="replace")
+        return body.decode("utf-8", errors="replace"), "utf-8"

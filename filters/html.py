@@ -22,6 +22,7 @@ from collections import Counter
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from interleaf.download.urls import query_encoding
 from interleaf.filters.html_boilerplate import MainHolders, boilerplate_reason, class_words
 from interleaf.filters.html_config import (  # noqa: F401 (re-exported: callers import them from here)
     ExtractConfig,
@@ -76,8 +77,9 @@ _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 class _Walk:
     """State of one extraction: nodes so far, the paragraph being gathered, drop counts."""
 
-    def __init__(self, base_url: str, config: ExtractConfig):
+    def __init__(self, base_url: str, config: ExtractConfig, encoding: str | None = None):
         self.base_url, self.config = base_url, config
+        self.query_encoding = query_encoding(encoding)  # None for UTF-8 pages
         self.nodes: list[Node] = []
         self.dropped: Counter[str] = Counter()
         self.dropped_images: list[Node] = []
@@ -261,7 +263,7 @@ class _Walk:
                     height = parse_dimension(value, limit=c.max_declared_side)
         src = image_source(attrs, c, self.picture_source)
         is_data = bool(src) and src.lower().startswith("data:")
-        url = src if is_data else resolve_url(self.base_url, src) if src else None
+        url = src if is_data else resolve_url(self.base_url, src, self.query_encoding) if src else None
         if self.reason:
             return self.reason, (None if is_data else url), width, height
         if not src:
@@ -286,10 +288,12 @@ class _Walk:
 _PLACEHOLDER_STEPS = 8
 
 
-def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extraction:
+def extract(html: str, url: str, config: ExtractConfig | None = None,
+            encoding: str | None = None) -> Extraction:
     """The ordered text and image nodes of a page, with what was left out counted by reason. Raises
     PageTooDeep for a page nested deeper than config.max_depth (before parsing it), PageTooSlow for one
-    whose walk takes longer than config.max_seconds."""
+    whose walk takes longer than config.max_seconds. `encoding`: the codec the page was decoded with
+    (filters/charset.decode_html_as); the query of its image URLs is encoded in it, as a browser does."""
     config = config or ExtractConfig()
     deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     if config.max_depth is not None:
@@ -299,7 +303,7 @@ def extract(html: str, url: str, config: ExtractConfig | None = None) -> Extract
     # Some WARC writers store WARC-Target-URI as "<url>" (the WARC 1.0 grammar's brackets taken literally).
     url = url.strip().removeprefix("<").removesuffix(">")
     tree = LexborHTMLParser(html)
-    walk = _Walk(base_url(tree, url), config)
+    walk = _Walk(base_url(tree, url), config, encoding)
     if tree.body is not None:
         body = walk.open_block("body", tree.body.attributes)
         _walk_body(tree.body, walk, deadline)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from interleaf.download.urls import join
+from interleaf.download.urls import encode_query, join
 
 if TYPE_CHECKING:
     from interleaf.filters.html_config import ExtractConfig
@@ -130,9 +130,10 @@ def image_source(attrs: dict, config: ExtractConfig, fallback_srcset: str | None
     return pick(fallback_srcset) or next((v for v in singles if v), None)
 
 
-def resolve_url(base_url: str, src: str) -> str | None:
+def resolve_url(base_url: str, src: str, encoding: str | None = None) -> str | None:
     """The absolute http(s) URL of an src (relative, root-relative, protocol-relative) as a browser resolves
     and serialises it (WHATWG URL standard: download.urls.join), or None for another scheme or a string the
-    standard's parser refuses."""
-    url = join(base_url, src)
+    standard's parser refuses. `encoding`: the codec of a page not in UTF-8 (download.urls.query_encoding),
+    which encodes the query."""
+    url = join(base_url, encode_query(src, encoding) if encoding else src)
     return url if url is not None and url.startswith(("http://", "https://")) else None

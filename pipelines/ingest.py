@@ -21,7 +21,7 @@ from apache_beam import pvalue
 from interleaf import storage
 from interleaf.download.consent import DEFAULT_DISALLOWED_DIRECTIVES
 from interleaf.filters.blocklist import Blocklist, BlocklistConfig, load_blocklist
-from interleaf.filters.charset import decode_html
+from interleaf.filters.charset import decode_html_as
 from interleaf.filters.html import ExtractConfig, PageRefused, extract
 from interleaf.filters.language import LanguageConfig, identify, language_failure
 from interleaf.filters.quality import QualityConfig
@@ -143,9 +143,9 @@ def page_to_document(item: WarcItem, config: ExtractConfig,
     """One archived HTML page to a Document (all nodes kept) and the extractor's left-out counts. With a
     user-agent token, TDM reservations and noai / noimageai (filters/tdm.py) drop the document or its
     images with reason tdm_reserved."""
-    html = decode_html(item.body, item.content_type)
+    html, encoding = decode_html_as(item.body, item.content_type)
     try:
-        result = extract(html, item.url, config)
+        result = extract(html, item.url, config, encoding)
     except PageRefused as e:  # too deep, too slow: a dropped document without nodes, under its reason
         log.debug("%s: %s", item.url, e)
         return Document(doc_id=make_doc_id(item.url, []), url=item.url, source_file=item.source_file,

@@ -435,6 +435,25 @@ def test_resolve_url_as_a_browser(base, src, want):
     assert resolve_url(base, src) == want
 
 
+def test_the_query_is_encoded_in_the_pages_encoding():
+    """WHATWG URL standard: a document's URLs encode their query (not their path) in the document's
+    encoding; a character the encoding lacks becomes its percent-encoded character reference."""
+    from interleaf.pipelines.ingest import page_to_document
+    from interleaf.readers.warc import PAGE as PAGE_KIND
+    from interleaf.readers.warc import WarcItem
+
+    body = ('<html><body><article><p>' + "Prose about the picture below, long enough. " * 20 + '</p>'
+            '<img src="ü.jpg?q=ü&amp;r=日" width="640" height="480"></article></body></html>')
+    for charset, want in [("windows-1252", "https://example.org/blog/%C3%BC.jpg?q=%FC&r=%26%2326085%3B"),
+                          ("utf-8", "https://example.org/blog/%C3%BC.jpg?q=%C3%BC&r=%E6%97%A5"),
+                          ("shift_jis", "https://example.org/blog/%C3%BC.jpg?q=%26%23252%3B&r=%93%FA")]:
+        raw = body.encode(charset, "xmlcharrefreplace")
+        item = WarcItem(kind=PAGE_KIND, url=PAGE, date=None, source_file="t", offset=0, payload_digest=None,
+                        content_type=f"text/html; charset={charset}", body=raw)
+        doc, _ = page_to_document(item, ExtractConfig())
+        assert [n.image_url for n in doc.nodes if n.is_image] == [want], charset
+
+
 # ---------------------------------------------------------------- charset
 
 

@@ -11,6 +11,7 @@ comes back unchanged, so image stores made before stay keyed the same.
 
 from __future__ import annotations
 
+import codecs
 import re
 import string
 
@@ -39,6 +40,52 @@ def _usv(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+_UTF = frozenset(("utf-8", "utf-16", "utf-16-le", "utf-16-be"))
+
+
+def query_encoding(encoding: str | None) -> str | None:
+    """The codec a document's URLs encode their query with, None for UTF-8 (the WHATWG URL standard: the
+    document's encoding, UTF-8 for a UTF-16 document; "?q=ü" is "?q=%FC" on a windows-1252 page)."""
+    if not encoding:
+        return None
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return None
+    return None if name in _UTF else name
+
+
+def encode_query(url: str, encoding: str) -> str:
+    """`url` with the non-ASCII characters of its query percent-encoded in `encoding` (a character the
+    encoding lacks as its percent-encoded character reference, "%26%2326085%3B", as the standard says); the
+    rest is left to the parser, which leaves %XX escapes alone."""
+    url = _usv(url)
+    q = url.find("?")
+    end = url.find("#")
+    if q < 0 or 0 <= end < q:
+        return url
+    end = len(url) if end < 0 else end
+    query = url[q + 1:end]
+    if query.isascii():
+        return url
+    encoded = _NON_ASCII_RUN.sub(lambda m: _percent_encode(m.group(), encoding), query)
+    return f"{url[:q + 1]}{encoded}{url[end:]}"
+
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")  # encoded a run at a time: ISO-2022-JP shifts once per run
+_SPECIAL_QUERY_SET = frozenset(b' "#<>\'')  # with C0 controls and bytes above 0x7E
+
+
+def _percent_encode(text: str, encoding: str) -> str:
+    try:
+        return "".join(f"%{b:02X}" if b < 0x21 or b > 0x7E or b in _SPECIAL_QUERY_SET else chr(b)
+                       for b in text.encode(encoding))
+    except UnicodeEncodeError:  # the standard's "percent-encode after encoding": %26%23<code point>%3B
+        if len(text) > 1:
+            return "".join(_percent_encode(ch, encoding) for ch in text)
+        return f"%26%23{ord(text)}%3B"
 
 
 def parse(url: str) -> ada_url.URL:
