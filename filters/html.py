@@ -315,7 +315,7 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
         log.debug("no <body> in %s: nothing to extract", url)
     page_title = title(tree)
     if config.drop_title and page_title and len(page_title) <= _TITLE_MAX_CHARS:
-        _drop_title_repeats(walk, page_title)
+        _drop_headline(walk, page_title)
     if walk.removed:
         walk.nodes = [n for i, n in enumerate(walk.nodes) if i not in walk.removed]
     if config.max_repeats is not None:
@@ -328,18 +328,27 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
 _TITLE_WORDS = re.compile(r"\w+")
 _TITLE_MIN_CHARS = 10  # a shorter paragraph inside the title ("News", "Home") says too little to match
 _TITLE_MAX_CHARS = 1000  # a longer <title> is no headline (and comparing each paragraph with it costs)
+_HEADLINE_WITHIN = 8  # paragraphs from the top (breadcrumbs, a kicker, a date may come before the headline)
 
 
-def _drop_title_repeats(w: _Walk, page_title: str) -> None:
-    """Leave out, as "title", the kept paragraphs whose words are a run of the title's words (compared as
-    lower-case \\w+ words: "Title | Site" holds the headline "Title")."""
+def _drop_headline(w: _Walk, page_title: str) -> None:
+    """Leave out, as "title", the page's headline: the first kept paragraph whose words are a run of the
+    title's words (compared as lower-case \\w+ words: "Title | Site" holds "Title"), looked for among the
+    paragraphs before the text starts (the first _HEADLINE_WITHIN, none longer than twice the title), and
+    only when other text is kept (a post that is its title keeps it). A subheading or a quote further down
+    that repeats words of the title stays."""
     title_words = f" {' '.join(_TITLE_WORDS.findall(page_title.lower()))} "
-    for i, node in enumerate(w.nodes):
-        if node.is_text and i not in w.removed and len(node.text) <= 2 * len(page_title):
-            words = " ".join(_TITLE_WORDS.findall(node.text.lower()))
-            if len(words) > _TITLE_MIN_CHARS and f" {words} " in title_words:
+    texts = [i for i, n in enumerate(w.nodes) if n.is_text and i not in w.removed]
+    for i in texts[:_HEADLINE_WITHIN]:
+        text = w.nodes[i].text
+        if len(text) > 2 * len(page_title):
+            return  # the text has started
+        words = " ".join(_TITLE_WORDS.findall(text.lower()))
+        if len(words) > _TITLE_MIN_CHARS and f" {words} " in title_words:
+            if len(texts) > 1:
                 w.dropped["title"] += 1
                 w.removed.add(i)
+            return
 
 
 def _keep_main_content(w: _Walk) -> None:

@@ -25,13 +25,15 @@ CLASS_REASON = {
     **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
     **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
     # who wrote it and when, and whose photo it is: metadata lines, not the text (trafilatura leaves them out
-    # too); on the article-extraction benchmark F1 0.949 -> 0.954, recall unchanged
-    **dict.fromkeys(["byline", "author", "authors", "dateline", "timestamp", "date", "pubdate", "credit",
-                     "credits"], "byline"),
+    # too); not on inline elements (BYLINE_NOT_ON), and not the broader "date", "author" or "credits", which
+    # name event schedules, author bios, publication lists and film credits as often (a review found each)
+    **dict.fromkeys(["byline", "dateline", "timestamp", "pubdate", "credit"], "byline"),
     **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
                      "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
     **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
 }
+# Inline elements a byline word does not drop: a <span class="date"> inside a sentence is part of it
+BYLINE_NOT_ON = frozenset(("a", "abbr", "b", "cite", "em", "font", "i", "small", "span", "strong", "time"))
 # Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
 # okMaybeItsACandidate without "main" and "column", which name menus and sidebars as often ("main-nav").
 CONTENT_WORDS = frozenset(["article", "body", "content"])
@@ -114,7 +116,8 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
         return None
     for word in words:
         reason = CLASS_REASON.get(word)
-        if reason == "comments" and not drop_comments or reason == "header" and in_section:
+        if (reason == "comments" and not drop_comments or reason == "header" and in_section
+                or reason == "byline" and tag in BYLINE_NOT_ON):
             continue
         if reason:
             # a wrapper named "page-with-sidebar" may hold the article itself

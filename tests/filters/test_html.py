@@ -271,7 +271,7 @@ def test_an_image_repeated_more_than_three_times_is_decoration():
     ('<div class="share-buttons">Share on X</div>', "social"),
     ('<div class="cookie-banner">We use cookies</div>', "popup"),
     ('<div class="post-byline">By A. Writer</div>', "byline"),
-    ('<time class="entry-date">November 19, 2019</time>', "byline"),
+    ('<div class="entry-dateline">November 19, 2019</div>', "byline"),
     ('<p class="photo-credit">Photo: A. Photographer, AP</p>', "byline"),
     ('<div style="display: none">Hidden text</div>', "hidden"),
     ('<div hidden>Hidden text</div>', "hidden"),
@@ -299,6 +299,32 @@ def test_a_headline_that_repeats_the_title_is_left_out_and_counted():
     assert ex.title == "Harbour Ferries Return After Storm | The Coast Gazette"  # kept as the title
     kept = extract(html, PAGE, ExtractConfig(drop_title=False))
     assert texts(kept)[0] == "Harbour Ferries Return After Storm" and "title" not in kept.dropped
+
+
+def test_byline_words_leave_prose_alone():
+    """Review findings: a date or author class in a sentence cut it; an author bio, an event schedule
+    (class "date") and a publication list (class "author") were dropped whole."""
+    html = page('<article><p>The council meeting on <span class="date">5 May 2024</span> approved the '
+                'budget, said <a class="author" href="/jd">Jane Doe</a>.</p><div class="author-bio"><p>Jane '
+                'Doe is a journalist.</p></div><div class="date"><h3>Saturday 12 May</h3><p>10:00 Opening '
+                'concert</p></div></article>')
+    assert texts(extract(html, PAGE)) == [
+        "The council meeting on 5 May 2024 approved the budget, said Jane Doe.", "Jane Doe is a journalist.",
+        "Saturday 12 May", "10:00 Opening concert"]
+
+
+def test_only_the_headline_repeating_the_title_goes():
+    """Review findings: a subheading or quote further down that repeats words of the title was dropped, and
+    a post that is only its title lost it."""
+    head = "<title>How to retire early, step by step: earn, save and invest more</title>"
+    prose = "Saving half of what you earn is the start. " * 5
+    body = (f"<h1>How to retire early, step by step</h1><p>{prose}</p><h2>How to retire early</h2>"
+            "<p>Invest the rest in index funds over decades.</p>")
+    ex = extract(page(body, head=head), PAGE)
+    assert texts(ex)[0].startswith("Saving half") and "How to retire early" in texts(ex)
+    assert ex.dropped == {"title": 1}
+    alone = extract(page("<p>How to retire early, step by step</p>", head=head), PAGE)
+    assert texts(alone) == ["How to retire early, step by step"]
 
 
 def test_every_paragraph_and_image_in_a_boilerplate_subtree_counts_under_its_outermost_reason():
