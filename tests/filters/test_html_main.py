@@ -110,7 +110,8 @@ def bench():
 
 def test_f1_on_the_article_extraction_benchmark(bench):
     """The benchmark's own metric over its 181 pages (bench/extraction_bench.py): 0.942 when main-content
-    selection landed (0.903 before it), recall 0.989."""
+    selection landed (0.903 before it), recall 0.989; 0.951 with the headline and byline rules (issue 17
+    asks 0.95)."""
     from interleaf.pipelines.ingest import IngestConfig
 
     truth = json.loads((bench.DEFAULT_DIR / "ground-truth.json").read_text(encoding="utf-8"))
@@ -120,4 +121,4 @@ def test_f1_on_the_article_extraction_benchmark(bench):
         body = gzip.decompress((bench.DEFAULT_DIR / "html" / f"{key}.html.gz").read_bytes())
         counts.append(bench.tp_fp_fn(page["articleBody"], bench.interleaf_text(body, page["url"], config)))
     f1, precision, recall = bench.scores(counts)
-    assert f1 >= 0.94 and recall >= 0.98, (f1, precision, recall)
+    assert f1 >= 0.95 and recall >= 0.98, (f1, precision, recall)
