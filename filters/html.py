@@ -32,7 +32,7 @@ from interleaf.filters.html_config import (  # noqa: F401 (re-exported: callers 
     PageTooSlow,
 )
 from interleaf.filters.html_depth import nesting_depth
-from interleaf.filters.html_head import base_url, declared_language, meta_tags, title
+from interleaf.filters.html_head import base_url, declared_language, headline_index, meta_tags, title
 from interleaf.filters.html_images import (
     AD_HOST,
     ICON_CLASSES,
@@ -43,9 +43,10 @@ from interleaf.filters.html_images import (
     TRACKER,
     image_source,
     parse_dimension,
+    picture_source,
     resolve_url,
 )
-from interleaf.filters.html_main import select
+from interleaf.filters.html_main import keep_main_content
 from interleaf.schemas.document import Node
 
 log = logging.getLogger(__name__)
@@ -310,12 +311,16 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
         walk.flush()
         walk.close_block(body, walk.frames[0][1], walk.frames[0][2])
         if config.main_content:
-            _keep_main_content(walk)
+            keep_main_content(walk)
     else:  # a frameset page, or not HTML at all
         log.debug("no <body> in %s: nothing to extract", url)
     page_title = title(tree)
-    if config.drop_title and page_title and len(page_title) <= _TITLE_MAX_CHARS:
-        _drop_headline(walk, page_title)
+    if config.drop_title and page_title:
+        kept_texts = [i for i, n in enumerate(walk.nodes) if n.is_text and i not in walk.removed]
+        headline = headline_index([walk.nodes[i].text for i in kept_texts], page_title)
+        if headline is not None:
+            walk.dropped["title"] += 1
+            walk.removed.add(kept_texts[headline])
     if walk.removed:
         walk.nodes = [n for i, n in enumerate(walk.nodes) if i not in walk.removed]
     if config.max_repeats is not None:
@@ -323,50 +328,6 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
     return Extraction(nodes=walk.nodes, dropped=dict(sorted(walk.dropped.items())), title=page_title,
                       language=declared_language(tree), meta=meta_tags(tree),
                       dropped_images=walk.dropped_images)
-
-
-_TITLE_WORDS = re.compile(r"\w+")
-_TITLE_MIN_CHARS = 10  # a shorter paragraph inside the title ("News", "Home") says too little to match
-_TITLE_MAX_CHARS = 1000  # a longer <title> is no headline (and comparing each paragraph with it costs)
-_HEADLINE_WITHIN = 8  # paragraphs from the top (breadcrumbs, a kicker, a date may come before the headline)
-
-
-def _drop_headline(w: _Walk, page_title: str) -> None:
-    """Leave out, as "title", the page's headline: the first kept paragraph whose words are a run of the
-    title's words (compared as lower-case \\w+ words: "Title | Site" holds "Title"), looked for among the
-    paragraphs before the text starts (the first _HEADLINE_WITHIN, none longer than twice the title), and
-    only when other text is kept (a post that is its title keeps it). A subheading or a quote further down
-    that repeats words of the title stays."""
-    title_words = f" {' '.join(_TITLE_WORDS.findall(page_title.lower()))} "
-    texts = [i for i, n in enumerate(w.nodes) if n.is_text and i not in w.removed]
-    for i in texts[:_HEADLINE_WITHIN]:
-        text = w.nodes[i].text
-        if len(text) > 2 * len(page_title):
-            return  # the text has started
-        words = " ".join(_TITLE_WORDS.findall(text.lower()))
-        if len(words) > _TITLE_MIN_CHARS and f" {words} " in title_words:
-            if len(texts) > 1:
-                w.dropped["title"] += 1
-                w.removed.add(i)
-            return
-
-
-def _keep_main_content(w: _Walk) -> None:
-    """Leave out the text outside the page's main content (filters/html_main.py), and the images there that
-    are links (teasers of other pages), counted as "not_main_content". An image outside it that is no link
-    stays: the picture of an item page or a homepage's portrait often sits in a column of its own."""
-    c = w.config
-    outside = select(w.nodes, w.elements, w.paragraphs, w.removed, c.main_content_min_chars,
-                     c.main_content_min_share)
-    for i in sorted(outside or ()):
-        if i in w.removed:
-            continue
-        if w.nodes[i].is_text:
-            w.dropped["not_main_content"] += 1
-            w.removed.add(i)
-        elif i in w.linked_images:
-            w._drop_image(w.nodes[i], "not_main_content")
-            w.removed.add(i)
 
 
 _CLOCK_EVERY = 256  # elements walked between two looks at the clock
@@ -451,19 +412,8 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
         elif tag == "noscript":
             noscript += 1
         elif tag == "picture":
-            w.picture_source = _picture_source(node) or w.picture_source
+            w.picture_source = picture_source(node) or w.picture_source
         node = node.child
-
-
-def _picture_source(picture: LexborNode) -> str | None:
-    """The srcset of a <picture>'s first <source> that has one (its own children: a selector over the
-    subtree would rescan nested pictures per level)."""
-    for source in picture.iter(include_text=False):
-        if source.tag == "source":
-            srcset = source.attributes.get("data-srcset") or source.attributes.get("srcset")
-            if srcset:
-                return srcset
-    return None
 
 
 def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscript: int,
@@ -480,7 +430,7 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscr
     elif root_tag == "noscript":
         noscript += 1
     elif root_tag == "picture":
-        w.picture_source = _picture_source(root) or w.picture_source
+        w.picture_source = picture_source(root) or w.picture_source
     stack: list[tuple[LexborNode, str, str | None]] = []  # (element, tag, picture source before it)
     node = root.child
     steps = 0
@@ -536,7 +486,7 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscr
         elif tag == "noscript":
             noscript += 1
         elif tag == "picture":
-            w.picture_source = _picture_source(node) or w.picture_source
+            w.picture_source = picture_source(node) or w.picture_source
         node = node.child
     w.flush()
     w.reason, w.picture_source, w.pre = saved

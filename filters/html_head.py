@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from selectolax.lexbor import LexborHTMLParser
 
 from interleaf.filters.html_images import resolve_url
@@ -53,6 +55,30 @@ def title(tree: LexborHTMLParser) -> str | None:
         meta = tree.css_first('meta[property="og:title"]')
         title = " ".join((meta.attributes.get("content") or "").split()) if meta is not None else ""
     return title or None
+
+
+_TITLE_WORDS = re.compile(r"\w+")
+_TITLE_MIN_CHARS = 10  # a shorter paragraph inside the title ("News", "Home") says too little to match
+_TITLE_MAX_CHARS = 1000  # a longer <title> is no headline (and comparing each paragraph with it costs)
+_HEADLINE_WITHIN = 8  # paragraphs from the top (breadcrumbs, a kicker, a date may come before the headline)
+
+
+def headline_index(texts: list[str], page_title: str) -> int | None:
+    """Which of a page's kept paragraphs is its headline, the one ExtractConfig.drop_title leaves out: the
+    first whose words are a run of the title's words (compared as lower-case \\w+ words: "Title | Site"
+    holds "Title"), looked for before the text starts (the first _HEADLINE_WITHIN paragraphs, none longer
+    than twice the title), and none when it is the only paragraph (a post that is its title keeps it). A
+    subheading or a quote further down that repeats words of the title stays."""
+    if len(texts) < 2 or len(page_title) > _TITLE_MAX_CHARS:
+        return None
+    title_words = f" {' '.join(_TITLE_WORDS.findall(page_title.lower()))} "
+    for i, text in enumerate(texts[:_HEADLINE_WITHIN]):
+        if len(text) > 2 * len(page_title):
+            return None  # the text has started
+        words = " ".join(_TITLE_WORDS.findall(text.lower()))
+        if len(words) > _TITLE_MIN_CHARS and f" {words} " in title_words:
+            return i
+    return None
 
 
 MAX_META_TAGS = 64

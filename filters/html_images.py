@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from interleaf.download.urls import encode_query, join
 
 if TYPE_CHECKING:
+    from selectolax.lexbor import LexborNode
+
     from interleaf.filters.html_config import ExtractConfig
 
 # Lazy loaders put the real image in these attributes and a placeholder in src (lazysizes, WordPress
@@ -137,3 +139,14 @@ def resolve_url(base_url: str, src: str, encoding: str | None = None) -> str | N
     which encodes the query."""
     url = join(base_url, encode_query(src, encoding) if encoding else src)
     return url if url is not None and url.startswith(("http://", "https://")) else None
+
+
+def picture_source(picture: LexborNode) -> str | None:
+    """The srcset of a <picture>'s first <source> that has one (its own children: a selector over the
+    subtree would rescan nested pictures per level)."""
+    for source in picture.iter(include_text=False):
+        if source.tag == "source":
+            srcset = source.attributes.get("data-srcset") or source.attributes.get("srcset")
+            if srcset:
+                return srcset
+    return None

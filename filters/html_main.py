@@ -216,3 +216,22 @@ def _good_paragraph(nodes: list, e: list) -> bool:
         return density < 0.25
     text = " ".join(n.text for n in nodes[e[START]:e[END]] if n.is_text)
     return 0 < e[TEXT] and density == 0 and _SENTENCE_END.search(text) is not None
+
+
+def keep_main_content(w) -> None:
+    """Leave out, in filters/html.py's walk `w`, the text outside the page's main content (select) and the
+    images there that are links (teasers of other pages), counted as "not_main_content". An image outside
+    it that is no link stays: the picture of an item page or a homepage's portrait often sits in a column
+    of its own."""
+    c = w.config
+    outside = select(w.nodes, w.elements, w.paragraphs, w.removed, c.main_content_min_chars,
+                     c.main_content_min_share)
+    for i in sorted(outside or ()):
+        if i in w.removed:
+            continue
+        if w.nodes[i].is_text:
+            w.dropped["not_main_content"] += 1
+            w.removed.add(i)
+        elif i in w.linked_images:
+            w._drop_image(w.nodes[i], "not_main_content")
+            w.removed.add(i)
