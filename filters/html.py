@@ -23,7 +23,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from interleaf.download.urls import query_encoding
-from interleaf.filters.html_boilerplate import MainHolders, boilerplate_reason, class_words
+from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, class_words
 from interleaf.filters.html_config import (  # noqa: F401 (re-exported: callers import them from here)
     ExtractConfig,
     Extraction,
@@ -342,7 +342,8 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
     noscript = 0
     node = body.child
     steps = 0
-    holds_main = MainHolders(body)
+    holds_main = Holders(body)
+    holds_img = Holders(body, "img")  # a <noscript> holding an image is walked, one holding text is not
     while True:
         steps += 1
         if deadline is not None and steps % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
@@ -385,7 +386,7 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
             w.line_break()
             node = node.next
             continue
-        if tag == "noscript" and node.css_first("img") is None:
+        if tag == "noscript" and not holds_img(node):
             if (node.text() or "").strip():
                 w.dropped["noscript"] += 1
             node = node.next
@@ -397,7 +398,7 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
             node = node.next
             continue
         if reason:  # the subtree is left out: counted by the lighter walk, then the walk goes on after it
-            _walk_left_out(node, tag, reason, w, noscript, deadline)
+            _walk_left_out(node, tag, reason, w, noscript, holds_img, deadline)
             node = node.next
             continue
         element = w.open_block(tag, attrs) if tag in BLOCK_TAGS else -1
@@ -416,7 +417,7 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
         node = node.child
 
 
-def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscript: int,
+def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscript: int, holds_img: Holders,
                    deadline: float | None) -> None:
     """The subtree of `root`, an element left out as `reason`: what it holds is counted under that reason
     as _walk_body would (its paragraphs, its images with their URLs, scripts and styles, empty noscripts),
@@ -470,7 +471,7 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscr
             w.line_break()
             node = node.next
             continue
-        if tag == "noscript" and node.css_first("img") is None:
+        if tag == "noscript" and not holds_img(node):
             if (node.text() or "").strip():
                 w.dropped["noscript"] += 1
             node = node.next

@@ -65,18 +65,19 @@ def _class_words(class_value: str, id_value: str) -> tuple[str, ...]:
 MAIN_SELECTOR = "article, main, [role=main]"
 
 
-class MainHolders:
-    """Which elements of a page hold an article, main or role=main element: found once per page (each
-    such element's ancestors, marked up to the first already marked), so that asking costs no walk over
-    the subtree (3,900 nested sidebar divs above an article made that quadratic)."""
+class Holders:
+    """Which elements of a page hold an element matching `selector` (by default an article, main or
+    role=main element): found once per page (each match's ancestors, marked up to the first already
+    marked), so that asking costs no walk over the subtree (3,900 nested sidebar divs above an article, or
+    8,000 nested <noscript> around one image, made that quadratic)."""
 
-    def __init__(self, root: LexborNode):
-        self.root, self.ids = root, None
+    def __init__(self, root: LexborNode, selector: str = MAIN_SELECTOR):
+        self.root, self.selector, self.ids = root, selector, None
 
     def __call__(self, node: LexborNode) -> bool:
         if self.ids is None:
             self.ids = set()
-            for found in self.root.css(MAIN_SELECTOR):
+            for found in self.root.css(self.selector):
                 up = found.parent
                 while up is not None and up.mem_id not in self.ids:
                     self.ids.add(up.mem_id)
@@ -88,7 +89,7 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
                        drop_comments: bool = True, holds_main=None) -> str | None:
     """The reason an element's whole subtree is boilerplate, or None. `in_section`: the element is inside
     article, main or section; `drop_comments`: comment threads are boilerplate (ExtractConfig);
-    `holds_main`: a MainHolders of the page (else the subtree is searched)."""
+    `holds_main`: a Holders of the page (else the subtree is searched)."""
     if not attrs:  # most elements: only the tag can say
         return None if tag == "form" and len(node.text() or "") > FORM_WRAPPER_CHARS else (
             TAG_REASON.get(tag) or ("header" if tag == "header" and not in_section else None))
