@@ -2,11 +2,13 @@
 conformant parser), so that what is requested, stored and checked against the address guard and the
 blocklist is what a browser would request. The standard strips surrounding C0 controls and spaces, removes
 tabs and newlines anywhere, reads a backslash as a slash in http(s) URLs ("host\\@other" is host
-"host"), resolves dot segments ("/a/../b", "/%2e%2e/b"), maps hosts by UTS 46 ("faß.de" stays "faß", as
-xn--fa-hia.de; fullwidth letters and digits fold to ASCII), reads a host that ends in a number as an IPv4
-address in any form (decimal, octal, hex, fewer than four parts), drops the default port and percent-encodes
-(UTF-8) where its percent-encode sets say, leaving %XX escapes alone. An ASCII URL with nothing to change
-comes back unchanged, so image stores made before stay keyed the same.
+"host"), resolves dot segments ("/a/../b", "/%2e%2e/b"), maps hosts by UTS 46 ("faß.de" is xn--fa-hia.de,
+not IDNA 2003's fass.de; fullwidth letters and digits fold to ASCII), reads a host that ends in a number as
+an IPv4 address in any form (decimal, octal, hex, fewer than four parts), drops the default port and
+percent-encodes (UTF-8; a page's query in the page's encoding: encode_query) where its percent-encode sets
+say, leaving %XX escapes alone. An ASCII URL with nothing to change comes back unchanged, so image stores
+made before stay keyed the same. Not requested, besides what the parser refuses: other schemes, the Fetch
+standard's bad ports, hosts DNS cannot be asked for, URLs over MAX_URL_CHARS.
 """
 
 from __future__ import annotations
