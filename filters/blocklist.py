@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from interleaf.download.urls import MAX_URL_CHARS, as_read, ipv4, parse
+from interleaf.download.urls import MAX_URL_CHARS, as_read, parse
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,8 @@ def _canonical_host(host: str) -> str:
         except ValueError:
             return host
         return str(address.ipv4_mapped or address)  # compressed: "2001:db8:0:0::2" is "2001:db8::2"
-    if not host.isascii():
-        try:  # punycode by UTS 46, as the URL standard maps a URL's host ("faß" is xn--fa-hia, not "fass")
-            host = parse(f"http://{host}/").hostname.rstrip(".")
-        except ValueError:
-            return host
-    try:
-        return ipv4(host) or host
+    try:  # the URL standard's host parser: punycode by UTS 46 ("faß" is xn--fa-hia, not "fass"), an IPv4
+        return parse(f"http://{host}/").hostname.rstrip(".")  # address in any form as a dotted quad
     except ValueError:
         return host
 
@@ -253,10 +248,10 @@ class Blocklist:
         browser reads it first (download.urls.parse: "http://listed.example\\@other.example/" is a URL of
         listed.example)."""
         try:
-            url = parse(as_read(url)).href
-        except ValueError:
-            pass  # judged as written
-        host = host_of(url)
+            record = parse(as_read(url))
+            url, host = record.href, _canonical_host(record.hostname)
+        except ValueError:  # judged as written
+            host = host_of(url)
         if host and self.domains.size and (":" in host or ipv4_form(host)):
             if self._listed(host):  # an address is listed as itself, it has no parent domains
                 return BLOCKED_DOMAIN, host

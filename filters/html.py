@@ -333,6 +333,31 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
 _CLOCK_EVERY = 256  # elements walked between two looks at the clock
 
 
+def _leaf(node: LexborNode, tag: str | None, w: _Walk, in_noscript: bool, holds_img: Holders) -> bool:
+    """Handle a node whose subtree the walks do not enter (both of them: _walk_body and _walk_left_out),
+    and say whether it was one: text, comments and the like, script/style/embeds (counted under their
+    kind), an image, a line break, a <noscript> without an image (counted when it holds text)."""
+    if tag == "-text":
+        w.text(node.text_content or "")
+        return True
+    if tag is None or tag[0] == "-" or tag[0] == "!":  # comments, doctype, processing instructions
+        return True
+    if tag in SKIP_TAGS:
+        w.dropped[SKIP_TAGS[tag]] += 1
+        return True
+    if tag == "img" or tag == "amp-img":  # AMP pages; an <amp-img>'s own <noscript> <img> repeats it
+        w.image(node, node.attributes, in_noscript=in_noscript)
+        return True
+    if tag == "br":
+        w.line_break()
+        return True
+    if tag == "noscript" and not holds_img(node):
+        if (node.text() or "").strip():
+            w.dropped["noscript"] += 1
+        return True
+    return False
+
+
 def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> None:
     """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit); raises
     PageTooSlow once past the deadline (time.monotonic())."""
@@ -366,31 +391,10 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
             node = parent.next
             continue
         tag = node.tag
-        if tag == "-text":
-            w.text(node.text_content or "")
-            node = node.next
-            continue
-        if tag is None or tag[0] == "-" or tag[0] == "!":  # comments, doctype, processing instructions
-            node = node.next
-            continue
-        if tag in SKIP_TAGS:
-            w.dropped[SKIP_TAGS[tag]] += 1
+        if _leaf(node, tag, w, noscript > 0, holds_img):
             node = node.next
             continue
         attrs = node.attributes
-        if tag == "img" or tag == "amp-img":  # AMP pages; an <amp-img>'s own <noscript> <img> repeats it
-            w.image(node, attrs, in_noscript=noscript > 0)
-            node = node.next
-            continue
-        if tag == "br":
-            w.line_break()
-            node = node.next
-            continue
-        if tag == "noscript" and not holds_img(node):
-            if (node.text() or "").strip():
-                w.dropped["noscript"] += 1
-            node = node.next
-            continue
         reason = boilerplate_reason(node, tag, attrs, w.in_section > 0, w.config.drop_comments, holds_main)
         if tag in BLOCK_TAGS or reason:
             w.flush()
@@ -452,28 +456,7 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscr
             node = parent.next
             continue
         tag = node.tag
-        if tag == "-text":
-            w.text(node.text_content or "")
-            node = node.next
-            continue
-        if tag is None or tag[0] == "-" or tag[0] == "!":
-            node = node.next
-            continue
-        if tag in SKIP_TAGS:
-            w.dropped[SKIP_TAGS[tag]] += 1
-            node = node.next
-            continue
-        if tag == "img" or tag == "amp-img":
-            w.image(node, node.attributes, in_noscript=noscript > 0)
-            node = node.next
-            continue
-        if tag == "br":
-            w.line_break()
-            node = node.next
-            continue
-        if tag == "noscript" and not holds_img(node):
-            if (node.text() or "").strip():
-                w.dropped["noscript"] += 1
+        if _leaf(node, tag, w, noscript > 0, holds_img):
             node = node.next
             continue
         if tag in BLOCK_TAGS:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import string
 
 import ada_url
 
@@ -110,49 +109,6 @@ def join(base: str, url: str) -> str | None:
         return ada_url.normalize_url(_usv(url))
     except ValueError:
         return None
-
-
-def _ends_in_a_number(host: str) -> bool:
-    """The WHATWG URL standard's ends-in-a-number checker: the last label (a trailing dot aside) is all
-    digits, or 0x followed by hex digits."""
-    labels = host.split(".")
-    if labels[-1] == "" and len(labels) > 1:
-        labels.pop()
-    last = labels[-1]
-    if last.isdigit() and last.isascii():
-        return True
-    return last[:2] in ("0x", "0X") and all(c in string.hexdigits for c in last[2:])
-
-
-def ipv4(host: str) -> str | None:
-    """A host that the WHATWG URL standard parses as an IPv4 address, in dotted-quad form: decimal, octal
-    (leading 0) and hex (0x) parts, and fewer than four parts ("127.1", "2130706433", "0x7f.0.0.1" are all
-    127.0.0.1); None when the host does not end in a number (a domain). Raises ValueError for one that ends
-    in a number but is no address (a browser refuses such a URL)."""
-    if not host or not _ends_in_a_number(host):
-        return None
-    parts = host.split(".")
-    if parts[-1] == "" and len(parts) > 1:
-        parts.pop()
-    if len(parts) > 4:
-        raise ValueError(f"host {host!r} ends in a number but has more than four parts")
-    numbers = []
-    for part in parts:
-        base, digits = 10, part
-        if part[:2] in ("0x", "0X"):
-            base, digits = 16, part[2:] or "0"
-        elif len(part) > 1 and part.startswith("0"):
-            base, digits = 8, part[1:]
-        try:
-            if not (digits.isascii() and digits.isalnum()):
-                raise ValueError(digits)
-            numbers.append(int(digits, base))
-        except ValueError:
-            raise ValueError(f"host {host!r} ends in a number but is not an IPv4 address") from None
-    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
-        raise ValueError(f"host {host!r} is an IPv4 address out of range")
-    value = numbers[-1] + sum(n * 256 ** (3 - i) for i, n in enumerate(numbers[:-1]))
-    return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
 
 
 def _check_host(host: str) -> None:
