@@ -153,12 +153,16 @@ def _url_key(url: str) -> str:
     if "://" in text:
         text = text.split("://", 1)[1]
     text = text.split("#", 1)[0]
-    host, sep, rest = text.partition("/")
+    end = min((i for i in (text.find("/"), text.find("?")) if i >= 0), default=len(text))
+    host, rest = text[:end], text[end:].removeprefix("/")
     host = host.rsplit("@", 1)[-1]
-    if not host.endswith("]") and host.count(":") == 1:  # a port; more colons: a bare IPv6 entry
+    if host.startswith("[") and "]" in host:  # an IPv6 literal, with or without a port
+        host = host[:host.index("]") + 1]
+    elif host.count(":") == 1:  # a port; more colons: a bare IPv6 entry
         host = host.rsplit(":", 1)[0]
     host = _canonical_host(host)
-    host = host[4:] if host.startswith("www.") else host
+    if host.startswith("www.") and "." in host[4:]:  # not "www.com" to "com"
+        host = host[4:]
     path, qsep, query = rest.partition("?")
     segments = [seg.split(";", 1)[0] for seg in unquote(path).lower().split("/")]
     path = "/".join(seg for seg in segments if seg)
@@ -208,7 +212,7 @@ class Blocklist:
         for path in config.files:
             domains = []
             for _, entry in user_entries(path):
-                if "/" in entry.split("://", 1)[-1]:
+                if "/" in entry.split("://", 1)[-1] or "?" in entry:  # a URL entry, not a domain
                     self.urls.add(_url_key(entry))
                 else:
                     domains.append(hash(_url_key(entry).encode()))

@@ -128,6 +128,15 @@ def test_entries_are_read_as_the_url_standard_reads_hosts(tmp_path):
                 "http://[2001:db8::1]/a.png", "http://[2001:db8::2]/", "http://[2001:DB8:0::1]:8080/"):
         assert lists.match(url) is not None, url
     assert lists.match("http://fass.example/a.png") is None  # another name under UTS 46
+    # a fifth red-team pass: a bracketed IPv6 entry with a port never matched; "www.com" blocked all of .com;
+    # a query without a path made a URL entry a whole-domain one
+    spelled = tmp_path / "spelled.txt"  # (lists are cached per configuration: a file of its own)
+    spelled.write_text("[::1]:8080\nuser@[2001:db8::5]:81\nwww.com\nsite.example?x=1\n", encoding="utf-8")
+    other = load_blocklist(BlocklistConfig(ut1=False, banned_url_words=False, files=(str(spelled),)))
+    for url in ("http://[::1]:8080/x", "http://[2001:db8::5]/", "http://www.com/", "http://site.example/?x=1"):
+        assert other.match(url) is not None, url
+    for url in ("http://anything.com/", "http://site.example/", "http://site.example/?x=2"):
+        assert other.match(url) is None, url
     deep = "a." * 200_000 + "xn--fa-hia.example"
     started = time.monotonic()
     assert lists.match(f"http://{deep}/a.png") is not None
