@@ -7,9 +7,10 @@ arguments, so every worker computes the same keys and signatures for the same te
   whitespace differences do not count as differences).
 - Near duplicates: datasketch MinHash over word n-gram shingles estimates the Jaccard similarity of two
   shingle sets; LSH splits the signature into `b` bands of `r` rows, and two documents whose signatures agree
-  on a whole band become a candidate pair. `b` and `r` come from datasketch's own optimal-parameter search
-  (`datasketch.lsh._optimal_param`), which minimises a weighted sum of the false-positive and
-  false-negative probability areas around the threshold.
+  on a whole band become a candidate pair. `b` and `r` are chosen for recall (`recall_bands`): a pair at the
+  recall similarity (0.85) is missed with probability at most 1e-4. Candidates are then verified against
+  the exact Jaccard of their shingle sets (`exact_jaccard` over `MinHasher.sketch`'s shingle hashes, the
+  same 32-bit values the signature is made of), so the recall-leaning bands cost comparisons, not precision.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from datasketch import MinHash
-from datasketch.lsh import _false_negative_probability, _false_positive_probability, _optimal_param
+from datasketch.hashfunc import sha1_hash32
 
 # Anything that is neither a word character nor whitespace is punctuation for dedup purposes.
 _PUNCT = re.compile(r"[^\w\s]+")
@@ -48,12 +49,13 @@ class MinHashConfig:
     threshold: float = 0.8
     # Seed of the permutations. datasketch's default (MinHash(seed=1)); every worker must use the same one.
     seed: int = 1
-    # Weights of datasketch's optimal-parameter search (its defaults are 0.5/0.5). Candidates are verified
-    # against the threshold afterwards (pipelines.dedup), which removes LSH false positives, so the band
-    # choice favours recall: with 128 permutations 0.1/0.9 gives b=14, r=9, finding a pair at J=0.9 with
-    # probability 0.999 (0.93 with 0.5/0.5).
-    false_positive_weight: float = 0.1
-    false_negative_weight: float = 0.9
+    # LSH bands are chosen for recall; candidates are verified against the exact Jaccard afterwards
+    # (pipelines.dedup), which keeps precision exact. The bands are the most rows per band (fewest chance
+    # candidates) whose num_perm // r bands still miss a pair of Jaccard `recall_similarity` with
+    # probability at most `max_missed`. 128 permutations: b=21, r=6, missing 5e-5 of the pairs at 0.85,
+    # 0.17% at 0.8 and 28% of those at 0.5 become candidates (then rejected). b=18, r=7 would miss 0.1%.
+    recall_similarity: float = 0.85
+    max_missed: float = 0.0001
 
     def __post_init__(self):
         if self.ngram < 1:
@@ -65,17 +67,18 @@ class MinHashConfig:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(
                 f"MinHashConfig.threshold must lie strictly between 0 and 1, found {self.threshold}")
-        weights = self.false_positive_weight + self.false_negative_weight
-        if min(self.false_positive_weight, self.false_negative_weight) < 0 or abs(weights - 1.0) > 1e-9:
-            raise ValueError("MinHashConfig false_positive_weight and false_negative_weight must be "
-                             "non-negative and sum to 1 (as datasketch requires), found "
-                             f"{self.false_positive_weight} and {self.false_negative_weight}")
+        if not self.threshold <= self.recall_similarity < 1.0:
+            raise ValueError("MinHashConfig.recall_similarity must lie between the threshold "
+                             f"({self.threshold}) and 1, found {self.recall_similarity}")
+        if not 0.0 < self.max_missed < 1.0:
+            raise ValueError(
+                f"MinHashConfig.max_missed must lie strictly between 0 and 1, found {self.max_missed}")
+        self.bands  # noqa: B018 -- raises when no band layout reaches the recall
 
     @property
     def bands(self) -> tuple[int, int]:
-        """(b, r): bands and rows per band from datasketch's optimal-parameter computation."""
-        return lsh_params(self.threshold, self.num_perm, self.false_positive_weight,
-                          self.false_negative_weight)
+        """(b, r): bands and rows per band, chosen for recall (see recall_bands)."""
+        return recall_bands(self.num_perm, self.recall_similarity, self.max_missed)
 
 
 # ---------------------------------------------------------------- text
@@ -134,14 +137,31 @@ class MinHasher:
         self._permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
 
     def minhash(self, shingles: set[bytes]) -> MinHash:
-        m = MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self._permutations, scheme=SCHEME)
-        # sorted: the result does not depend on order, but a fixed order keeps runs byte-comparable
-        m.update_batch(sorted(shingles))
+        return self._minhash(self.shingle_hashes(shingles))
+
+    def _minhash(self, hashes: np.ndarray) -> MinHash:
+        # hashfunc=int: the values are datasketch's own shingle hashes (sha1_hash32), computed once
+        m = MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self._permutations, scheme=SCHEME,
+                    hashfunc=int)
+        m.update_batch(hashes.tolist())
         return m
+
+    @staticmethod
+    def shingle_hashes(shingles: set[bytes]) -> np.ndarray:
+        """The sorted, distinct 32-bit hashes datasketch makes of the shingles (sha1_hash32): the set the
+        signature sketches, and what exact verification compares (two distinct shingles of a 10,000-word
+        pair share a hash with probability about 1e-2, moving its Jaccard by 1e-4)."""
+        hashes = np.fromiter((sha1_hash32(s) for s in shingles), dtype=np.uint32, count=len(shingles))
+        return np.unique(hashes)
 
     def signature(self, shingles: set[bytes]) -> np.ndarray:
         """(num_perm,) uint32 hash values."""
         return self.minhash(shingles).hashvalues
+
+    def sketch(self, shingles: set[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(signature, shingle hashes) with each shingle hashed once."""
+        hashes = self.shingle_hashes(shingles)
+        return self._minhash(hashes).hashvalues, hashes
 
 
 def signature_to_bytes(signature: np.ndarray) -> bytes:
@@ -160,19 +180,37 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / a.shape[0]
 
 
+def estimate_floor(threshold: float, num_perm: int) -> float:
+    """The estimate below which a candidate is rejected without the exact check: four standard errors
+    under the threshold, so a pair at the threshold is cut there with probability about 3e-5 (128
+    permutations, threshold 0.8: 0.66)."""
+    return threshold - 4.0 * float(np.sqrt(threshold * (1.0 - threshold) / num_perm))
+
+
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct shingle hashes (1.0 for two empty ones)."""
+    if not a.size and not b.size:
+        return 1.0
+    common = np.intersect1d(a, b, assume_unique=True).size
+    return common / (a.size + b.size - common)
+
+
 # ---------------------------------------------------------------- LSH bands
 
 
-@lru_cache(maxsize=32)
-def lsh_params(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
-               false_negative_weight: float = 0.5) -> tuple[int, int]:
-    """(b, r) minimising the weighted false positive and negative areas, as datasketch's MinHashLSH does."""
-    return _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
-
-
-def lsh_error_areas(threshold: float, b: int, r: int) -> tuple[float, float]:
-    """datasketch's false-positive and false-negative probability areas for (b, r) at `threshold`."""
-    return _false_positive_probability(threshold, b, r), _false_negative_probability(threshold, b, r)
+@lru_cache(maxsize=64)
+def recall_bands(num_perm: int, recall_similarity: float, max_missed: float) -> tuple[int, int]:
+    """(b, r): the most rows per band whose b = num_perm // r bands miss a pair of Jaccard
+    `recall_similarity` with probability at most `max_missed` (more rows: fewer chance candidates; all
+    permutations are used, since more bands only add recall)."""
+    for r in range(num_perm, 0, -1):
+        b = num_perm // r
+        if 1.0 - candidate_probability(recall_similarity, b, r) <= max_missed:
+            return b, r
+    raise ValueError(f"no LSH bands of {num_perm} permutations miss at most {max_missed} of the pairs at "
+                     f"Jaccard {recall_similarity} (one row per band misses "
+                     f"{1.0 - candidate_probability(recall_similarity, num_perm, 1):.2g}): raise "
+                     "MinHashConfig.num_perm or max_missed")
 
 
 def candidate_probability(similarity: float, b: int, r: int) -> float:

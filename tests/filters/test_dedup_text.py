@@ -4,12 +4,13 @@ import random
 
 import numpy as np
 import pytest
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
 from interleaf.filters.dedup_text import (MinHashConfig, MinHasher, band_keys, candidate_probability,
-                                          estimated_jaccard, first_common_band, jaccard, lsh_error_areas,
-                                          lsh_params, normalize_text, signature_from_bytes,
-                                          signature_to_bytes, text_hash, url_domain, word_shingles)
+                                          estimate_floor, estimated_jaccard, exact_jaccard,
+                                          first_common_band, jaccard, normalize_text, recall_bands,
+                                          signature_from_bytes, signature_to_bytes, text_hash, url_domain,
+                                          word_shingles)
 
 
 def _words(rng, n):
@@ -46,6 +47,30 @@ def test_signatures_equal_plain_datasketch():
         sig = hasher.signature(shingles)
         assert sig.dtype == np.uint32 and np.array_equal(sig, plain.hashvalues)
         assert np.array_equal(signature_from_bytes(signature_to_bytes(sig)), sig)
+        sketched, hashes = hasher.sketch(shingles)
+        assert np.array_equal(sketched, sig)
+        # the exact check's set is the set the signature sketches: its own MinHash is the signature
+        assert hashes.dtype == np.uint32 and hashes.size == len(shingles) and np.all(np.diff(hashes) > 0)
+        again = MinHash(num_perm=128, seed=1, hashfunc=int)
+        again.update_batch(hashes.tolist())
+        assert np.array_equal(again.hashvalues, sig)
+    empty_sig, empty = hasher.sketch(set())
+    assert empty.size == 0 and np.array_equal(empty_sig, MinHash(num_perm=128, seed=1).hashvalues)
+
+
+def test_exact_jaccard_of_shingle_hashes_equals_jaccard_of_shingles():
+    rng = random.Random(4)
+    hasher = MinHasher(128, 1)
+    base = _words(rng, 300)
+    for edits in (0, 3, 15, 60, 300):
+        edited = list(base)
+        for p in rng.sample(range(300), edits):
+            edited[p] = f"edit{p}"
+        a, b = word_shingles(" ".join(base), 5), word_shingles(" ".join(edited), 5)
+        ha, hb = hasher.shingle_hashes(a), hasher.shingle_hashes(b)
+        assert exact_jaccard(ha, hb) == pytest.approx(jaccard(a, b)) == pytest.approx(exact_jaccard(hb, ha))
+    none = hasher.shingle_hashes(set())
+    assert exact_jaccard(none, none) == 1.0 and exact_jaccard(none, hasher.shingle_hashes({b"x"})) == 0.0
 
 
 def test_estimate_tracks_exact_jaccard():
@@ -62,19 +87,23 @@ def test_estimate_tracks_exact_jaccard():
         assert abs(estimate - exact) < 4 * np.sqrt(exact * (1 - exact) / 128) + 0.02, (edits, exact, estimate)
 
 
-def test_lsh_params_are_datasketch_optimal_params():
-    for threshold, weights in ((0.8, (0.5, 0.5)), (0.8, (0.1, 0.9)), (0.6, (0.5, 0.5))):
-        lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=weights)
-        assert lsh_params(threshold, 128, *weights) == (lsh.b, lsh.r)
+def test_bands_are_chosen_for_recall():
     config = MinHashConfig()
     b, r = config.bands
-    assert (b, r) == (14, 9) and b * r <= config.num_perm
-    # with verification after LSH, the bands favour recall: planted near duplicates (J >= 0.88) are
-    # candidates with probability above 0.99, pairs at J=0.5 rarely
-    assert candidate_probability(0.88, b, r) > 0.99
-    assert candidate_probability(0.5, b, r) < 0.03
-    fp, fn = lsh_error_areas(0.8, b, r)
-    assert 0 < fn < fp  # the chosen trade-off: fewer misses, more candidates to verify
+    assert (b, r) == (21, 6) and b * r <= config.num_perm
+    # at most 1e-4 of the pairs at J=0.85 missed (the bar is 1e-3), and few at the threshold
+    assert 1 - candidate_probability(0.85, b, r) <= 1e-4
+    assert 1 - candidate_probability(0.8, b, r) < 0.002
+    # one more row per band would miss ten times more at 0.85: the most rows that reach the recall
+    assert 1 - candidate_probability(0.85, 128 // (r + 1), r + 1) > 1e-4
+    # the price: many candidates below the threshold, which the exact check rejects
+    assert candidate_probability(0.5, b, r) > 0.25
+    assert recall_bands(256, 0.85, 1e-4)[1] > r  # more permutations: more rows for the same recall
+    assert recall_bands(128, 0.95, 1e-3) == (10, 12)  # a higher recall similarity: longer bands
+    with pytest.raises(ValueError, match="raise MinHashConfig.num_perm or max_missed"):
+        recall_bands(8, 0.85, 1e-9)
+    # a pair at the threshold passes the estimate floor with probability 1 - 3e-5
+    assert estimate_floor(0.8, 128) == pytest.approx(0.8 - 4 * np.sqrt(0.8 * 0.2 / 128))
 
 
 def test_band_keys_and_first_common_band():
@@ -98,8 +127,12 @@ def test_band_keys_and_first_common_band():
 def test_config_validation():
     with pytest.raises(ValueError, match="threshold must lie strictly between 0 and 1"):
         MinHashConfig(threshold=1.0)
-    with pytest.raises(ValueError, match="sum to 1"):
-        MinHashConfig(false_positive_weight=0.5, false_negative_weight=0.6)
+    with pytest.raises(ValueError, match="recall_similarity must lie between the threshold"):
+        MinHashConfig(threshold=0.9, recall_similarity=0.85)
+    with pytest.raises(ValueError, match="max_missed must lie strictly between 0 and 1"):
+        MinHashConfig(max_missed=0)
+    with pytest.raises(ValueError, match="no LSH bands of 4 permutations"):
+        MinHashConfig(num_perm=4)
     with pytest.raises(ValueError, match="ngram must be at least 1"):
         MinHashConfig(ngram=0)
     with pytest.raises(TypeError):
