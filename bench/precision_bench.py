@@ -107,7 +107,11 @@ def main() -> None:
             f"{features.avx512_bf16}, Arm BF16 {features.arm_bf16}; {args.threads} torch thread(s), median of "
             f"{args.repeats}. auto: {auto.dtype} ({auto.reason}).\n\n" + table(headers, rows))
     print(body)
-    write_section("precision", "Precision: fp32 against bf16 autocast (bench/precision_bench.py)", body)
+    # one section per kind of CPU, so that a run on one kind leaves the other kind's figures in place
+    native = precision.native_bf16(features)[0]
+    write_section("precision_native" if native else "precision",
+                  f"Precision on a CPU {'with' if native else 'without'} native bf16: fp32 against bf16 "
+                  "autocast (bench/precision_bench.py)", body)
 
 
 if __name__ == "__main__":
