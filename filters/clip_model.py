@@ -225,6 +225,14 @@ def make_tokenizer(config: ClipModelConfig):
     return open_clip.get_tokenizer(config.model_name, cache_dir=config.cache_dir)
 
 
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """The batch with its last row repeated up to a multiple of precision.ROW_MULTIPLE rows, so that each
+    embedding is the same bits whatever shares its batch."""
+    rows = np.ascontiguousarray(rows)
+    missing = precision.batch_padding(len(rows))
+    return np.concatenate([rows, np.repeat(rows[-1:], missing, axis=0)]) if missing else rows
+
+
 @dataclass
 class LoadedClip:
     """A loaded model with what is needed to feed it; shared by every thread of a worker process."""
@@ -240,16 +248,16 @@ class LoadedClip:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, dtype=self.dtype)
-            return self.model.encode_image(x, normalize=True).float().cpu().numpy()
+            x = torch.from_numpy(_padded(pixels)).to(self.device, dtype=self.dtype)
+            return self.model.encode_image(x, normalize=True).float().cpu().numpy()[:len(pixels)]
 
     def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
         """(B, context_length) int64 token ids -> (B, D) float32, L2-normalised."""
         import torch
 
         with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device)
-            return self.model.encode_text(t, normalize=True).float().cpu().numpy()
+            t = torch.from_numpy(_padded(tokens)).to(self.device)
+            return self.model.encode_text(t, normalize=True).float().cpu().numpy()[:len(tokens)]
 
     def encode_strings(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> (B, D) float32, L2-normalised; tokenized as one batch (open_clip's BPE truncates each)."""

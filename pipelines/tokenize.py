@@ -28,7 +28,7 @@ import apache_beam as beam
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from interleaf import __version__, storage
+from interleaf import __version__, precision, storage
 from interleaf.imagefile import ImageDecodeError, decode
 from interleaf.pipelines.common import CountingDoFn, ReadShards, WriteShards
 from interleaf.pipelines.stage import DOCUMENTS, IMAGES, RunContext, Stage, outputs
@@ -145,8 +145,12 @@ class ImageTokenizerHandler(ModelHandler[torch.Tensor, list[int], ImageTokenizer
 
     def run_inference(self, batch: Sequence[torch.Tensor], model: ImageTokenizer,
                       inference_args=None) -> list[list[int]]:
-        x = torch.stack(list(batch)).to(self.device)  # (B, 3, H, W)
-        codes = model.encode(x)  # (B, h, w)
+        x = torch.stack(list(batch))  # (B, 3, H, W)
+        # padded so that an image's codes do not depend on what shares its batch (interleaf.precision)
+        missing = precision.batch_padding(len(x))
+        if missing:
+            x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
+        codes = model.encode(x.to(self.device))[:len(batch)]  # (B, h, w)
         return [c.flatten().tolist() for c in codes.cpu()]
 
     def get_num_bytes(self, batch: Sequence[torch.Tensor]) -> int:

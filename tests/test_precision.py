@@ -65,3 +65,8 @@ def test_autocast_runs_bf16_matmuls_only_when_chosen():
         assert (x @ w).dtype == torch.bfloat16
     with precision.autocast(decide("fp32", "cpu"), "cpu"):
         assert (x @ w).dtype == torch.float32
+
+
+def test_batch_padding_makes_every_batch_a_multiple_of_the_row_multiple():
+    assert [precision.batch_padding(n) for n in (0, 1, 15, 16, 17, 32)] == [0, 15, 1, 0, 15, 0]
+    assert all((n + precision.batch_padding(n)) % precision.ROW_MULTIPLE == 0 for n in range(1, 100))

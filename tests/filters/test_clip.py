@@ -293,3 +293,23 @@ def test_pretrained_tag_path_is_real_and_fails_fast_offline():
     with pytest.raises(ClipModelError, match="cannot load open_clip ViT-B-32"):
         clip_model.load_clip(tagged)  # the download is attempted and refused offline, without a model hub retry loop
     assert time.monotonic() - start < 20
+
+
+def test_embeddings_do_not_depend_on_their_batch():
+    """An image's or text's embedding is the same bits whatever shares its batch: the CPU's matmul kernels
+    handle a batch's last rows by another path, so unpadded batches of 7 and 8 gave different fp32 embeddings
+    (7th digit) on an AMD EPYC, and shards then differed with the worker count."""
+    model = clip_model.load_clip(TINY)
+    rng = np.random.default_rng(0)
+    size = model.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    pixels = rng.standard_normal((40, 3, size, size)).astype(np.float32)
+    whole = model.encode_images(pixels)
+    for b in (1, 3, 7, 8, 13, 17, 32):
+        parts = np.concatenate([model.encode_images(pixels[i:i + b]) for i in range(0, 40, b)])
+        assert parts.shape == whole.shape and np.array_equal(parts, whole), b
+    texts = ["a photo of a cat", "a red circle above a blue square", "x"] * 7
+    whole = model.encode_strings(texts)
+    for b in (1, 2, 5):
+        parts = np.concatenate([model.encode_strings(texts[i:i + b]) for i in range(0, len(texts), b)])
+        assert np.array_equal(parts, whole), b
