@@ -149,8 +149,8 @@ class MinHasher:
     @staticmethod
     def shingle_hashes(shingles: set[bytes]) -> np.ndarray:
         """The sorted, distinct 32-bit hashes datasketch makes of the shingles (sha1_hash32): the set the
-        signature sketches, and what exact verification compares (two distinct shingles of a 10,000-word
-        pair share a hash with probability about 1e-2, moving its Jaccard by 1e-4)."""
+        signature sketches, and what exact verification compares (the 20,000 distinct shingles of two
+        10,000-word documents hold about 0.05 colliding pairs; each moves their Jaccard by 1e-4)."""
         hashes = np.fromiter((sha1_hash32(s) for s in shingles), dtype=np.uint32, count=len(shingles))
         return np.unique(hashes)
 

@@ -53,7 +53,8 @@ CLUSTER_KEY = "dedup_cluster"  # Document.meta key: doc_id of the cluster's surv
 class DocumentDedupConfig:
     """Exact and near-duplicate documents."""
 
-    # Shingles, permutations, Jaccard threshold and LSH band weights (see filters.dedup_text).
+    # Shingles, permutations, Jaccard threshold and the recall the LSH bands are chosen for (see
+    # filters.dedup_text).
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     # Keep an LSH candidate pair only when the exact Jaccard of its shingle sets reaches `threshold`.
     # Band collisions alone also pair documents below the threshold (with the default bands, 93% of pairs

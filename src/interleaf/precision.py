@@ -8,6 +8,7 @@ and bench/precision_bench.py measured the project's own steps 12-16x slower in b
 ("auto", "bf16" or "fp32") and gets bf16 only where it is native, unless the setting forces one.
 
 `native_bf16()` is a pure function of what the CPU reports, so the rule is tested without the hardware.
+`batch_padding()` keeps inference results independent of what shares a batch (see ROW_MULTIPLE).
 """
 
 from __future__ import annotations
