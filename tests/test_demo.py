@@ -68,3 +68,12 @@ def test_small_demo_runs_end_to_end(tmp_path):
     for sub in ("documents", "images", "tokens", "rejected"):
         a = sorted((outs[0] / sub).iterdir())
         assert a and [p.read_bytes() for p in a] == [(outs[1] / sub / p.name).read_bytes() for p in a], sub
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "0", "-5"])
+def test_a_model_budget_that_is_not_a_positive_number_is_refused_before_any_work(tmp_path, capsys, seconds):
+    from interleaf.cli import main
+    assert main(["demo", "--quick", "-o", str(tmp_path / "out"), f"--model-seconds={seconds}"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model-seconds must be a positive number of seconds" in err[0]
+    assert not (tmp_path / "out").exists()

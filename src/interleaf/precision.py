@@ -141,8 +141,9 @@ def autocast(chosen: Precision, device):
 # repeated, so that a result does not depend on how many others share its batch: the CPU's matmul and
 # convolution kernels handle a batch's last rows by another path. Unpadded, ViT-B-32's fp32 image embeddings
 # differed in the 7th digit between batches of 7 and 8 on an AMD EPYC (AVX-512), and the tiny VQ encoder's
-# outputs between batches of 1, 3 and 8, so shards differed with the worker count. Batches of 8, 16, 32 and
-# 40 agreed bit for bit there; 16 also covers CPUs whose vectors hold 16 floats. At most 15 rows of padding.
+# outputs between batches of 1, 3 and 8, so shards differed with the worker count. Unpadded batches of 8, 32
+# and 40 agreed bit for bit there; 16 rather than 8 in case another CPU's kernels step by a whole AVX-512
+# vector of 16 floats (not measured on one). At most 15 rows of padding.
 ROW_MULTIPLE = 16
 
 

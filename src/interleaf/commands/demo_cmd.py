@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
 from interleaf.errors import UsageError
+
+QUICK_MODEL_SECONDS = 40.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,12 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "on 127.0.0.1, crawl it into a WARC, train tiny CLIP/VQ/BPE models, run "
                                    "every interleaf stage over the crawl with Apache Beam, train the reference "
                                    "model on the token shards, generate images, run the benchmark and write "
-                                   "the report. About 11 minutes on 2 cores (measured 620 s on a CPU without "
-                                   "native bf16, 643 s on one with AMX), plus setup.")
+                                   "the report. About 9-11 minutes on 2 cores (measured 675 s on a CPU without "
+                                   "native bf16, 514 s on one with AVX512-BF16), plus setup.")
     p.add_argument("--output", "-o", default="demo-output", metavar="DIR", help="where to write (default: %(default)s)")
     p.add_argument("--examples", type=int, default=d.examples, help=f"captioned images on the site ({d.examples})")
-    p.add_argument("--model-seconds", type=float, default=d.model_seconds,
-                   help=f"training budget of the reference model ({d.model_seconds:.0f} s)")
+    p.add_argument("--model-seconds", type=float, default=None,
+                   help=f"training budget of the reference model ({d.model_seconds:.0f} s; {QUICK_MODEL_SECONDS:.0f} "
+                        "s with --quick)")
     p.add_argument("--quick", action="store_true", help="a smaller, faster demo (weak model)")
     p.set_defaults(func=run, accepts_pipeline_args=True)
 
@@ -32,10 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.examples < 16:
         raise UsageError(f"--examples must be at least 16, found {args.examples}")
-    cfg = DemoConfig(examples=args.examples, model_seconds=args.model_seconds, pipeline_args=args.pipeline_args)
+    seconds = args.model_seconds
+    if seconds is None:
+        seconds = QUICK_MODEL_SECONDS if args.quick else DemoConfig().model_seconds
+    elif not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--model-seconds must be a positive number of seconds, found {seconds:g}")
+    cfg = DemoConfig(examples=args.examples, model_seconds=seconds, pipeline_args=args.pipeline_args)
     if args.quick:
         cfg = DemoConfig(examples=min(args.examples, 400), clip_pairs=800, clip_steps=80, clip_seconds=20, vq_steps=120,
-                         vq_images=1500, model_steps=80, model_seconds=40, eval_prompts=24,
+                         vq_images=1500, model_steps=80, model_seconds=seconds, eval_prompts=24,
                          pipeline_args=args.pipeline_args)
     out = args.output.rstrip("/")
     started = time.time()
