@@ -23,7 +23,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from interleaf.download.urls import query_encoding
-from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, class_words
+from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, class_words, rescuable
 from interleaf.filters.html_config import (  # noqa: F401 (re-exported: callers import them from here)
     ExtractConfig,
     Extraction,
@@ -78,8 +78,14 @@ _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 class _Walk:
     """State of one extraction: nodes so far, the paragraph being gathered, drop counts."""
 
-    def __init__(self, base_url: str, config: ExtractConfig, encoding: str | None = None):
+    def __init__(self, base_url: str, config: ExtractConfig, encoding: str | None = None,
+                 exempt: frozenset[int] = frozenset()):
         self.base_url, self.config = base_url, config
+        # elements whose class or id words are not read (see extract: a "boilerplate" wrapper of the text)
+        self.exempt = exempt
+        self.left_out_chars = 0  # characters of the paragraphs left out as boilerplate so far
+        self.suspect: tuple[int, LexborNode | None] = (0, None)  # (characters, element): the largest
+        # subtree left out by its class or id words (html_boilerplate.rescuable)
         self.query_encoding = query_encoding(encoding)  # None for UTF-8 pages
         self.nodes: list[Node] = []
         self.dropped: Counter[str] = Counter()
@@ -128,6 +134,7 @@ class _Walk:
             count = sum(1 for p in paragraphs if p and not p.isspace())
             if count:
                 self.dropped[self.reason] += count
+                self.left_out_chars += len("".join(raw.split()))
             return
         share = link_chars / max(1, len("".join(raw.split())))
         for p in paragraphs:
@@ -304,12 +311,24 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
     # Some WARC writers store WARC-Target-URI as "<url>" (the WARC 1.0 grammar's brackets taken literally).
     url = url.strip().removeprefix("<").removesuffix(">")
     tree = LexborHTMLParser(html)
-    walk = _Walk(base_url(tree, url), config, encoding)
+    page_url = base_url(tree, url)
+    walk = _Walk(page_url, config, encoding)
     if tree.body is not None:
-        body = walk.open_block("body", tree.body.attributes)
-        _walk_body(tree.body, walk, deadline)
-        walk.flush()
-        walk.close_block(body, walk.frames[0][1], walk.frames[0][2])
+        _walk_page(tree.body, walk, deadline)
+        # A wrapper named like boilerplate that holds more text than everything kept (and more than a
+        # short page's worth) is the page's text under an unlucky name: "entry themeform share" around a
+        # WordPress post, a page-wide <header> or id="header", "TestReport__Section--Ads", a "subnav_true"
+        # column. Walked again with its words not read (Readability retries with its class rules off when
+        # its article comes out short), at most RESCUES times, so a page costs at most that many walks.
+        for _ in range(RESCUES):
+            chars, suspect = walk.suspect
+            if chars <= max(walk.frames[0][2], config.main_content_min_chars) or _mostly_links(suspect):
+                break
+            log.debug("%s: %d characters left out in <%s class=%r id=%r>, more than kept: walked again with "
+                      "its words not read", url, chars, suspect.tag, suspect.attributes.get("class"),
+                      suspect.attributes.get("id"))
+            walk = _Walk(page_url, config, encoding, exempt=walk.exempt | {suspect.mem_id})
+            _walk_page(tree.body, walk, deadline)
         if config.main_content:
             keep_main_content(walk)
     else:  # a frameset page, or not HTML at all
@@ -331,6 +350,22 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
 
 
 _CLOCK_EVERY = 256  # elements walked between two looks at the clock
+RESCUES = 2  # walks again with a boilerplate-named wrapper of the text exempt (see extract)
+
+
+def _mostly_links(node: LexborNode) -> bool:
+    """Whether more than half of a subtree's text lies inside <a href> (Readability's link density cut):
+    a site header full of menus, not an article under a wrong name (WSJ's header around a paywalled page)."""
+    chars = len("".join((node.text() or "").split()))
+    in_links = sum(len("".join((a.text() or "").split())) for a in node.css("a[href]"))
+    return in_links > 0.5 * chars
+
+
+def _walk_page(body_node: LexborNode, w: _Walk, deadline: float | None) -> None:
+    body = w.open_block("body", body_node.attributes)
+    _walk_body(body_node, w, deadline)
+    w.flush()
+    w.close_block(body, w.frames[0][1], w.frames[0][2])
 
 
 def _leaf(node: LexborNode, tag: str | None, w: _Walk, in_noscript: bool, holds_img: Holders) -> bool:
@@ -396,13 +431,18 @@ def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> Non
             continue
         attrs = node.attributes
         reason = boilerplate_reason(node, tag, attrs, w.in_section > 0, w.config.drop_comments, holds_main)
+        if reason and w.exempt and node.mem_id in w.exempt:
+            reason = None
         if tag in BLOCK_TAGS or reason:
             w.flush()
         if node.child is None:
             node = node.next
             continue
         if reason:  # the subtree is left out: counted by the lighter walk, then the walk goes on after it
+            before = w.left_out_chars
             _walk_left_out(node, tag, reason, w, noscript, holds_img, deadline)
+            if w.left_out_chars - before > w.suspect[0] and rescuable(tag, attrs, reason):
+                w.suspect = (w.left_out_chars - before, node)
             node = node.next
             continue
         element = w.open_block(tag, attrs) if tag in BLOCK_TAGS else -1

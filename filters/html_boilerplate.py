@@ -126,3 +126,17 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
                 return None
             return reason
     return None
+
+
+# Left-out reasons never undone by extract()'s rescue of a boilerplate-named wrapper: a comment thread may
+# well hold more text than its post, and what is hidden is not shown.
+NOT_RESCUED = frozenset(("comments", "hidden"))
+
+
+def rescuable(tag: str, attrs: dict, reason: str) -> bool:
+    """Whether a subtree left out as `reason` was judged by its class or id words (or is a <header>, which
+    some pages wrap around everything) rather than by its tag, role or hidden state: only those words can
+    name the page's own text wrongly."""
+    if reason in NOT_RESCUED or tag in TAG_REASON:
+        return False
+    return (attrs.get("role") or "").strip().lower() not in ROLE_REASON

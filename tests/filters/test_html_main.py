@@ -122,3 +122,38 @@ def test_f1_on_the_article_extraction_benchmark(bench):
         counts.append(bench.tp_fp_fn(page["articleBody"], bench.interleaf_text(body, page["url"], config)))
     f1, precision, recall = bench.scores(counts)
     assert f1 >= 0.95 and recall >= 0.98, (f1, precision, recall)
+
+
+def _menu(n: int) -> str:
+    return "<ul>" + "".join(f'<li><a href="/section/{i}">Section number {i} of the site</a></li>'
+                            for i in range(n)) + "</ul>"
+
+
+@pytest.mark.parametrize("wrapper", [
+    '<div class="entry themeform share">{}</div>',  # a WordPress theme's post wrapper
+    '<div id="header" class="clearfix">{}</div>',  # a page-wide wrapper named header
+    '<header id="branding">{}</header>',  # the same as an element
+    '<div id="main" class="subnav_true">{}</div>',
+    '<section class="TestReport__Section--Ads">{}</section>',
+])
+def test_a_wrapper_named_like_boilerplate_around_the_text_is_walked_again(wrapper):
+    # the class or id words left the article out (social, header, nav, ad); it holds more text than all
+    # that was kept, and few links: it is the page's text under an unlucky name
+    article = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
+    page = _article('<nav><a href="/">Home</a></nav>' + wrapper.format(article) + "<p>Imprint and contact.</p>")
+    ex = extract(page, "https://example.org/a")
+    assert _texts(ex)[:len(PARAGRAPHS)] == PARAGRAPHS
+    assert ex.candidates == len(ex.nodes) + sum(ex.dropped.values())
+    # the same wrapper around less text than a short page's worth stays boilerplate
+    small = _article(wrapper.format("<p>Share this story with your friends.</p>") + article)
+    assert _texts(extract(small, "https://example.org/a")) == PARAGRAPHS
+
+
+def test_boilerplate_that_outweighs_a_short_text_stays_out():
+    short = "<p>" + PARAGRAPHS[0] + "</p>"
+    # a header of menus (mostly links) and a comment thread, each with more text than the post
+    menus = f'<div id="header">{_menu(40)}</div>'
+    comments = '<div class="comments">' + "".join(f"<p>{p}</p>" for p in PARAGRAPHS * 2) + "</div>"
+    ex = extract(_article(menus + short + comments), "https://example.org/a")
+    assert _texts(ex) == [PARAGRAPHS[0]]
+    assert ex.dropped["header"] == 40 and ex.dropped["comments"] == 2 * len(PARAGRAPHS)
