@@ -11,6 +11,9 @@ Candidate nodes, and how they are counted so that `candidates = len(nodes) + sum
   under its own kind, wherever it is: their content is never reader-visible text.
 A paragraph or image inside a boilerplate subtree (nav, footer, form, ad ...) is dropped with the reason of
 the outermost such subtree. The <head> is not walked: it gives the title and language only.
+
+The traversal is filters/html_walk.py's; what it does with text, images and containers is _Walk's, here;
+main-content selection is filters/html_main.py's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from interleaf.download.urls import query_encoding
-from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, class_words, rescuable
+from interleaf.filters.html_boilerplate import class_words
 from interleaf.filters.html_config import (  # noqa: F401 (re-exported: callers import them from here)
     ExtractConfig,
     Extraction,
@@ -43,32 +46,21 @@ from interleaf.filters.html_images import (
     TRACKER,
     image_source,
     parse_dimension,
-    picture_source,
     resolve_url,
 )
 from interleaf.filters.html_main import keep_main_content
+from interleaf.filters.html_walk import LINK_CONTAINERS, walk_page
 from interleaf.schemas.document import Node
 
 log = logging.getLogger(__name__)
 
-
-# ---------------------------------------------------------------- what the walk recognises
-
-# Tags whose end starts a new paragraph (HTML's block-level and table elements).
-BLOCK_TAGS = frozenset([
-    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details", "dialog",
-    "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4",
-    "h5", "h6", "header", "hgroup", "hr", "legend", "li", "main", "menu", "nav", "noscript", "ol", "option",
-    "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
-])
-# Never reader-visible text: skipped whole, one candidate each, under this reason.
-SKIP_TAGS = {"script": "script", "style": "style", "template": "template", "iframe": "embed",
-             "object": "embed", "embed": "embed", "video": "embed", "audio": "embed", "map": "embed",
-             "canvas": "graphics", "svg": "graphics", "math": "graphics", "title": "metadata"}
-# A <header> inside these introduces it (title, byline) and is content (HTML: "nearest sectioning content").
-SECTIONS = frozenset(("article", "main", "section"))
-# the containers judged by ExtractConfig.max_link_density
-LINK_CONTAINERS = frozenset(("div", "ul", "ol", "dl", "section", "table", "tbody", "aside", "nav", "menu"))
+# the longest line left of a container of navigation that goes with it as its heading (walk.close)
+ORPHAN_HEADING_CHARS = 80
+# the longest paragraph of its own that goes as "link_dense" when it is mostly a link, and the most
+# characters it may have outside links ("Read more:", "LE PUEDE INTERESAR:"; a sentence whose end is a link,
+# "The suspect, Michael Webb, was convicted and <a>sentenced to life ...</a>.", stays) (extract)
+LINKED_LINE_CHARS = 100
+LINKED_LINE_OUTSIDE = 25
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 
 
@@ -84,8 +76,9 @@ class _Walk:
         # elements whose class or id words are not read (see extract: a "boilerplate" wrapper of the text)
         self.exempt = exempt
         self.left_out_chars = 0  # characters of the paragraphs left out as boilerplate so far
-        self.suspect: tuple[int, LexborNode | None] = (0, None)  # (characters, element): the largest
-        # subtree left out by its class or id words (html_boilerplate.rescuable)
+        # (characters, element) of each subtree of main_content_min_chars or more characters left out by
+        # its class or id words (html_boilerplate.rescuable)
+        self.suspects: list[tuple[int, LexborNode]] = []
         self.query_encoding = query_encoding(encoding)  # None for UTF-8 pages
         self.nodes: list[Node] = []
         self.dropped: Counter[str] = Counter()
@@ -98,9 +91,10 @@ class _Walk:
         self.picture_source: str | None = None
         self.link = 0  # depth inside <a href>
         self.link_chars = 0  # characters of the current paragraph inside a link
-        # per open element, innermost last: [text nodes, their characters in links, their characters] of
-        # what it holds so far (a closed element adds its counts to its parent's unless it is left out)
-        self.frames: list[list[int]] = [[0, 0, 0]]
+        # per open element, innermost last: [text nodes, their characters in links, their characters, text
+        # nodes of inner containers left out as link_dense] of what it holds so far (a closed element adds
+        # its first three counts to its parent's unless it is left out)
+        self.frames: list[list[int]] = [[0, 0, 0, 0]]
         self.removed: set[int] = set()  # text nodes of link-dense containers, left out at the end
         self.removed_spans: dict[int, int] = {}  # start -> end of each container left out
         # for main-content selection (filters/html_main.py): every block element entered outside
@@ -171,12 +165,16 @@ class _Walk:
         over all its text) loses its text; else its counts go to its parent. Containers are judged
         innermost first, so a menu inside the article's wrapper goes before the wrapper is judged on what
         remains; each element is judged once on running counts, so the cost stays linear in the page."""
-        texts, in_links, chars = self.frames.pop()
+        texts, in_links, chars, inner_removed = self.frames.pop()
         if element >= 0:
             self.close_block(element, in_links, chars)
         density = self.config.max_link_density
-        # one linked paragraph in a container is a link in the text, not navigation
-        if tag in LINK_CONTAINERS and density is not None and texts >= 2 and in_links > density * chars:
+        # one linked paragraph in a container is a link in the text, not navigation; but what is left of a
+        # container whose lists were navigation, when that is one short line, is their heading ("Related
+        # stories", "Weitere Artikel", "Dans la même rubrique")
+        if tag in LINK_CONTAINERS and density is not None and (
+                texts >= 2 and in_links > density * chars
+                or texts == 1 and inner_removed >= 2 and chars <= ORPHAN_HEADING_CHARS):
             i, end = start, len(self.nodes)
             while i < end:
                 if i in self.removed_spans:  # an inner container's, already left out: jump over it
@@ -187,6 +185,7 @@ class _Walk:
                 i += 1
             self.removed_spans[start] = end
             self.dropped["link_dense"] += texts
+            self.frames[-1][3] += texts
             return
         parent = self.frames[-1]
         parent[0] += texts
@@ -296,6 +295,17 @@ class _Walk:
 _PLACEHOLDER_STEPS = 8
 
 
+RESCUES = 2  # walks again with a boilerplate-named wrapper of the text exempt (see extract)
+
+
+def _mostly_links(node: LexborNode) -> bool:
+    """Whether more than half of a subtree's text lies inside <a href> (Readability's link density cut):
+    a site header full of menus, not an article under a wrong name (WSJ's header around a paywalled page)."""
+    chars = len("".join((node.text() or "").split()))
+    in_links = sum(len("".join((a.text() or "").split())) for a in node.css("a[href]"))
+    return in_links > 0.5 * chars
+
+
 def extract(html: str, url: str, config: ExtractConfig | None = None,
             encoding: str | None = None) -> Extraction:
     """The ordered text and image nodes of a page, with what was left out counted by reason. Raises
@@ -314,25 +324,36 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
     page_url = base_url(tree, url)
     walk = _Walk(page_url, config, encoding)
     if tree.body is not None:
-        _walk_page(tree.body, walk, deadline)
+        walk_page(tree.body, walk, deadline)
         # A wrapper named like boilerplate that holds more text than everything kept (and more than a
         # short page's worth) is the page's text under an unlucky name: "entry themeform share" around a
         # WordPress post, a page-wide <header> or id="header", "TestReport__Section--Ads", a "subnav_true"
         # column. Walked again with its words not read (Readability retries with its class rules off when
-        # its article comes out short), at most RESCUES times, so a page costs at most that many walks.
+        # its article comes out short), at most RESCUES times: a page costs at most RESCUES + 1 walks.
         for _ in range(RESCUES):
-            chars, suspect = walk.suspect
-            if chars <= max(walk.frames[0][2], config.main_content_min_chars) or _mostly_links(suspect):
+            kept = walk.frames[0][2]
+            chars, suspect = next(((c, e) for c, e in sorted(walk.suspects, key=lambda s: -s[0])
+                                   if c > kept and not _mostly_links(e)), (0, None))
+            if suspect is None:
                 break
             log.debug("%s: %d characters left out in <%s class=%r id=%r>, more than kept: walked again with "
                       "its words not read", url, chars, suspect.tag, suspect.attributes.get("class"),
                       suspect.attributes.get("id"))
             walk = _Walk(page_url, config, encoding, exempt=walk.exempt | {suspect.mem_id})
-            _walk_page(tree.body, walk, deadline)
+            walk_page(tree.body, walk, deadline)
         if config.main_content:
             keep_main_content(walk)
     else:  # a frameset page, or not HTML at all
         log.debug("no <body> in %s: nothing to extract", url)
+    # A short paragraph that is mostly a link and little else, standing alone: "Read more: <a>...</a>",
+    # "LE PUEDE INTERESAR: <a>...</a>", a "Buy now" button, a linked teaser. The container rule (walk.close)
+    # judges two or more paragraphs; this is its cut for a single one.
+    if config.max_link_density is not None:
+        for i, (_, chars, _, share) in walk.paragraphs.items():
+            if (share > config.max_link_density and chars <= LINKED_LINE_CHARS
+                    and chars * (1 - share) <= LINKED_LINE_OUTSIDE and i not in walk.removed):
+                walk.removed.add(i)
+                walk.dropped["link_dense"] += 1
     page_title = title(tree)
     if config.drop_title and page_title:
         kept_texts = [i for i, n in enumerate(walk.nodes) if n.is_text and i not in walk.removed]
@@ -348,169 +369,3 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
                       language=declared_language(tree), meta=meta_tags(tree),
                       dropped_images=walk.dropped_images)
 
-
-_CLOCK_EVERY = 256  # elements walked between two looks at the clock
-RESCUES = 2  # walks again with a boilerplate-named wrapper of the text exempt (see extract)
-
-
-def _mostly_links(node: LexborNode) -> bool:
-    """Whether more than half of a subtree's text lies inside <a href> (Readability's link density cut):
-    a site header full of menus, not an article under a wrong name (WSJ's header around a paywalled page)."""
-    chars = len("".join((node.text() or "").split()))
-    in_links = sum(len("".join((a.text() or "").split())) for a in node.css("a[href]"))
-    return in_links > 0.5 * chars
-
-
-def _walk_page(body_node: LexborNode, w: _Walk, deadline: float | None) -> None:
-    body = w.open_block("body", body_node.attributes)
-    _walk_body(body_node, w, deadline)
-    w.flush()
-    w.close_block(body, w.frames[0][1], w.frames[0][2])
-
-
-def _leaf(node: LexborNode, tag: str | None, w: _Walk, in_noscript: bool, holds_img: Holders) -> bool:
-    """Handle a node whose subtree the walks do not enter (both of them: _walk_body and _walk_left_out),
-    and say whether it was one: text, comments and the like, script/style/embeds (counted under their
-    kind), an image, a line break, a <noscript> without an image (counted when it holds text)."""
-    if tag == "-text":
-        w.text(node.text_content or "")
-        return True
-    if tag is None or tag[0] == "-" or tag[0] == "!":  # comments, doctype, processing instructions
-        return True
-    if tag in SKIP_TAGS:
-        w.dropped[SKIP_TAGS[tag]] += 1
-        return True
-    if tag == "img" or tag == "amp-img":  # AMP pages; an <amp-img>'s own <noscript> <img> repeats it
-        w.image(node, node.attributes, in_noscript=in_noscript)
-        return True
-    if tag == "br":
-        w.line_break()
-        return True
-    if tag == "noscript" and not holds_img(node):
-        if (node.text() or "").strip():
-            w.dropped["noscript"] += 1
-        return True
-    return False
-
-
-def _walk_body(body: LexborNode, w: _Walk, deadline: float | None = None) -> None:
-    """Document-order walk with an explicit stack (pages nest deeper than Python's recursion limit); raises
-    PageTooSlow once past the deadline (time.monotonic())."""
-    # stack entries: (element, tag, picture source before it, its first node's index, its block element
-    # record or -1); a subtree left out as boilerplate is walked apart (_walk_left_out)
-    stack: list[tuple[LexborNode, str, str | None, int, int]] = []
-    noscript = 0
-    node = body.child
-    steps = 0
-    holds_main = Holders(body)
-    holds_img = Holders(body, "img")  # a <noscript> holding an image is walked, one holding text is not
-    while True:
-        steps += 1
-        if deadline is not None and steps % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
-            raise PageTooSlow(f"extraction took more than {w.config.max_seconds} s")
-        if node is None:
-            if not stack:
-                return
-            parent, tag, w.picture_source, start, element = stack.pop()
-            if tag in BLOCK_TAGS:
-                w.flush()
-            w.close(tag, start, element)
-            if tag == "pre":
-                w.pre -= 1
-            elif tag in SECTIONS:
-                w.in_section -= 1
-            elif tag == "a" and parent.attributes.get("href"):
-                w.link -= 1
-            elif tag == "noscript":
-                noscript -= 1
-            node = parent.next
-            continue
-        tag = node.tag
-        if _leaf(node, tag, w, noscript > 0, holds_img):
-            node = node.next
-            continue
-        attrs = node.attributes
-        reason = boilerplate_reason(node, tag, attrs, w.in_section > 0, w.config.drop_comments, holds_main)
-        if reason and w.exempt and node.mem_id in w.exempt:
-            reason = None
-        if tag in BLOCK_TAGS or reason:
-            w.flush()
-        if node.child is None:
-            node = node.next
-            continue
-        if reason:  # the subtree is left out: counted by the lighter walk, then the walk goes on after it
-            before = w.left_out_chars
-            _walk_left_out(node, tag, reason, w, noscript, holds_img, deadline)
-            if w.left_out_chars - before > w.suspect[0] and rescuable(tag, attrs, reason):
-                w.suspect = (w.left_out_chars - before, node)
-            node = node.next
-            continue
-        element = w.open_block(tag, attrs) if tag in BLOCK_TAGS else -1
-        stack.append((node, tag, w.picture_source, len(w.nodes), element))
-        w.frames.append([0, 0, 0])
-        if tag == "pre":
-            w.pre += 1
-        elif tag == "a" and attrs.get("href"):
-            w.link += 1
-        elif tag in SECTIONS:
-            w.in_section += 1
-        elif tag == "noscript":
-            noscript += 1
-        elif tag == "picture":
-            w.picture_source = picture_source(node) or w.picture_source
-        node = node.child
-
-
-def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w: _Walk, noscript: int, holds_img: Holders,
-                   deadline: float | None) -> None:
-    """The subtree of `root`, an element left out as `reason`: what it holds is counted under that reason
-    as _walk_body would (its paragraphs, its images with their URLs, scripts and styles, empty noscripts),
-    without what only kept text needs: the elements inside are not judged (the outermost reason wins), and
-    no link, section or density counts are kept. About two thirds of a news page's text nodes are in such
-    subtrees (the article-extraction benchmark's pages), so this walk is most of the work."""
-    saved = w.reason, w.picture_source, w.pre
-    w.reason = reason
-    if root_tag == "pre":
-        w.pre += 1
-    elif root_tag == "noscript":
-        noscript += 1
-    elif root_tag == "picture":
-        w.picture_source = picture_source(root) or w.picture_source
-    stack: list[tuple[LexborNode, str, str | None]] = []  # (element, tag, picture source before it)
-    node = root.child
-    steps = 0
-    while True:
-        steps += 1
-        if deadline is not None and steps % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
-            raise PageTooSlow(f"extraction took more than {w.config.max_seconds} s")
-        if node is None:
-            if not stack:
-                break
-            parent, tag, w.picture_source = stack.pop()
-            if tag in BLOCK_TAGS:
-                w.flush()
-            if tag == "pre":
-                w.pre -= 1
-            elif tag == "noscript":
-                noscript -= 1
-            node = parent.next
-            continue
-        tag = node.tag
-        if _leaf(node, tag, w, noscript > 0, holds_img):
-            node = node.next
-            continue
-        if tag in BLOCK_TAGS:
-            w.flush()
-        if node.child is None:
-            node = node.next
-            continue
-        stack.append((node, tag, w.picture_source))
-        if tag == "pre":
-            w.pre += 1
-        elif tag == "noscript":
-            noscript += 1
-        elif tag == "picture":
-            w.picture_source = picture_source(node) or w.picture_source
-        node = node.child
-    w.flush()
-    w.reason, w.picture_source, w.pre = saved

@@ -25,13 +25,21 @@ CLASS_REASON = {
     **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
     **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
     # who wrote it and when, and whose photo it is: metadata lines, not the text (trafilatura leaves them out
-    # too); not on inline elements (BYLINE_NOT_ON), and not the broader "date", "author" or "credits", which
+    # too; "meta" as in WordPress's entry-meta / post-meta line of date, author and categories); not on inline
+    # elements (BYLINE_NOT_ON), and not the broader "date", "author" or "credits", which
     # name event schedules, author bios, publication lists and film credits as often (a review found each)
-    **dict.fromkeys(["byline", "dateline", "timestamp", "pubdate", "credit"], "byline"),
+    **dict.fromkeys(["byline", "dateline", "timestamp", "pubdate", "credit", "meta"], "byline"),
     **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
                      "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
     **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
 }
+# Compound class words that start with one of these (first STEM characters) name the same boilerplate:
+# "jp-relatedposts", "relatedlinks__content", "c-native-newsletterbox", "account-paywall-form",
+# "wp-block-mmo-recirculation-box", "readmore-links", "subscribe-box". Only stems no content word starts
+# with ("comment" would take "commentary", "share" "shared", "ad" everything).
+STEM = 7
+STEM_REASON = {"related": "aside", "recircu": "aside", "readmor": "aside", "newslet": "popup",
+               "paywall": "popup", "subscri": "popup"}
 # Inline elements a byline word does not drop: a <span class="date"> inside a sentence is part of it
 BYLINE_NOT_ON = frozenset(("a", "abbr", "b", "cite", "em", "font", "i", "small", "span", "strong", "time"))
 # Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
@@ -52,11 +60,11 @@ def class_words(attrs: dict) -> tuple[str, ...]:
     """class and id as sorted lowercase words: "site-footer mainNav" -> ("footer", "main", "nav", "site").
     Classes that name what the content is about rather than what the element is (WordPress's post_class()
     puts "category-<slug>" and "tag-<slug>" on every article: "category-native-advertising") say nothing."""
-    return _class_words(attrs.get("class") or "", attrs.get("id") or "")
+    return names_words(attrs.get("class") or "", attrs.get("id") or "")
 
 
 @lru_cache(maxsize=4096)  # a page repeats its class names on every item of a list
-def _class_words(class_value: str, id_value: str) -> tuple[str, ...]:
+def names_words(class_value: str, id_value: str) -> tuple[str, ...]:
     classes = " ".join(c for c in class_value.split() if not c.lower().startswith(_TOPIC_CLASSES))
     value = _CAMEL.sub(r"\1 \2", f"{classes} {id_value}")
     return tuple(sorted(set(_WORDS.split(value.lower()))))  # sorted: the same reason on every run
@@ -116,7 +124,7 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
     if CONTENT_WORDS.intersection(words):
         return None
     for word in words:
-        reason = CLASS_REASON.get(word)
+        reason = CLASS_REASON.get(word) or STEM_REASON.get(word[:STEM])
         if (reason == "comments" and not drop_comments or reason == "header" and in_section
                 or reason == "byline" and tag in BYLINE_NOT_ON):
             continue

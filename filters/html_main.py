@@ -20,7 +20,9 @@ innermost block open at the time, its characters and commas). Selection then wor
    paragraph of more than 80 characters with link density under 0.25 (or a short one with no link that
    ends a sentence); so do blocks anywhere with exactly its class (an article cut into chunks by adverts
    or figures, each chunk a block of its own).
-5. Inside what was selected, a block whose class or id names boilerplate and whose paragraphs do not make up
+5. The lead joins too: in the ancestors of the top candidate that hold at most twice its text, the
+   paragraphs before it in a block whose class or id names a lead, standfirst or excerpt (_lead).
+6. Inside what was selected, a block whose class or id names boilerplate and whose paragraphs do not make up
    for it (class weight plus score below zero: a promo box in the article's wrapper) is taken out, unless
    it holds an image (a figure's caption is content): part of Readability's _cleanConditionally.
 
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from interleaf.filters.html_boilerplate import names_words
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,7 @@ def select(nodes: list, elements: list[list], paragraphs: dict[int, tuple[int, i
     if elements[top][TEXT] < min_chars:
         return None
     kept = _with_siblings(nodes, elements, paragraphs, top, final)
+    kept += _lead(elements, paragraphs, left_out, top)
     log.debug("main content: top %s, spans %s", top, kept)
     inside = bytearray(len(nodes))
     for start, end in kept:
@@ -208,6 +213,47 @@ def _with_siblings(nodes: list, elements: list[list], paragraphs, top: int, fina
                 (chars > 80 and share < 0.25)):
             spans.append((i, i + 1))
     return spans
+
+
+# the lead (_lead): ancestors of the top candidate holding at most this many times its text are searched,
+# for paragraphs of at least LEAD_MIN_CHARS characters
+LEAD_GROWTH = 2.0
+LEAD_MIN_CHARS = 50
+# class and id words of a block that introduces an article, in the newsroom words of several languages:
+# perex (Czech), chapo (French), Vorspann (German), entradilla / bajada (Spanish), sommario (Italian) ...
+LEAD_WORDS = frozenset(("intro", "introduction", "lead", "leader", "lede", "perex", "teaser", "excerpt",
+                        "subtitle", "subhead", "subheadline", "deck", "dek", "standfirst", "summary",
+                        "abstract", "description", "chapo", "chapeau", "kicker", "synopsis", "vorspann",
+                        "entradilla", "bajada", "sumario", "sommario"))
+
+
+def _lead(elements: list[list], paragraphs, left_out: set[int], top: int) -> list[tuple[int, int]]:
+    """Spans of the paragraphs that introduce the top candidate from outside it: a lead, standfirst, deck or
+    excerpt in the article's header or in a block of its own before the body ("intro", "perex", "teaser",
+    "entry__subtitle"). Found in the ancestors of the top that hold little more than it does (wrappers,
+    the article element with its header), up to MAX_LEVELS up: their paragraphs before the top with few
+    links and at least LEAD_MIN_CHARS characters."""
+    outer, limit = top, LEAD_GROWTH * elements[top][TEXT]
+    for _ in range(MAX_LEVELS):
+        parent = elements[outer][PARENT]
+        if parent < 0 or elements[parent][TAG] == "body" or elements[parent][TEXT] > limit:
+            break
+        outer = parent
+    if outer == top:
+        return []
+    return [(i, i + 1) for i in range(elements[outer][START], elements[top][START])
+            if i in paragraphs and i not in left_out and paragraphs[i][1] >= LEAD_MIN_CHARS
+            and paragraphs[i][3] < 0.25 and _named_lead(elements, paragraphs[i][0], outer)]
+
+
+def _named_lead(elements: list[list], element: int, outer: int) -> bool:
+    """Whether a block from `element` up to `outer` (not included) has a class or id word of LEAD_WORDS."""
+    while element >= 0 and element != outer:
+        class_value, _, id_value = elements[element][NAMES].partition("\x00")
+        if LEAD_WORDS.intersection(names_words(class_value, id_value)):
+            return True
+        element = elements[element][PARENT]
+    return False
 
 
 def _good_paragraph(nodes: list, e: list) -> bool:

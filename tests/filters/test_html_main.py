@@ -140,7 +140,8 @@ def test_a_wrapper_named_like_boilerplate_around_the_text_is_walked_again(wrappe
     # the class or id words left the article out (social, header, nav, ad); it holds more text than all
     # that was kept, and few links: it is the page's text under an unlucky name
     article = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
-    page = _article('<nav><a href="/">Home</a></nav>' + wrapper.format(article) + "<p>Imprint and contact.</p>")
+    page = _article('<nav><a href="/">Home</a></nav>' + wrapper.format(article)
+                    + "<p>Imprint and contact.</p>")
     ex = extract(page, "https://example.org/a")
     assert _texts(ex)[:len(PARAGRAPHS)] == PARAGRAPHS
     assert ex.candidates == len(ex.nodes) + sum(ex.dropped.values())
@@ -157,3 +158,29 @@ def test_boilerplate_that_outweighs_a_short_text_stays_out():
     ex = extract(_article(menus + short + comments), "https://example.org/a")
     assert _texts(ex) == [PARAGRAPHS[0]]
     assert ex.dropped["header"] == 40 and ex.dropped["comments"] == 2 * len(PARAGRAPHS)
+
+
+@pytest.mark.parametrize("lead", [
+    '<header><h1>Bridge</h1><p class="entry__subtitle">{}</p></header>',
+    '<div class="article-intro"><p>{}</p></div>',
+    '<div class="field field-perex">{}</div>',
+])
+def test_the_lead_before_the_article_body_stays(lead):
+    # a standfirst in the article's header or in a block of its own before the body, outside the block that
+    # scores best; a byline there, or a lead-named block elsewhere on the page, stays out
+    standfirst = "Two years late and over budget, the new bridge finally has an opening date."
+    body = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
+    page = _article('<div class="teaser-list"><p class="teaser">A teaser of another story, somewhere else on '
+                    'the site entirely.</p></div><article>' + lead.format(standfirst)
+                    + '<div class="date">Published on 12 May 2024 by the city desk of the paper</div>'
+                    + f'<div class="article-text">{body}</div></article>')
+    ex = extract(page, "https://example.org/a")
+    assert _texts(ex) == [standfirst] + PARAGRAPHS
+
+
+def test_the_rescue_passes_over_a_bigger_wrapper_of_links():
+    # a site header of menus outweighs the post, which sits in a wrapper named "share": the post is rescued
+    article = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
+    page = _article(f'<div id="header">{_menu(60)}</div><div class="entry share">{article}</div>')
+    ex = extract(page, "https://example.org/a")
+    assert _texts(ex) == PARAGRAPHS and ex.dropped["header"] == 60

@@ -58,8 +58,12 @@ def _outputs(out) -> dict:
 # documents and rejected again when issue 17 left out the headline that repeats the page's <title> (6
 # paragraphs of the fixtures' pages: "title"; no "byline" line among them) and issue 13 resolved image URLs
 # by the WHATWG URL standard; and again when issue 18 checked LSH candidates against the exact Jaccard (the two
-# captures of commoncrawl.org, MinHash estimate 0.84 but exact 0.74, are no longer near duplicates).
-EXPECTED = {"documents": "e2f9cfd10d7edee8", "rejected": "15069c3f9635fd1a", "images": "aac0ca5a1ed91426"}
+# captures of commoncrawl.org, MinHash estimate 0.84 but exact 0.74, are no longer near duplicates); and again
+# when issue 17 measured itself on trafilatura's evaluation set: a short paragraph that is mostly a link, and
+# the heading left of a list of links, go as link_dense (149 paragraphs of the fixtures' pages: project and
+# paper names linked on personal home pages, "Browse", "DONATE NOW"), entry-meta lines as byline (20), and
+# joe.cat's introduction ("I am a research scientist at AI2 ...") is kept as its lead.
+EXPECTED = {"documents": "2c5faf15a63f0a54", "rejected": "0ec14df4935ba7de", "images": "aac0ca5a1ed91426"}
 
 
 @pytest.fixture(scope="module")
