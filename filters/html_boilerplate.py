@@ -93,6 +93,18 @@ class Holders:
         return node.mem_id in self.ids
 
 
+CAPTION_WORDS = frozenset(("caption", "captions"))
+
+
+def is_caption(node: LexborNode, tag: str, attrs: dict) -> bool:
+    """A figure's caption (ExtractConfig.drop_captions): a <figcaption>, or an element whose class or id
+    words name a caption ("wp-caption-text"), holding no image (WordPress's "wp-caption" <div> holds the
+    image with its caption)."""
+    if tag != "figcaption" and not (attrs and CAPTION_WORDS.intersection(class_words(attrs))):
+        return False
+    return node.css_first("img") is None
+
+
 def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool,
                        drop_comments: bool = True, holds_main=None) -> str | None:
     """The reason an element's whole subtree is boilerplate, or None. `in_section`: the element is inside

@@ -43,6 +43,11 @@ class ExtractConfig:
     # Comment threads (class/id comment, disqus, respond) are user content, not the page's: Readability
     # treats them as unlikely candidates too. False keeps them.
     drop_comments: bool = True
+    # Figure captions (<figcaption>, and class words caption/captions on an element without an image) are
+    # left out as "caption" when True: a text-only corpus, or an extraction benchmark that counts captions as
+    # boilerplate (trafilatura's evaluation set does), wants that; an interleaved corpus keeps the caption
+    # beside its image, so False is the default.
+    drop_captions: bool = False
     # An image URL met more often than this on one page is decoration (list bullets, rating stars, per-item
     # social icons: 15 stars on archive.org, 30 icons on the Semantic Scholar team page): every occurrence
     # is dropped as "repeated". 3 keeps what Readability keeps: the same base-URL test image 3 times, Medium's

@@ -9,7 +9,7 @@ import time
 
 from selectolax.lexbor import LexborNode
 
-from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, rescuable
+from interleaf.filters.html_boilerplate import Holders, boilerplate_reason, is_caption, rescuable
 from interleaf.filters.html_config import PageTooSlow
 from interleaf.filters.html_images import picture_source
 
@@ -107,6 +107,8 @@ def _walk_body(body: LexborNode, w, deadline: float | None = None) -> None:
             continue
         attrs = node.attributes
         reason = boilerplate_reason(node, tag, attrs, w.in_section > 0, w.config.drop_comments, holds_main)
+        if reason is None and w.config.drop_captions and is_caption(node, tag, attrs):
+            reason = "caption"
         if reason and w.exempt and node.mem_id in w.exempt:
             reason = None
         if tag in BLOCK_TAGS or reason:

@@ -356,6 +356,20 @@ def test_a_short_paragraph_that_is_mostly_a_link_goes_as_link_dense():
     assert len(texts(kept)) == 4
 
 
+def test_captions_stay_beside_their_images_unless_drop_captions():
+    html = page('<p>Body text.</p><figure><img src="/a.jpg" width="640" height="480"><figcaption>The harbour '
+                'at dawn.</figcaption></figure><div class="wp-caption"><img src="/b.jpg" width="640" '
+                'height="480"><p class="wp-caption-text">Boats in the fog.</p></div>')
+    ex = extract(html, PAGE)
+    assert [n.text or n.image_url for n in ex.nodes] == [
+        "Body text.", "https://example.org/a.jpg", "The harbour at dawn.", "https://example.org/b.jpg",
+        "Boats in the fog."]
+    ex = extract(html, PAGE, ExtractConfig(drop_captions=True))
+    assert [n.text or n.image_url for n in ex.nodes] == [
+        "Body text.", "https://example.org/a.jpg", "https://example.org/b.jpg"]
+    assert ex.dropped == {"caption": 2}
+
+
 def test_the_heading_of_a_list_of_links_goes_with_it():
     links = "".join(f'<li><a href="/s{i}">Another story number {i}</a></li>' for i in range(4))
     html = page(f'<p>Body text.</p><div class="box"><h2>Weitere Artikel</h2><ul>{links}</ul></div>'
