@@ -359,11 +359,14 @@ def vq_reconstructions(vq, images: list[list[Image.Image]], *, batch_size: int =
 
 
 def run_eval(generator, out: str, *, suite: list[dict] | None = None, samples: int = 4, config=None,
-             held_out: HeldOut = DEFAULT_HELD_OUT, batch_prompts: int = 16, ceiling: bool = True) -> dict:
+             held_out: HeldOut = DEFAULT_HELD_OUT, batch_prompts: int = 16, ceiling: bool = True,
+             binding=None) -> dict:
     """Generate `samples` images per prompt with a Generator, check them, and write GenEval's files:
     out/evaluation_metadata.jsonl, out/images/NNNNN/{metadata.jsonl,samples/*.png}, out/results.jsonl, and
     out/scores.json (task scores, overall, seen vs held-out; with the VQ, the checker on ground-truth renders
-    and on their VQ reconstructions, the ceiling). Returns the scores.json content."""
+    and on their VQ reconstructions, the ceiling; with `binding`, a model/binding.BagIndex of the training
+    corpus, the binding diagnostics: the bag-of-words oracle and the seen prompts split by twins). Returns
+    the scores.json content."""
     import time
     from dataclasses import asdict
 
@@ -398,6 +401,20 @@ def run_eval(generator, out: str, *, suite: list[dict] | None = None, samples: i
         result["checker_on_ground_truth"] = score_images(suite, truth, held_out)[1].to_json()
         result["ceiling_vq_reconstructions"] = score_images(suite, vq_reconstructions(generator.vq, truth),
                                                             held_out)[1].to_json()
+    if binding is not None:
+        from interleaf.model.binding import report
+
+        def decode(codes: list) -> list[Image.Image]:
+            return [img for i in range(0, len(codes), 256)
+                    for img in generator.decode_images(torch.tensor(codes[i:i + 256]))]
+        result["binding"] = b = report(suite, rows, binding, held_out, decode, samples=samples,
+                                       image_size=generator.vq.image_size, seed=config.seed + 2)
+        log.info("eval: bag-of-words oracle overall %.3f (seen with a same-words twin %s, without %s, "
+                 "held-out %s); the model %s (%s, %s, %s)", b["oracle"]["overall"],
+                 _fmt(b["oracle"]["seen_twin"]),
+                 _fmt(b["oracle"]["seen_alone"]), _fmt(b["oracle"]["held_out"]),
+                 "beats it" if b["model_beats_oracle"]["overall"] else "does not beat it",
+                 _fmt(b["model"]["seen_twin"]), _fmt(b["model"]["seen_alone"]), _fmt(b["model"]["held_out"]))
     with open(os.path.join(out, "scores.json"), "w") as f:
         json.dump(result, f, indent=2)
     log.info("eval: overall %.3f (seen %s, held-out %s) over %d images; %s", scores.overall,

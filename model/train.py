@@ -211,8 +211,9 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(out: str, *, step: int, model: Transformer, optimizer, scheduler, stream: PackedStream,
                     config: TrainConfig, info: TokenShardInfo, tokenizer_files: dict[str, str],
-                    chosen: precision.Precision | None = None) -> str:
-    """Write checkpoints/step-NNNNNN atomically (a temporary directory renamed into place), then LATEST."""
+                    chosen: precision.Precision | None = None, shards: str | None = None) -> str:
+    """Write checkpoints/step-NNNNNN atomically (a temporary directory renamed into place), then LATEST.
+    `shards`: the training shards' path, recorded (absolute) for `interleaf eval`'s binding diagnostics."""
     root = os.path.join(out, CHECKPOINTS)
     name = f"step-{step:06d}"
     final, tmp = os.path.join(root, name), os.path.join(root, f".{name}.tmp")
@@ -229,7 +230,8 @@ def save_checkpoint(out: str, *, step: int, model: Transformer, optimizer, sched
         copied[role] = rel
     meta = {"step": step, "model": asdict(model.config), "train": asdict(config),
             "vocabulary": info.vocabulary.to_json(), "tokenizers": info.tokenizers, "tokenizer_files": copied,
-            "shard_config": info.config, "producer": info.producer}
+            "shard_config": info.config, "producer": info.producer,
+            "shards": os.path.abspath(shards) if shards and "://" not in shards else shards}
     if chosen is not None:  # what "auto" resolved to on the machine that trained, and why
         meta["precision"] = {"dtype": chosen.dtype, "reason": chosen.reason}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -386,7 +388,7 @@ def train(config: TrainConfig, shards: str, out: str, *, stop_after: int | None 
             if ctx.main:
                 path = save_checkpoint(out, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                                        stream=stream, config=config, info=corpus.info, tokenizer_files=files,
-                                       chosen=chosen)
+                                       chosen=chosen, shards=shards)
                 log.info("checkpoint %s", path)
             if ctx.world > 1:
                 dist.barrier()

@@ -55,7 +55,7 @@ def test_generate_writes_an_image(trained, capsys):
     assert "prompt: a photo of a red circle" in capsys.readouterr().out
 
 
-def test_eval_writes_genevals_files(trained):
+def test_eval_writes_genevals_files(trained, capsys):
     suite = make_suite()
     small = [next(m for m in suite if m["tag"] == t) for t in ("single_object", "colors", "position", "counting")]
     write_metadata(str(trained / "meta.jsonl"), small)
@@ -69,6 +69,23 @@ def test_eval_writes_genevals_files(trained):
     assert len(Path(out / "results.jsonl").read_text().splitlines()) == 8
     assert (out / "images" / "00000" / "samples" / "0001.png").exists()
     assert json.loads(Path(out / "images" / "00002" / "metadata.jsonl").read_text()) == small[2]
+    # binding diagnostics from the shards the checkpoint recorded: 60 training captions, the oracle's score
+    binding = scores["binding"]
+    assert binding["training_captions"] == 60 and sum(binding["prompts"].values()) == 4
+    assert 0 <= binding["oracle"]["overall"] <= 1 and "seen_twin" in binding["model"]
+    assert "bag-of-words oracle overall" in capsys.readouterr().out
+
+
+def test_eval_binding_diagnostics_need_the_training_shards(trained, capsys):
+    write_metadata(str(trained / "meta1.jsonl"), make_suite()[:1])
+    rc = model_cmd.main(["eval", "--checkpoint", str(trained / "run"), "--out", str(trained / "eval2"),
+                         "--samples", "1", "--metadata", str(trained / "meta1.jsonl"), "--no-ceiling",
+                         "--train-shards", str(trained / "nowhere")])
+    assert rc == 2 and "--train-shards" in capsys.readouterr().err
+    rc = model_cmd.main(["eval", "--checkpoint", str(trained / "run"), "--out", str(trained / "eval3"),
+                         "--samples", "1", "--metadata", str(trained / "meta1.jsonl"), "--no-ceiling",
+                         "--no-binding"])
+    assert rc == 0 and "binding" not in json.loads(Path(trained / "eval3" / "scores.json").read_text())
 
 
 def test_usage_errors_are_one_line(trained, capsys):

@@ -92,6 +92,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metadata", metavar="FILE", help="evaluation_metadata.jsonl to use instead of the suite")
     p.add_argument("--batch-prompts", type=int, default=16, help="prompts generated together")
     p.add_argument("--no-ceiling", action="store_true", help="skip the checker on ground truth and VQ round trips")
+    p.add_argument("--train-shards", metavar="DIR",
+                   help="the token shards the checkpoint was trained on, for the binding diagnostics (the "
+                        "bag-of-words oracle, seen prompts split by same-words twins); default: the path the "
+                        "checkpoint recorded")
+    p.add_argument("--no-binding", action="store_true", help="skip the binding diagnostics")
     _gen_args(p, cfg=3.0, temperature=1.0, top_k=0)
     p.set_defaults(func=run)
 
@@ -223,15 +228,47 @@ def _eval(args: argparse.Namespace) -> int:
     recorded = _held_out(args.checkpoint)
     held = HeldOut.from_json(recorded) if recorded else DEFAULT_HELD_OUT
     suite = read_metadata(args.metadata) if args.metadata else None
+    binding = None if args.no_binding else _binding_index(args, generator)
     scores = run_eval(generator, args.out, suite=suite, samples=args.samples, config=config, held_out=held,
-                      batch_prompts=args.batch_prompts, ceiling=not args.no_ceiling)
+                      batch_prompts=args.batch_prompts, ceiling=not args.no_ceiling, binding=binding)
     print(f"overall {scores['overall']:.3f}  seen {scores['seen']}  held-out {scores['held_out']}  "
           + "  ".join(f"{t} {v:.2f}" for t, v in scores["tasks"].items()))
+    if "binding" in scores:
+        b = scores["binding"]
+        groups = "  ".join(f"{g} {_score(b['model'][g])} vs {_score(b['oracle'][g])}"
+                           for g in ("seen_twin", "seen_alone", "held_out"))
+        verdict = "beats" if b["model_beats_oracle"]["overall"] else "does not beat"
+        print(f"bag-of-words oracle overall {b['oracle']['overall']:.3f}: the model {verdict} it  "
+              f"(model vs oracle: {groups})")
     if "ceiling_vq_reconstructions" in scores:
         print(f"checker on ground truth {scores['checker_on_ground_truth']['overall']:.3f}, on VQ reconstructions "
               f"(ceiling) {scores['ceiling_vq_reconstructions']['overall']:.3f}")
     print(f"wrote {args.out}/scores.json")
     return 0
+
+
+def _score(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _binding_index(args: argparse.Namespace, generator):
+    """The training corpus's captions by bag of words (model/binding.py), from --train-shards or the shards
+    the checkpoint recorded; None (and a log line) when neither is there."""
+    import logging
+
+    from interleaf.model.binding import index_token_shards
+    from interleaf.model.train import resolve_checkpoint
+    path = args.train_shards
+    if path is None:
+        with open(os.path.join(resolve_checkpoint(args.checkpoint), "meta.json")) as f:
+            path = json.load(f).get("shards")
+        if path is None or ("://" not in path and not os.path.exists(path)):
+            logging.getLogger(__name__).info("eval: no training shards recorded or found (%s); binding "
+                                             "diagnostics skipped (--train-shards DIR)", path)
+            return None
+    elif not os.path.exists(path):
+        raise UsageError(f"--train-shards {path}: no such directory")
+    return index_token_shards(path, generator.codec)
 
 
 def _held_out(checkpoint: str) -> dict | None:
