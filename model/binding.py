@@ -119,26 +119,26 @@ class BagIndex:
 
 
 def index_token_shards(path: str, codec, *, keep: int = 8) -> BagIndex:
-    """A BagIndex of a token-shard corpus of captioned images (the shapes corpus): each document's first text
-    is its caption and its first image (rows x cols codes) the reference. Documents without both are
-    skipped and counted in the log."""
+    """A BagIndex of a token-shard corpus of captioned images: every image (rows x cols codes, the
+    reference) with the text right before it as its caption (the shapes corpus: one caption, one image per
+    document; the demo's crawled pages: a <p> caption before each <img>). Images with no text before them
+    are counted in the log."""
     from interleaf.model.data import TokenCorpus
 
     corpus = TokenCorpus(path, quiet=True)
-    index, skipped = BagIndex(keep=keep), 0
+    index, uncaptioned = BagIndex(keep=keep), 0
     for i in range(len(corpus)):
-        caption = codes = None
+        caption = None
         for kind, value in codec.decode(corpus.document(i).tolist(), strict=False):
-            if kind == "text" and caption is None:
+            if kind == "text":
                 caption = value
-            elif kind == "image" and codes is None:
-                codes = value
-        if caption is None or codes is None:
-            skipped += 1
-            continue
-        index.add(caption, codes)
-    log.info("binding: %d training captions indexed by their bag of words (%d bags), %d documents without a "
-             "caption and an image skipped", len(index), len(index.counts), skipped)
+            elif caption is None:
+                uncaptioned += 1
+            else:
+                index.add(caption, value)
+                caption = None
+    log.info("binding: %d training captions indexed by their bag of words (%d bags); %d images without a "
+             "text before them skipped", len(index), len(index.counts), uncaptioned)
     return index
 
 
