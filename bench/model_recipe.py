@@ -24,7 +24,8 @@ import time
 import torch
 
 from interleaf import precision
-from interleaf.model.corpus import CorpusConfig, make_examples, tokenize_examples
+from interleaf.model.binding import index_token_shards
+from interleaf.model.corpus import DEFAULT_MIX, CorpusConfig, make_examples, tokenize_examples
 from interleaf.model.generate import GenerationConfig, Generator
 from interleaf.model.geneval import ground_truth, make_suite, run_eval
 from interleaf.model.train import TrainConfig, latest_checkpoint, read_loss_log, train
@@ -66,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "else fp32 (emulated bf16 is about 25x slower)")
     p.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--counterfactual", type=float, default=0.0,
+                   help="share of position and color_attr examples followed by their counterfactual twin "
+                        "(model/corpus.py, issue 19)")
+    p.add_argument("--mix", action="append", default=[], metavar="KIND=WEIGHT",
+                   help="relative share of a task kind in the corpus (model/corpus.py DEFAULT_MIX)")
     return p.parse_args(argv)
 
 
@@ -88,7 +94,14 @@ def main(argv=None) -> dict:
             json.dump(report, f, indent=2)
 
     t = time.perf_counter()
-    examples = make_examples(CorpusConfig(examples=args.examples, seed=args.seed, held_out=DEFAULT_HELD_OUT))
+    mix = dict(DEFAULT_MIX)
+    for item in args.mix:
+        kind, _, weight = item.partition("=")
+        if kind not in mix:
+            raise SystemExit(f"--mix {item}: the kinds are {', '.join(mix)}")
+        mix[kind] = float(weight)
+    examples = make_examples(CorpusConfig(examples=args.examples, seed=args.seed, held_out=DEFAULT_HELD_OUT,
+                                          mix=mix, counterfactual=args.counterfactual))
     log.info("corpus: %d examples (%.1fs)", len(examples), time.perf_counter() - t)
 
     vq_path = os.path.join(args.out, "vq.pt")
@@ -138,10 +151,14 @@ def main(argv=None) -> dict:
     generator = Generator.from_checkpoint(run)
     scores = run_eval(generator, os.path.join(args.out, "eval"), samples=args.samples, held_out=DEFAULT_HELD_OUT,
                       config=GenerationConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                                              seed=args.seed))
+                                              seed=args.seed),
+                      binding=index_token_shards(tokens, generator.codec))
+    b = scores["binding"]
     stage_done("eval", time.perf_counter() - t, overall=scores["overall"], seen=scores["seen"],
                held_out=scores["held_out"], tasks=scores["tasks"],
-               ceiling=scores.get("ceiling_vq_reconstructions", {}).get("overall"))
+               ceiling=scores.get("ceiling_vq_reconstructions", {}).get("overall"),
+               binding={"model": b["model"], "oracle": {k: v for k, v in b["oracle"].items() if k != "tasks"},
+                        "prompts": b["prompts"]})
     log.info("recipe done: %s", json.dumps(report["stages"], indent=1))
     return report
 

@@ -56,6 +56,9 @@ class Example:
     caption: str
     scene: Scene
     kind: str  # the benchmark task it teaches
+    # its counterfactual twin (CorpusConfig.counterfactual): the same words in another order and the picture
+    # that goes with them, shown right after it in the same document
+    twin: Example | None = None
 
 
 @dataclass(kw_only=True)
@@ -64,9 +67,16 @@ class CorpusConfig:
     seed: int = 0  # scene and caption sampling
     held_out: HeldOut = DEFAULT_HELD_OUT  # combinations never shown
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))  # kind -> relative share
+    # Share of the position and color_attr examples that carry their counterfactual twin (issue 19): "a
+    # circle above a square" followed by "a square above a circle" with the two objects' places swapped; "a
+    # red circle and a blue square" by "a blue circle and a red square" with the colours swapped. A twin
+    # that shows a held-out combination is left out. 0 draws the corpus of before, example for example.
+    counterfactual: float = 0.0
 
 
-def sample_example(rng: random.Random, kind: str, held_out: HeldOut) -> Example:
+def sample_example(rng: random.Random, kind: str, held_out: HeldOut, *, twin: bool = False) -> Example:
+    """An example of `kind`; with `twin`, a position or color_attr example carries its counterfactual twin
+    (see counterfactual), unless the twin would show a held-out combination."""
     template = rng.choice(TEMPLATES[kind])
     s, t = rng.sample(SHAPES, 2)
     c = rng.choice(allowed_colors(s, held_out))
@@ -89,39 +99,95 @@ def sample_example(rng: random.Random, kind: str, held_out: HeldOut) -> Example:
     else:  # two_object, color_attr
         scene = place(rng, [(s, c), (t, d)], size_range=PAIR_SIZE,
                       accept=lambda sc: not held_out.scene_held_out(sc))
-    return Example(template.format(**words), scene, kind)
+    example = Example(template.format(**words), scene, kind)
+    if twin and kind in ("position", "color_attr"):
+        return Example(example.caption, scene, kind, counterfactual(kind, template, words, scene, held_out))
+    return example
 
 
-def _sample_placed(rng: random.Random, kind: str, held_out: HeldOut, tries: int = 20) -> Example:
+def counterfactual(kind: str, template: str, words: dict, scene: Scene, held_out: HeldOut) -> Example | None:
+    """The minimal pair of a position or color_attr example: the same words in another order and the
+    picture that goes with them. Position: subject and object swapped in the caption (with their colours)
+    and their places swapped in the scene (GenEval's relation rule is symmetric in the two boxes, so the
+    relation reads the other way round exactly). color_attr: the two colours swapped, in the caption and on
+    the shapes. None when the twin would show a held-out combination."""
+    from dataclasses import replace
+    swapped = dict(words)
+    if kind == "position":
+        for x, y in (("s", "t"), ("a_s", "a_t"), ("c", "d"), ("a_c", "a_d")):
+            swapped[x], swapped[y] = words[y], words[x]
+        target, subject = scene.objects
+        twin_scene = Scene((replace(target, cx=subject.cx, cy=subject.cy),
+                            replace(subject, cx=target.cx, cy=target.cy)))
+        margin = [(o.size / 2, o.cx, o.cy) for o in twin_scene.objects]
+        if any(not (m <= cx <= 1 - m and m <= cy <= 1 - m) for m, cx, cy in margin):
+            return None  # a larger shape moved to a smaller one's place near the border
+    else:
+        for x, y in (("c", "d"), ("a_c", "a_d")):
+            swapped[x], swapped[y] = words[y], words[x]
+        a, b = scene.objects
+        twin_scene = Scene((replace(a, color=b.color), replace(b, color=a.color)))
+    if held_out.scene_held_out(twin_scene):
+        return None
+    return Example(template.format(**swapped), twin_scene, kind)
+
+
+def _sample_placed(rng: random.Random, kind: str, held_out: HeldOut, tries: int = 20, twin: bool = False
+                   ) -> Example:
     """An example of `kind`; a scene whose objects found no room (rarely: four shapes of the largest counting
     size) is drawn again."""
     for _ in range(tries - 1):
         try:
-            return sample_example(rng, kind, held_out)
+            return sample_example(rng, kind, held_out, twin=twin)
         except ValueError:
             continue
-    return sample_example(rng, kind, held_out)
+    return sample_example(rng, kind, held_out, twin=twin)
 
 
 def make_examples(config: CorpusConfig) -> list[Example]:
     rng = random.Random(config.seed)
     kinds, weights = zip(*config.mix.items())
-    out = [_sample_placed(rng, rng.choices(kinds, weights)[0], config.held_out) for _ in range(config.examples)]
-    assert not any(config.held_out.scene_held_out(e.scene) for e in out)
+    out = []
+    for _ in range(config.examples):
+        kind = rng.choices(kinds, weights)[0]
+        twin = config.counterfactual > 0 and rng.random() < config.counterfactual
+        out.append(_sample_placed(rng, kind, config.held_out, twin=twin))
+    assert not any(config.held_out.scene_held_out(s) for s in scenes(out))
     return out
 
 
-def image_url(base_url: str, index: int) -> str:
-    return f"{base_url.rstrip('/')}/images/{index:06d}.png"
+def flatten(examples: list[Example]) -> list[Example]:
+    """Every example and, right after it, its twin if it has one."""
+    return [x for e in examples for x in ((e, e.twin) if e.twin is not None else (e,))]
+
+
+def scenes(examples: list[Example]) -> list[Scene]:
+    return [x.scene for x in flatten(examples)]
+
+
+def image_url(base_url: str, index: int, twin: bool = False) -> str:
+    return f"{base_url.rstrip('/')}/images/{index:06d}{'-twin' if twin else ''}.png"
+
+
+def _images(examples: list[Example]) -> list[tuple[int, bool, Example]]:
+    """(index, is the twin, example) of every image of the corpus, in document order."""
+    return [(i, t, x) for i, e in enumerate(examples) for t, x in ((False, e), (True, e.twin))
+            if x is not None]
 
 
 def to_documents(examples: list[Example], *, base_url: str = "http://shapes.example") -> list[Document]:
-    """One Document per example: the caption's text node, then the image node (its URL keys the image)."""
-    return [Document(doc_id=f"shapes-{i:06d}", url=f"{base_url}/examples/{i:06d}.html",
-                     nodes=[Node.text_node(e.caption),
-                            Node.image_node(image_url(base_url, i), alt_text=e.caption, width=IMAGE_SIZE,
-                                            height=IMAGE_SIZE)])
-            for i, e in enumerate(examples)]
+    """One Document per example: the caption's text node, then the image node (its URL keys the image), then
+    the same for its twin if it has one."""
+    docs = []
+    for i, e in enumerate(examples):
+        nodes = []
+        for twin, x in ((False, e), (True, e.twin)):
+            if x is not None:
+                nodes += [Node.text_node(x.caption),
+                          Node.image_node(image_url(base_url, i, twin), alt_text=x.caption, width=IMAGE_SIZE,
+                                          height=IMAGE_SIZE)]
+        docs.append(Document(doc_id=f"shapes-{i:06d}", url=f"{base_url}/examples/{i:06d}.html", nodes=nodes))
+    return docs
 
 
 def write_site(directory: str, examples: list[Example], *, per_page: int = 8, size: int = IMAGE_SIZE,
@@ -136,11 +202,15 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
     for p in range(0, len(examples), per_page):
         body = []
         for i in range(p, min(p + per_page, len(examples))):
-            e = examples[i]
-            render(e.scene, size).save(os.path.join(directory, "images", f"{i:06d}.png"))
-            cap = html.escape(e.caption)
-            body.append(f"<p>Figure {i}: {cap}.</p>\n<img src=\"../images/{i:06d}.png\" alt=\"{cap}\" "
-                        f"width=\"{size}\" height=\"{size}\">")
+            for twin, e in ((False, examples[i]), (True, examples[i].twin)):
+                if e is None:
+                    continue
+                name = os.path.basename(image_url("", i, twin))
+                render(e.scene, size).save(os.path.join(directory, "images", name))
+                cap = html.escape(e.caption)
+                label = f"{i}{'b' if twin else ''}"
+                body.append(f"<p>Figure {label}: {cap}.</p>\n<img src=\"../images/{name}\" alt=\"{cap}\" "
+                            f"width=\"{size}\" height=\"{size}\">")
         name = f"page-{p // per_page:05d}.html"
         page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{CSP_META}"
                 f"<title>{html.escape(title)}, "
@@ -155,7 +225,7 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
         f.write(f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{CSP_META}"
                 f"<title>{html.escape(title)}"
                 f"</title></head>\n<body><h1>{html.escape(title)}</h1><ul>\n{links}\n</ul></body></html>\n")
-    log.info("wrote a site of %d pages and %d images to %s", len(pages), len(examples), directory)
+    log.info("wrote a site of %d pages and %d images to %s", len(pages), len(_images(examples)), directory)
     return pages
 
 
@@ -181,16 +251,19 @@ def tokenize_examples(examples: list[Example], directory: str, *, text, vq, text
     docs = to_documents(examples, base_url=base_url)
     size = vq.image_size
     codes: dict[str, list[int]] = {}
-    for i in range(0, len(examples), batch_size):
-        x = torch.stack([image_to_tensor(render(e.scene, size), size) for e in examples[i:i + batch_size]])
-        for j, c in enumerate(vq.encode(x).flatten(1).tolist()):
-            codes[image_url(base_url, i + j)] = c
+    images = _images(examples)
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size]
+        x = torch.stack([image_to_tensor(render(e.scene, size), size) for _, _, e in batch])
+        for (k, twin, _), c in zip(batch, vq.encode(x).flatten(1).tolist(), strict=True):
+            codes[image_url(base_url, k, twin)] = c
         if (i // batch_size) % 20 == 0:
-            log.info("tokenize: %d/%d images encoded", min(i + batch_size, len(examples)), len(examples))
+            log.info("tokenize: %d/%d images encoded", min(i + batch_size, len(images)), len(images))
     rows = [(d.doc_id, codec.encode(d, codes)) for d in docs]
     info = TokenShardInfo(vocabulary=codec.vocab, tokenizers={"text": text.sha256, "image": vq.fingerprint or file_sha256(vq_path)},
                           config={"tokenize": {"text_tokenizer": os.path.abspath(text_path),
                                                "image_tokenizer": os.path.abspath(vq_path)},
-                                  "shapes": {"examples": len(examples), "held_out": held_out.to_json()}},
+                                  "shapes": {"examples": len(examples), "images": len(images),
+                                             "held_out": held_out.to_json()}},
                           producer=f"interleaf {__version__} (model.corpus)")
     return write_token_shards(directory, rows, info, shards=shards)

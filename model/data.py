@@ -119,13 +119,18 @@ def drop_captions(tokens: np.ndarray, vocab: Vocabulary, rng: np.random.Generato
 
 
 def split_document(tokens: np.ndarray, max_len: int, vocab: Vocabulary) -> list[np.ndarray]:
-    """Cut a document into chunks of at most max_len tokens, never inside an image block."""
+    """Cut a document into chunks of at most max_len tokens, never inside an image block, and right after
+    the last image block that ends in the chunk when there is one: the text that follows an image (the next
+    image's caption) then starts the next chunk with its image, not cut in two across chunks."""
     if len(tokens) <= max_len:
         return [tokens]
     blocks = image_blocks(tokens, vocab)
     chunks, start = [], 0
     while len(tokens) - start > max_len:
         end = start + max_len
+        ends = [b1 for _, b1 in blocks if start < b1 <= end]
+        if ends:
+            end = ends[-1]
         for b0, b1 in blocks:
             if b0 < end < b1:  # the cut would fall inside this block: cut before it
                 end = b0

@@ -91,3 +91,38 @@ def test_an_order_blind_model_does_not_beat_the_oracle(corpus_index):
     assert result["model"]["held_out"] == 0.0
     assert abs(result["model"]["overall"] - result["oracle"]["overall"]) < 0.1
     assert result["model_beats_oracle"]["held_out"] is False
+
+
+def test_counterfactual_twins_are_minimal_pairs_that_the_checker_confirms(tmp_path):
+    from interleaf.model.corpus import flatten, to_documents, write_site
+    from interleaf.model.geneval import evaluate, prompt_color_attr, prompt_position
+
+    examples = make_examples(CorpusConfig(examples=600, seed=4, counterfactual=1.0))
+    twinned = [e for e in examples if e.twin is not None]
+    compositional = [e for e in examples if e.kind in ("position", "color_attr")]
+    assert len(twinned) >= 0.6 * len(compositional)
+    assert all(e.kind in ("position", "color_attr") for e in twinned)
+    for e in twinned:
+        t = e.twin
+        assert content_words(t.caption) == content_words(e.caption)
+        assert meaning(t.caption) != meaning(e.caption)
+        assert not DEFAULT_HELD_OUT.scene_held_out(t.scene)
+        objects, fact = meaning(t.caption)
+        if e.kind == "position":
+            (_, _, a), relation, (_, _, b) = fact
+            metadata = prompt_position(a, relation, b)
+        else:
+            (_, ca, a), (_, cb, b) = objects
+            metadata = prompt_color_attr(ca, a, cb, b)
+        ok, why = evaluate(render(t.scene, IMAGE_SIZE), metadata)
+        assert ok, (t.caption, why)
+    # a twin follows its example in the same document, and on the same page of the site
+    doc = to_documents([twinned[0]])[0]
+    assert [n.text for n in doc.nodes if n.is_text] == [twinned[0].caption, twinned[0].twin.caption]
+    assert len([n for n in doc.nodes if n.is_image]) == 2
+    pages = write_site(str(tmp_path / "site"), twinned[:2], per_page=2)
+    html = open(pages[0]).read()
+    first, twin, second = (html.index(x) for x in (twinned[0].caption, twinned[0].twin.caption,
+                                                   twinned[1].caption))
+    assert first < twin < second
+    assert len(list((tmp_path / "site" / "images").iterdir())) == 4 == len(flatten(twinned[:2]))

@@ -104,6 +104,15 @@ def test_split_cuts_before_an_image_and_refuses_blocks_longer_than_a_row(corpus)
     assert chunks[1][0] == corpus.sp["<boi>"]
 
 
+def test_split_keeps_each_caption_with_the_image_after_it(corpus):
+    # caption, image, caption, image: a cut at the row's end would put the second caption's first tokens in
+    # the first chunk and its image in the second; the cut goes right after the first image instead
+    first = corpus.text([1, 2, 3]) + corpus.image(list(range(16)))
+    second = corpus.text([4, 5, 6, 7]) + corpus.image(list(range(16)))
+    chunks = split_document(np.array(first + second), len(first) + 2, corpus.vocab)
+    assert [c.tolist() for c in chunks] == [first, second]
+
+
 def test_first_fit():
     assert first_fit([5, 3, 4, 2, 1], 6) == [[0, 4], [1, 3], [2]]
     with pytest.raises(ValueError):
