@@ -61,6 +61,7 @@ ORPHAN_HEADING_CHARS = 80
 # "The suspect, Michael Webb, was convicted and <a>sentenced to life ...</a>.", stays) (extract)
 LINKED_LINE_CHARS = 100
 LINKED_LINE_OUTSIDE = 25
+LINKED_LINE_KEEPS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd"))
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")
 
 
@@ -76,9 +77,10 @@ class _Walk:
         # elements whose class or id words are not read (see extract: a "boilerplate" wrapper of the text)
         self.exempt = exempt
         self.left_out_chars = 0  # characters of the paragraphs left out as boilerplate so far
-        # (characters, element) of each subtree of main_content_min_chars or more characters left out by
-        # its class or id words (html_boilerplate.rescuable)
-        self.suspects: list[tuple[int, LexborNode]] = []
+        self.left_out_links = 0  # ... of them inside <a href>
+        # (characters, characters in links, element) of each subtree of main_content_min_chars or more
+        # characters left out by its class or id words (html_boilerplate.rescuable)
+        self.suspects: list[tuple[int, int, LexborNode]] = []
         self.query_encoding = query_encoding(encoding)  # None for UTF-8 pages
         self.nodes: list[Node] = []
         self.dropped: Counter[str] = Counter()
@@ -129,6 +131,7 @@ class _Walk:
             if count:
                 self.dropped[self.reason] += count
                 self.left_out_chars += len("".join(raw.split()))
+                self.left_out_links += link_chars
             return
         share = link_chars / max(1, len("".join(raw.split())))
         for p in paragraphs:
@@ -298,14 +301,6 @@ _PLACEHOLDER_STEPS = 8
 RESCUES = 2  # walks again with a boilerplate-named wrapper of the text exempt (see extract)
 
 
-def _mostly_links(node: LexborNode) -> bool:
-    """Whether more than half of a subtree's text lies inside <a href> (Readability's link density cut):
-    a site header full of menus, not an article under a wrong name (WSJ's header around a paywalled page)."""
-    chars = len("".join((node.text() or "").split()))
-    in_links = sum(len("".join((a.text() or "").split())) for a in node.css("a[href]"))
-    return in_links > 0.5 * chars
-
-
 def extract(html: str, url: str, config: ExtractConfig | None = None,
             encoding: str | None = None) -> Extraction:
     """The ordered text and image nodes of a page, with what was left out counted by reason. Raises
@@ -331,9 +326,10 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
         # column. Walked again with its words not read (Readability retries with its class rules off when
         # its article comes out short), at most RESCUES times: a page costs at most RESCUES + 1 walks.
         for _ in range(RESCUES):
+            # the largest not mostly links (a site header of menus is, and is no article under a wrong name)
             kept = walk.frames[0][2]
-            chars, suspect = next(((c, e) for c, e in sorted(walk.suspects, key=lambda s: -s[0])
-                                   if c > kept and not _mostly_links(e)), (0, None))
+            chars, suspect = next(((c, e) for c, links, e in sorted(walk.suspects, key=lambda s: -s[0])
+                                   if c > kept and links <= 0.5 * c), (0, None))
             if suspect is None:
                 break
             log.debug("%s: %d characters left out in <%s class=%r id=%r>, more than kept: walked again with "
@@ -348,10 +344,13 @@ def extract(html: str, url: str, config: ExtractConfig | None = None,
     # A short paragraph that is mostly a link and little else, standing alone: "Read more: <a>...</a>",
     # "LE PUEDE INTERESAR: <a>...</a>", a "Buy now" button, a linked teaser. The container rule (walk.close)
     # judges two or more paragraphs; this is its cut for a single one.
+    # A heading or list item that is a link stays: a listicle's numbered item titles, a FAQ's questions, an
+    # ingredient linked to its recipe (a review's findings); a list of them is the container rule's to judge.
     if config.max_link_density is not None:
-        for i, (_, chars, _, share) in walk.paragraphs.items():
+        for i, (owner, chars, _, share) in walk.paragraphs.items():
             if (share > config.max_link_density and chars <= LINKED_LINE_CHARS
-                    and chars * (1 - share) <= LINKED_LINE_OUTSIDE and i not in walk.removed):
+                    and chars * (1 - share) <= LINKED_LINE_OUTSIDE and i not in walk.removed
+                    and (owner < 0 or walk.elements[owner][0] not in LINKED_LINE_KEEPS)):
                 walk.removed.add(i)
                 walk.dropped["link_dense"] += 1
     page_title = title(tree)

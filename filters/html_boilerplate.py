@@ -25,10 +25,10 @@ CLASS_REASON = {
     **dict.fromkeys(["comment", "comments", "disqus", "respond", "replies"], "comments"),
     **dict.fromkeys(["share", "sharing", "social", "sharedaddy", "addthis"], "social"),
     # who wrote it and when, and whose photo it is: metadata lines, not the text (trafilatura leaves them out
-    # too; "meta" as in WordPress's entry-meta / post-meta line of date, author and categories); not on inline
-    # elements (BYLINE_NOT_ON), and not the broader "date", "author" or "credits", which
+    # too); not on inline elements (BYLINE_NOT_ON), and not the broader "date", "author", "credits" or
+    # "meta" (WordPress's entry-meta line, but also Quanta's post__title__meta around the standfirst), which
     # name event schedules, author bios, publication lists and film credits as often (a review found each)
-    **dict.fromkeys(["byline", "dateline", "timestamp", "pubdate", "credit", "meta"], "byline"),
+    **dict.fromkeys(["byline", "dateline", "timestamp", "pubdate", "credit"], "byline"),
     **dict.fromkeys(["ad", "ads", "advert", "adverts", "advertisement", "advertising", "sponsor", "sponsored",
                      "adsbygoogle", "adslot", "adunit", "dfp", "googleads"], "ad"),
     **dict.fromkeys(["cookie", "cookies", "gdpr", "consent", "popup", "modal", "newsletter"], "popup"),
@@ -39,7 +39,8 @@ CLASS_REASON = {
 # with ("comment" would take "commentary", "share" "shared", "ad" everything).
 STEM = 7
 STEM_REASON = {"related": "aside", "recircu": "aside", "readmor": "aside", "newslet": "popup",
-               "paywall": "popup", "subscri": "popup"}
+               "paywall": "paywall", "subscri": "popup"}
+NOT_STEMS = ("subscript",)  # <span class="subscript">2</span> in H2O (stems are not read on inline elements)
 # Inline elements a byline word does not drop: a <span class="date"> inside a sentence is part of it
 BYLINE_NOT_ON = frozenset(("a", "abbr", "b", "cite", "em", "font", "i", "small", "span", "strong", "time"))
 # Words that mark a content container even beside a boilerplate word ("content-sidebar-wrap"): Readability's
@@ -102,7 +103,7 @@ def is_caption(node: LexborNode, tag: str, attrs: dict) -> bool:
     image with its caption)."""
     if tag != "figcaption" and not (attrs and CAPTION_WORDS.intersection(class_words(attrs))):
         return False
-    return node.css_first("img") is None
+    return node.css_first("img, amp-img") is None
 
 
 def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool,
@@ -136,7 +137,8 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
     if CONTENT_WORDS.intersection(words):
         return None
     for word in words:
-        reason = CLASS_REASON.get(word) or STEM_REASON.get(word[:STEM])
+        reason = CLASS_REASON.get(word) or (None if tag in BYLINE_NOT_ON or word.startswith(NOT_STEMS)
+                                            else STEM_REASON.get(word[:STEM]))
         if (reason == "comments" and not drop_comments or reason == "header" and in_section
                 or reason == "byline" and tag in BYLINE_NOT_ON):
             continue
@@ -149,8 +151,10 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
 
 
 # Left-out reasons never undone by extract()'s rescue of a boilerplate-named wrapper: a comment thread may
-# well hold more text than its post, and what is hidden is not shown.
-NOT_RESCUED = frozenset(("comments", "hidden"))
+# well hold more text than its post, what is hidden is not shown, and a consent or newsletter overlay can
+# hold more text than a short product page under it (a review's finding). "paywall" is rescued: Barron's
+# puts the article itself in <div class="paywall">.
+NOT_RESCUED = frozenset(("comments", "hidden", "popup"))
 
 
 def rescuable(tag: str, attrs: dict, reason: str) -> bool:

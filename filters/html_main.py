@@ -225,6 +225,10 @@ LEAD_WORDS = frozenset(("intro", "introduction", "lead", "leader", "lede", "pere
                         "subtitle", "subhead", "subheadline", "deck", "dek", "standfirst", "summary",
                         "abstract", "description", "chapo", "chapeau", "kicker", "synopsis", "vorspann",
                         "entradilla", "bajada", "sumario", "sommario"))
+# ... and words of blocks whose "description" or "teaser" is no lead: an author box, a caption, a card of
+# another story (a review's findings: cicero.de's author description, hoy.com's teasers of other articles)
+NOT_LEAD_WORDS = frozenset(("author", "authors", "bio", "profile", "caption", "credit", "credits", "related",
+                            "card", "comment", "comments"))
 
 
 def _lead(elements: list[list], paragraphs, left_out: set[int], top: int) -> list[tuple[int, int]]:
@@ -241,19 +245,32 @@ def _lead(elements: list[list], paragraphs, left_out: set[int], top: int) -> lis
         outer = parent
     if outer == top:
         return []
+    memo: dict[int, bool | None] = {outer: None}
     return [(i, i + 1) for i in range(elements[outer][START], elements[top][START])
             if i in paragraphs and i not in left_out and paragraphs[i][1] >= LEAD_MIN_CHARS
-            and paragraphs[i][3] < 0.25 and _named_lead(elements, paragraphs[i][0], outer)]
+            and paragraphs[i][3] < 0.25 and _named_lead(elements, paragraphs[i][0], memo)]
 
 
-def _named_lead(elements: list[list], element: int, outer: int) -> bool:
-    """Whether a block from `element` up to `outer` (not included) has a class or id word of LEAD_WORDS."""
-    while element >= 0 and element != outer:
-        class_value, _, id_value = elements[element][NAMES].partition("\x00")
-        if LEAD_WORDS.intersection(names_words(class_value, id_value)):
-            return True
+def _named_lead(elements: list[list], element: int, memo: dict[int, bool | None]) -> bool:
+    """Whether the blocks from `element` up to the outer one (memo's first key) name a lead (LEAD_WORDS)
+    and none names what only looks like one (NOT_LEAD_WORDS: an author's "description", a caption). Each
+    block is read once per page (memo: block -> True lead, False not one, None nothing said), so a chain of
+    thousands of nested blocks costs linear time."""
+    path = []
+    while element >= 0 and element not in memo:
+        path.append(element)
         element = elements[element][PARENT]
-    return False
+    verdict = memo.get(element) if element >= 0 else None
+    for e in reversed(path):  # outermost first: a NOT_LEAD word anywhere up the chain wins
+        if verdict is not False:
+            class_value, _, id_value = elements[e][NAMES].partition("\x00")
+            words = names_words(class_value, id_value)
+            if NOT_LEAD_WORDS.intersection(words):
+                verdict = False
+            elif LEAD_WORDS.intersection(words):
+                verdict = True
+        memo[e] = verdict
+    return memo[path[0]] is True if path else verdict is True
 
 
 def _good_paragraph(nodes: list, e: list) -> bool:

@@ -117,11 +117,11 @@ def _walk_body(body: LexborNode, w, deadline: float | None = None) -> None:
             node = node.next
             continue
         if reason:  # the subtree is left out: counted by the lighter walk, then the walk goes on after it
-            before = w.left_out_chars
+            before, links_before = w.left_out_chars, w.left_out_links
             _walk_left_out(node, tag, reason, w, noscript, holds_img, deadline)
             chars = w.left_out_chars - before
             if chars > w.config.main_content_min_chars and rescuable(tag, attrs, reason):
-                w.suspects.append((chars, node))
+                w.suspects.append((chars, w.left_out_links - links_before, node))
             node = node.next
             continue
         element = w.open_block(tag, attrs) if tag in BLOCK_TAGS else -1
@@ -147,8 +147,10 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w, noscript: in
     without what only kept text needs: the elements inside are not judged (the outermost reason wins), and
     no link, section or density counts are kept. About two thirds of a news page's text nodes are in such
     subtrees (the article-extraction benchmark's pages), so this walk is most of the work."""
-    saved = w.reason, w.picture_source, w.pre
+    saved = w.reason, w.picture_source, w.pre, w.link
     w.reason = reason
+    if root_tag == "a" and root.attributes.get("href"):
+        w.link += 1
     if root_tag == "pre":
         w.pre += 1
     elif root_tag == "noscript":
@@ -166,6 +168,8 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w, noscript: in
             if not stack:
                 break
             parent, tag, w.picture_source = stack.pop()
+            if tag == "a" and parent.attributes.get("href"):
+                w.link -= 1
             if tag in BLOCK_TAGS:
                 w.flush()
             if tag == "pre":
@@ -184,6 +188,8 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w, noscript: in
             node = node.next
             continue
         stack.append((node, tag, w.picture_source))
+        if tag == "a" and node.attributes.get("href"):
+            w.link += 1
         if tag == "pre":
             w.pre += 1
         elif tag == "noscript":
@@ -192,4 +198,4 @@ def _walk_left_out(root: LexborNode, root_tag: str, reason: str, w, noscript: in
             w.picture_source = picture_source(node) or w.picture_source
         node = node.child
     w.flush()
-    w.reason, w.picture_source, w.pre = saved
+    w.reason, w.picture_source, w.pre, w.link = saved

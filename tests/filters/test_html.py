@@ -273,10 +273,9 @@ def test_an_image_repeated_more_than_three_times_is_decoration():
     ('<div class="post-byline">By A. Writer</div>', "byline"),
     ('<div class="entry-dateline">November 19, 2019</div>', "byline"),
     ('<p class="photo-credit">Photo: A. Photographer, AP</p>', "byline"),
-    ('<div class="entry-meta">Posted on 23.06.2016</div>', "byline"),
     ('<div id="jp-relatedposts"><h3>Related</h3></div>', "aside"),  # compound words by their stem
     ('<div class="c-native-newsletterbox">Never miss a story</div>', "popup"),
-    ('<div class="account-paywall-form">To read on, subscribe</div>', "popup"),
+    ('<div class="account-paywall-form">To read on, subscribe</div>', "paywall"),
     ('<div style="display: none">Hidden text</div>', "hidden"),
     ('<div hidden>Hidden text</div>', "hidden"),
     ('<script>var x = "<p>not text</p>";</script>', "script"),
