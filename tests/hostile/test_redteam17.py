@@ -44,9 +44,10 @@ def test_a_long_chain_of_blocks_before_the_body_costs_linear_time():
     # article holds more text than the chain, so the chain's wrapper is searched for a lead)
     def page(n: int) -> str:
         body = "".join(f"<p>{PROSE} {i}</p>" for i in range(n // 5))
-        return ('<html><body><div class="outer">' + "".join(
-            f'<div class="c{i}">Sixty-three characters of text in one block of a long chain.' for i in range(n))
-            + "</div>" * n + f'<div class="article-body">{body}</div></div></body></html>')
+        chain = "".join(f'<div class="c{i}">Sixty-three characters of text in one block of a long chain.'
+                        for i in range(n))
+        return ('<html><body><div class="outer">' + chain + "</div>" * n
+                + f'<div class="article-body">{body}</div></div></body></html>')
     _grows_linearly(page)
 
 
@@ -87,8 +88,8 @@ def test_drop_captions_keeps_an_amp_image_inside_the_caption():
 def test_an_author_box_before_the_body_is_no_lead():
     body = "".join(f"<p>{PROSE} {i}</p>" for i in range(6))
     page = ('<html><body><article><div class="author-description"><p>Jane Doe is a staff writer who covers '
-            'city hall and has worked here for ten years.</p></div><p class="lead">The council met on Tuesday '
-            f'and approved a budget that had been delayed for months.</p><div class="body">{body}</div>'
-            '</article></body></html>')
+            'city hall and has worked here for ten years.</p></div><p class="lead">The council met on '
+            'Tuesday and approved a budget that had been delayed for months.</p>'
+            f'<div class="body">{body}</div></article></body></html>')
     texts = _texts(extract(page, PAGE))
     assert texts[0].startswith("The council met on Tuesday") and not any("Jane Doe" in t for t in texts)
