@@ -40,7 +40,11 @@ SVG_LEAVES = {"rect", "line", "path", "circle"}  # may be self-closed (<rect/>)
 def run_dir(tmp_path_factory) -> Path:
     data = Path(__file__).parent / "data" / "warc"
     out = tmp_path_factory.mktemp("run") / "run"
-    run([str(data / name) for name in WARCS], str(out), RunConfig(stages=["ingest", "dedup"]))
+    config = RunConfig(stages=["ingest", "dedup"])
+    # archive.org's home page: once its lone linked lines go as link_dense (issue 17), more than 30% of what
+    # is left ends in an ellipsis (teasers); kept here so the run has the three documents the report draws
+    config.ingest.quality.max_ellipsis_line_share = None
+    run([str(data / name) for name in WARCS], str(out), config)
     return out
 
 
