@@ -137,8 +137,10 @@ def boilerplate_reason(node: LexborNode, tag: str, attrs: dict, in_section: bool
     if CONTENT_WORDS.intersection(words):
         return None
     for word in words:
-        reason = CLASS_REASON.get(word) or (None if tag in BYLINE_NOT_ON or word.startswith(NOT_STEMS)
-                                            else STEM_REASON.get(word[:STEM]))
+        reason = CLASS_REASON.get(word)
+        if reason is None and word[:STEM] in STEM_REASON and tag not in BYLINE_NOT_ON \
+                and not word.startswith(NOT_STEMS):  # most words miss the stems: the dict is asked first
+            reason = STEM_REASON[word[:STEM]]
         if (reason == "comments" and not drop_comments or reason == "header" and in_section
                 or reason == "byline" and tag in BYLINE_NOT_ON):
             continue

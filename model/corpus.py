@@ -12,7 +12,7 @@ import html
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from interleaf.schemas.document import Document, Node
 from interleaf.shapes import (
@@ -111,7 +111,6 @@ def counterfactual(kind: str, template: str, words: dict, scene: Scene, held_out
     and their places swapped in the scene (GenEval's relation rule is symmetric in the two boxes, so the
     relation reads the other way round exactly). color_attr: the two colours swapped, in the caption and on
     the shapes. None when the twin would show a held-out combination."""
-    from dataclasses import replace
     swapped = dict(words)
     if kind == "position":
         for x, y in (("s", "t"), ("a_s", "a_t"), ("c", "d"), ("a_c", "a_d")):
