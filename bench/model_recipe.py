@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "document mask)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--text-loss-weight", type=float, default=1.0,
+                   help="weight of the text targets in the loss; 0 trains on image codes only (issue 19 item 3)")
     p.add_argument("--samples", type=int, default=4, help="eval images per prompt")
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -134,7 +136,8 @@ def main(argv=None) -> dict:
     run = os.path.join(args.out, "run")
     from interleaf.commands.model_cmd import _parse_overrides
     config = TrainConfig(preset=args.preset, model_overrides=_parse_overrides(args.set), seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
-                         lr=args.lr, caption_dropout=args.caption_dropout, seed=args.seed, log_every=25,
+                         lr=args.lr, caption_dropout=args.caption_dropout, text_loss_weight=args.text_loss_weight,
+                         seed=args.seed, log_every=25,
                          checkpoint_every=100, precision=args.precision,
                          compile=not args.no_compile)
     done = latest_checkpoint(run)
