@@ -53,7 +53,8 @@ def sweep(recipe_dir: str, settings: list[tuple[float, int, float]], samples: in
         t = time.perf_counter()
         out = os.path.join(recipe_dir, "sweep", f"cfg{cfg:g}-k{top_k}-t{temperature:g}")
         scores = run_eval(generator, out, samples=samples, held_out=DEFAULT_HELD_OUT, ceiling=False,
-                          config=GenerationConfig(cfg_scale=cfg, top_k=top_k, temperature=temperature, seed=seed),
+                          config=GenerationConfig(cfg_scale=cfg, top_k=top_k, temperature=temperature,
+                                                  seed=seed),
                           binding=index)
         b = scores["binding"]["model"]
         rows.append({"run": _label(recipe), "cfg": cfg, "top_k": top_k, "temperature": temperature,
@@ -71,7 +72,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     p.add_argument("--top-k", type=int, nargs="+", default=[0])
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0])
-    p.add_argument("--samples", type=int, default=8, help="images per prompt (more than the recipe's 4: less noise)")
+    p.add_argument("--samples", type=int, default=8,
+                   help="images per prompt (more than the recipe's 4: less noise)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every setting")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-write", action="store_true", help="print the table, leave bench/RESULTS.md alone")
@@ -88,14 +90,16 @@ def main(argv=None) -> list[dict]:
     text = table(["run", "cfg", "top-k", "temperature", "overall", "seen, twin", "seen, no twin", "held-out",
                   "position", "color_attr", "eval s"],
                  [[r["run"], r["cfg"], r["top_k"], r["temperature"], f(r["overall"]), f(r["seen_twin"]),
-                   f(r["seen_alone"]), f(r["held_out"]), f(r["position"]), f(r["color_attr"]), round(r["seconds"])]
+                   f(r["seen_alone"]), f(r["held_out"]), f(r["position"]), f(r["color_attr"]),
+                   round(r["seconds"])]
                   for r in rows])
     print(text)
     if not args.no_write:
-        note = (f"bench/sampling_sweep.py: each trained bench/model_recipe.py model generates {args.samples} images "
-                f"per prompt of the synthetic GenEval suite under each setting (sampling seed {args.seed}, the "
-                "same for every setting; top-k 0 = all codes), checked by the rule-based detector; the binding "
-                "split as in the 'binding' section. With 90 prompts a difference under about 0.05 is noise.")
+        note = (f"bench/sampling_sweep.py: each trained bench/model_recipe.py model generates {args.samples} "
+                f"images per prompt of the synthetic GenEval suite under each setting (sampling seed "
+                f"{args.seed}, the same for every setting; top-k 0 = all codes), checked by the rule-based "
+                "detector; the binding split as in the 'binding' section. With 90 prompts a difference under "
+                "about 0.05 is noise.")
         write_section("sampling", "Reference model: sampling settings on seen and held-out prompts "
                       "(issue 19 item 3; bench/sampling_sweep.py)", text + "\n\n" + note)
     return rows
