@@ -58,7 +58,8 @@ def sweep(recipe_dir: str, settings: list[tuple[float, int, float, int]], sample
                           binding=index)
         b = scores["binding"]["model"]
         rows.append({"run": _label(recipe), "cfg": cfg, "top_k": top_k, "temperature": temperature,
-                     "seed": seed, "overall": scores["overall"], "seen_twin": b["seen_twin"], "seen_alone": b["seen_alone"],
+                     "seed": seed, "overall": scores["overall"], "seen_twin": b["seen_twin"],
+                     "seen_alone": b["seen_alone"],
                      "held_out": scores["held_out"], "position": scores["tasks"].get("position"),
                      "color_attr": scores["tasks"].get("color_attr"), "seconds": time.perf_counter() - t})
         log.info("%s cfg %g top-k %d T %g: overall %.3f, seen twin %.3f, held-out %.3f", rows[-1]["run"], cfg,
@@ -89,11 +90,11 @@ def main(argv=None) -> list[dict]:
     def f(x):
         return "n/a" if x is None else f"{x:.2f}"
 
-    text = table(["run", "cfg", "top-k", "temperature", "sampling seed", "overall", "seen, twin", "seen, no twin",
-                  "held-out", "position", "color_attr", "eval s"],
+    text = table(["run", "cfg", "top-k", "temperature", "sampling seed", "overall", "seen, twin",
+                  "seen, no twin", "held-out", "position", "color_attr", "eval s"],
                  [[r["run"], r["cfg"], r["top_k"], r["temperature"], r["seed"], f(r["overall"]),
-                   f(r["seen_twin"]), f(r["seen_alone"]), f(r["held_out"]), f(r["position"]), f(r["color_attr"]),
-                   round(r["seconds"])]
+                   f(r["seen_twin"]), f(r["seen_alone"]), f(r["held_out"]), f(r["position"]),
+                   f(r["color_attr"]), round(r["seconds"])]
                   for r in rows])
     print(text)
     if not args.no_write:
