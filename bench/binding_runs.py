@@ -31,7 +31,8 @@ def run_row(recipe: dict, note: str) -> dict:
     ev, tr = stages["eval"], stages["train"]
     return {"date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "cpu": machine(), "note": note,
             "seed": a["seed"], "counterfactual": a.get("counterfactual", 0.0), "mix": a.get("mix", []),
-            "text_loss_weight": a.get("text_loss_weight", 1.0), "steps": a["steps"], "train_min": round(tr["seconds"] / 60, 1), "loss": tr["last"]["loss"],
+            "text_loss_weight": a.get("text_loss_weight", 1.0), "steps": a["steps"],
+            "train_min": round(tr["seconds"] / 60, 1), "loss": tr["last"]["loss"],
             "precision": tr.get("precision"), "overall": ev["overall"], "seen": ev["seen"],
             "held_out": ev["held_out"], "tasks": ev["tasks"], "binding": ev["binding"]}
 
