@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import machine, table, write_section  # noqa: E402
+from results import machine, score, table, write_section  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "binding_runs.jsonl"
 
@@ -37,10 +37,6 @@ def run_row(recipe: dict, note: str) -> dict:
             "held_out": ev["held_out"], "tasks": ev["tasks"], "binding": ev["binding"]}
 
 
-def _f(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
-
-
 def body(runs: list[dict]) -> str:
     rows = []
     for r in runs:
@@ -49,9 +45,10 @@ def body(runs: list[dict]) -> str:
                and r["train_min"] <= 20)
         rows.append([r["date"], r["cpu"].split(", Python")[0], r["note"], r["seed"], r["counterfactual"],
                      " ".join(r["mix"]) or "default", r["steps"], r["train_min"], round(r["loss"], 3),
-                     _f(r["overall"]), _f(b["model"]["seen_twin"]), _f(b["model"]["seen_alone"]),
-                     _f(r["held_out"]), _f(r["tasks"].get("position")), _f(r["tasks"].get("color_attr")),
-                     _f(b["oracle"]["overall"]), _f(b["oracle"]["seen_twin"]),
+                     score(r["overall"]), score(b["model"]["seen_twin"]), score(b["model"]["seen_alone"]),
+                     score(r["held_out"]), score(r["tasks"].get("position")),
+                     score(r["tasks"].get("color_attr")),
+                     score(b["oracle"]["overall"]), score(b["oracle"]["seen_twin"]),
                      "yes" if met else "no"])
     headers = ["date", "cpu", "run", "seed", "counterfactual", "mix", "steps", "train min", "final loss",
                "overall", "seen, twin", "seen, no twin", "held-out", "position", "color_attr",

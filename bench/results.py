@@ -36,6 +36,11 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def score(x: float | None) -> str:
+    """A score in a table: two decimals, or n/a where a group had no prompts."""
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) section `name` of bench/RESULTS.md with `body`, stamped with machine and date."""
     stamp = f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}."

@@ -29,7 +29,7 @@ from interleaf.model.geneval import run_eval
 from interleaf.shapes import DEFAULT_HELD_OUT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import table, write_section  # noqa: E402
+from results import score, table, write_section  # noqa: E402
 
 log = logging.getLogger("sampling_sweep")
 
@@ -87,14 +87,11 @@ def main(argv=None) -> list[dict]:
     settings = list(itertools.product(args.cfg, args.top_k, args.temperature, args.seed))
     rows = [row for d in args.recipe for row in sweep(d, settings, args.samples)]
 
-    def f(x):
-        return "n/a" if x is None else f"{x:.2f}"
-
     text = table(["run", "cfg", "top-k", "temperature", "sampling seed", "overall", "seen, twin",
                   "seen, no twin", "held-out", "position", "color_attr", "eval s"],
-                 [[r["run"], r["cfg"], r["top_k"], r["temperature"], r["seed"], f(r["overall"]),
-                   f(r["seen_twin"]), f(r["seen_alone"]), f(r["held_out"]), f(r["position"]),
-                   f(r["color_attr"]), round(r["seconds"])]
+                 [[r["run"], r["cfg"], r["top_k"], r["temperature"], r["seed"], score(r["overall"]),
+                   score(r["seen_twin"]), score(r["seen_alone"]), score(r["held_out"]), score(r["position"]),
+                   score(r["color_attr"]), round(r["seconds"])]
                   for r in rows])
     print(text)
     if not args.no_write:

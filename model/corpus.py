@@ -155,9 +155,14 @@ def make_examples(config: CorpusConfig) -> list[Example]:
     return out
 
 
+def _with_twin(e: Example) -> list[tuple[bool, Example]]:
+    """(is the twin, example): the example, then its twin if it has one, in document order."""
+    return [(False, e), (True, e.twin)] if e.twin is not None else [(False, e)]
+
+
 def flatten(examples: list[Example]) -> list[Example]:
     """Every example and, right after it, its twin if it has one."""
-    return [x for e in examples for x in ((e, e.twin) if e.twin is not None else (e,))]
+    return [x for e in examples for _, x in _with_twin(e)]
 
 
 def scenes(examples: list[Example]) -> list[Scene]:
@@ -170,8 +175,7 @@ def image_url(base_url: str, index: int, twin: bool = False) -> str:
 
 def _images(examples: list[Example]) -> list[tuple[int, bool, Example]]:
     """(index, is the twin, example) of every image of the corpus, in document order."""
-    return [(i, t, x) for i, e in enumerate(examples) for t, x in ((False, e), (True, e.twin))
-            if x is not None]
+    return [(i, t, x) for i, e in enumerate(examples) for t, x in _with_twin(e)]
 
 
 def to_documents(examples: list[Example], *, base_url: str = "http://shapes.example") -> list[Document]:
@@ -180,11 +184,10 @@ def to_documents(examples: list[Example], *, base_url: str = "http://shapes.exam
     docs = []
     for i, e in enumerate(examples):
         nodes = []
-        for twin, x in ((False, e), (True, e.twin)):
-            if x is not None:
-                nodes += [Node.text_node(x.caption),
-                          Node.image_node(image_url(base_url, i, twin), alt_text=x.caption, width=IMAGE_SIZE,
-                                          height=IMAGE_SIZE)]
+        for twin, x in _with_twin(e):
+            nodes += [Node.text_node(x.caption),
+                      Node.image_node(image_url(base_url, i, twin), alt_text=x.caption, width=IMAGE_SIZE,
+                                      height=IMAGE_SIZE)]
         docs.append(Document(doc_id=f"shapes-{i:06d}", url=f"{base_url}/examples/{i:06d}.html", nodes=nodes))
     return docs
 
@@ -201,9 +204,7 @@ def write_site(directory: str, examples: list[Example], *, per_page: int = 8, si
     for p in range(0, len(examples), per_page):
         body = []
         for i in range(p, min(p + per_page, len(examples))):
-            for twin, e in ((False, examples[i]), (True, examples[i].twin)):
-                if e is None:
-                    continue
+            for twin, e in _with_twin(examples[i]):
                 name = os.path.basename(image_url("", i, twin))
                 render(e.scene, size).save(os.path.join(directory, "images", name))
                 cap = html.escape(e.caption)
