@@ -48,6 +48,12 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if runner in (None, "DirectRunner", "FnApiRunner"):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return beam.Pipeline(runner=FnApiRunner(), options=options)
+    if runner in ("DaskRunner", "dask"):  # interleaf's own translation, not Beam's (pipelines/dask_runner.py)
+        try:
+            from interleaf.pipelines.dask_runner import DaskRunner
+        except ImportError as e:
+            raise ValueError(str(e)) from None
+        return beam.Pipeline(runner=DaskRunner(), options=options)
     return beam.Pipeline(options=options)
 
 
