@@ -37,6 +37,9 @@ def pipeline_options(pipeline_args: list[str] | None = None, **overrides) -> Pip
     return PipelineOptions(pipeline_args or [], **overrides)
 
 
+DASK_RUNNERS = ("DaskRunner", "dask")  # --runner values that pick pipelines/dask_runner.py
+
+
 def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the runner the options name; with none named, Beam's local FnApiRunner directly.
 
@@ -48,7 +51,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if runner in (None, "DirectRunner", "FnApiRunner"):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return beam.Pipeline(runner=FnApiRunner(), options=options)
-    if runner in ("DaskRunner", "dask"):  # interleaf's own translation, not Beam's (pipelines/dask_runner.py)
+    if runner in DASK_RUNNERS:  # interleaf's own translation, not Beam's (pipelines/dask_runner.py)
         try:
             from interleaf.pipelines.dask_runner import DaskRunner
         except ImportError as e:

@@ -17,7 +17,7 @@ Beam's own DoFn invoker, so DoFns run exactly as on other runners) and translate
     partitions never count twice;
   - every ParDo's counters are a target of the computation, so every branch runs;
   - a DoFn is set up once per worker thread and reused across partitions (torn down when the worker
-    thread's cache evicts it);
+    starts on another run's bundles);
   - side inputs are whole-list dependencies of the tasks that read them;
   - GroupByKey is dask's task-based shuffle, keys hashed by dask.base.tokenize (the same on every worker,
     unlike Python's salted hash()).
@@ -30,11 +30,13 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.internal import pickler
 from apache_beam.metrics.execution import MetricKey, MetricResult, MetricsContainer
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.metrics.metricbase import MetricName
@@ -64,20 +66,20 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger(__name__)
 
-RUNNER_NAMES = ("DaskRunner", "dask")  # what --runner accepts for this runner
 MAX_CREATE_PARTITIONS = 256  # a Create of up to this many items makes one partition (one task) per item
 SHUFFLE_PARTITIONS_PER_THREAD = 4  # a GroupByKey's output partitions per worker thread of the cluster
 _METRICS = "__interleaf_metrics__"  # the tag of a partition's counters among its outputs
-_CACHED_DOFNS = 64  # set-up DoFns kept per worker process (per step and thread)
+_PROCESS_MSECS = ("interleaf_dask_runner", "process_msecs")  # a bundle's wall time, among its counters
 
 
 @dataclass
 class _ParDoSpec:
     """What a partition task needs to run one ParDo: travels in the dask graph."""
 
-    token: str  # this step in this run: the key of the set-up DoFn a worker thread reuses
+    run: str  # this run: DoFns that other runs set up on a worker are torn down
+    token: str  # this step: with the run, the key of the set-up DoFn a worker thread reuses
     label: str
-    fn: beam.DoFn
+    fn: bytes  # the DoFn, pickled: every thread sets up its own copy, and the graph's copy stays as built
     args: tuple
     kwargs: dict
     side_views: list = field(default_factory=list)  # (view class, view options) per side input
@@ -116,7 +118,7 @@ class _SetUpDoFn:
         side_inputs = [SideInputMap(view, options, [GlobalWindows.windowed_value(v) for v in values])
                        for (view, options), values in zip(spec.side_views, side_values)]
         self.invoker = DoFnInvoker.create_invoker(
-            DoFnSignature(spec.fn), handler, context=DoFnContext(spec.label, state=None),
+            DoFnSignature(pickler.loads(spec.fn)), handler, context=DoFnContext(spec.label, state=None),
             side_inputs=side_inputs, input_args=list(spec.args), input_kwargs=spec.kwargs,
             user_state_context=None, bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
         self.invoker.invoke_setup()
@@ -141,22 +143,23 @@ class _SetUpDoFn:
 
 
 _lock = threading.Lock()
-_dofns: collections.OrderedDict = collections.OrderedDict()  # (token, thread id) -> _SetUpDoFn, oldest first
+_dofns: dict = {}  # (run, step, thread id) -> _SetUpDoFn of this worker process
 
 
 def _set_up(spec: _ParDoSpec, side_values: tuple) -> _SetUpDoFn:
-    key = (spec.token, threading.get_ident())
+    """The DoFn of this step for this thread, set up on first use; a worker that starts on another run's
+    bundles tears down what the runs before it set up (a worker may outlive many runs)."""
+    key = (spec.run, spec.token, threading.get_ident())
     with _lock:
-        dofn = _dofns.pop(key, None)
+        dofn = _dofns.get(key)
+        stale = [k for k in _dofns if k[0] != spec.run]
+        old = [_dofns.pop(k) for k in stale]
+    for done in old:
+        done.teardown()
     if dofn is None:
         dofn = _SetUpDoFn(spec, side_values)
-    evicted = []
-    with _lock:
-        _dofns[key] = dofn
-        while len(_dofns) > _CACHED_DOFNS:
-            evicted.append(_dofns.popitem(last=False)[1])
-    for old in evicted:
-        old.teardown()
+        with _lock:
+            _dofns[key] = dofn
     return dofn
 
 
@@ -167,16 +170,18 @@ def _run_bundle(items, *side_values, spec: _ParDoSpec) -> list:
     statesampler.set_current_tracker(sampler)
     dofn = _set_up(spec, side_values)
     container = MetricsContainer(spec.label)
+    started = time.perf_counter()
     try:
         with sampler.scoped_state(spec.label, "process", metrics_container=container):
             out = dofn.bundle(items)
     except BaseException:
         with _lock:  # a DoFn that failed mid-bundle is not reused
-            _dofns.pop((spec.token, threading.get_ident()), None)
+            _dofns.pop((spec.run, spec.token, threading.get_ident()), None)
         raise
     finally:
         statesampler.set_current_tracker(None)
     counted = {(k.metric.namespace, k.metric.name): n for k, n in container.get_cumulative().counters.items()}
+    counted[_PROCESS_MSECS] = round((time.perf_counter() - started) * 1000)
     out.append((_METRICS, counted))
     return out
 
@@ -202,8 +207,10 @@ class _Translator(PipelineVisitor):
 
     def __init__(self, bag_kwargs: dict, shuffle_partitions: int):
         self.bag_kwargs, self.shuffle_partitions = bag_kwargs, shuffle_partitions
+        self.run = uuid.uuid4().hex
         self.bags: dict = {}  # PCollection -> db.Bag
         self.metrics: list = []  # (step label, bag of counter dicts)
+        self.specs: list[_ParDoSpec] = []  # what each ParDo's tasks run (the graph holds them)
 
     def visit_transform(self, node) -> None:
         t = node.transform
@@ -245,10 +252,11 @@ class _Translator(PipelineVisitor):
         # args with each side input replaced by a placeholder the invoker fills, in t.side_inputs' order
         args, kwargs = t.args, t.kwargs
         main = next(iter(node.main_inputs.values()))
-        spec = _ParDoSpec(token=uuid.uuid4().hex, label=node.full_label, fn=t.fn, args=tuple(args),
-                          kwargs=dict(kwargs),
+        spec = _ParDoSpec(run=self.run, token=str(len(self.metrics)), label=node.full_label,
+                          fn=pickler.dumps(t.fn), args=tuple(args), kwargs=dict(kwargs),
                           side_views=[(type(si), si._view_options()) for si in t.side_inputs],
                           window_fn=main.windowing.windowfn if hasattr(main, "windowing") else None)
+        self.specs.append(spec)
         sides = [dask.delayed(_concat)(self.bags[si.pvalue].to_delayed()) for si in t.side_inputs]
         # the spec (the DoFn and its settings) is one key of the graph, not a copy in every task
         raw = bag.map_partitions(_run_bundle, *sides, spec=dask.delayed(spec, pure=False))
@@ -307,6 +315,12 @@ class DaskRunnerResult(PipelineResult):
         self.client.close()
         self._state = PipelineState.CANCELLED
         return self._state
+
+    def step_seconds(self) -> dict[str, float]:
+        """Wall seconds each step spent in its bundles (summed over partitions and workers)."""
+        counted = self.metrics().counted
+        return {step: n / 1000.0 for (step, namespace, name), n in counted.items()
+                if (namespace, name) == _PROCESS_MSECS}
 
     def metrics(self):
         if self._metrics is None:

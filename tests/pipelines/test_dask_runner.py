@@ -6,8 +6,11 @@ The first tests pin what Beam 2.77's own Dask runner gets wrong (tagged outputs 
 outputs lost, branches that do not end the graph never run, no metrics), on an in-process cluster."""
 
 import json
+import os
+import pickle
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +69,7 @@ def test_tagged_outputs_finish_bundle_side_inputs_branches_and_counters(tmp_path
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]
                 if c.key.metric.namespace == "test"}
     assert counters == {"in": 10, "bundles": 10}
+    assert any("_Split" in step for step in result.step_seconds())  # per-step times for the manifest
 
 
 def test_missing_scheduler_is_one_clear_error(tmp_path, capsys):
@@ -113,6 +117,46 @@ def cluster(tmp_path_factory):
                 proc.kill()
 
 
+class _Model(beam.DoFn):
+    """Holds what cannot be pickled once set up, as a loaded model does (an onnxruntime session)."""
+
+    def setup(self):
+        self.session = threading.Lock()
+
+    def process(self, x):
+        with self.session:
+            yield x, os.getpid()
+
+
+def test_setting_up_a_dofn_leaves_the_graphs_copy_as_built():
+    """A worker sets up its own copy of a DoFn: the graph's copy, which the scheduler may ship to another
+    worker, never holds what setup() loaded (an onnxruntime session cannot be pickled: measured)."""
+    from interleaf.pipelines.dask_runner import _run_bundle, _Translator, dask_overrides
+
+    p = beam.Pipeline()
+    p | beam.Create([1, 2]) | beam.ParDo(_Model())
+    p.replace_all(dask_overrides())
+    translator = _Translator({}, shuffle_partitions=4)
+    p.visit(translator)
+    [spec] = [s for s in translator.specs if "_Model" in s.label]
+    outputs = [v for tag, v in _run_bundle([1, 2], spec=spec) if tag is None]
+    assert outputs == [(1, os.getpid()), (2, os.getpid())]
+    pickle.dumps(spec)  # raises if the set-up DoFn (its lock) were in it
+
+
+@pytest.mark.slow
+def test_set_up_dofns_stay_on_their_worker(cluster, tmp_path):
+    """Both worker processes run the step; neither ever ships a set-up DoFn to the other."""
+    options = pipeline_options(["--runner", "DaskRunner", "--dask_scheduler_file", str(cluster)])
+    p = create_pipeline(options)
+    (p | beam.Create(list(range(64))) | beam.ParDo(_Model()) | beam.combiners.ToList()
+     | beam.Map(_write(tmp_path / "out.json")))
+    p.run().wait_until_finish()
+    done = json.loads((tmp_path / "out.json").read_text())
+    assert sorted(x for x, _ in done) == list(range(64))
+    assert len({pid for _, pid in done}) == 2
+
+
 @pytest.mark.slow
 def test_run_on_a_two_worker_cluster_matches_the_local_run(cluster, tmp_path):
     """`interleaf run --runner DaskRunner` over the fixture WARCs, OBELICS and MMC4 files through ingest and
@@ -133,3 +177,4 @@ def test_run_on_a_two_worker_cluster_matches_the_local_run(cluster, tmp_path):
     funnel = manifest["funnel"]
     assert funnel["ingest"]["records"]["in"] == 257 and funnel["dedup"]["documents"]["in"] == 30
     assert funnel["dedup"]["documents"]["dropped"] == {"exact_duplicate": 2, "near_duplicate": 1}
+    assert manifest["timings_s"]["processing_by_stage"]["ingest"] > 0
