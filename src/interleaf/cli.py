@@ -40,6 +40,8 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # Beam and friends are chatty at INFO
         for name in ("apache_beam", "urllib3", "PIL"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # dask.distributed (--runner DaskRunner) sets its loggers' levels from its config when imported
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for handler in logging.getLogger().handlers:
             handler.addFilter(_no_tracebacks_for_user_errors)
 
