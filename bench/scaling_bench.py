@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import table, write_section  # noqa: E402
 
 from interleaf.pipelines.run import RunConfig, run  # noqa: E402
+from interleaf.readers.warc import PAGE, WarcItem, iter_warc  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "warc" / "dolma-sample-0000.warc.gz"
 TEXT = re.compile(r">([^<]+)<")
@@ -35,15 +36,9 @@ WORD = re.compile(r"[A-Za-z]{3,}")
 
 
 def _pages() -> list[tuple[str, bytes]]:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-
-    pages = []
     with open(SAMPLE, "rb") as f:
-        for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
-            ctype = rec.http_headers.get("Content-Type", "") if rec.http_headers else ""
-            if "html" in ctype:
-                pages.append((rec.headers.get("WARC-Target-URI"), rec.reader.read()))
-    return pages
+        return [(item.url, item.body) for item in iter_warc(f, SAMPLE.name)
+                if isinstance(item, WarcItem) and item.kind == PAGE and not item.revisit]
 
 
 def write_corpus(directory: str, n_pages: int, n_files: int, seed: int = 0) -> list[str]:

@@ -37,6 +37,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.internal import pickler
+from apache_beam.metrics import monitoring_infos
 from apache_beam.metrics.execution import MetricKey, MetricResult, MetricsContainer
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.metrics.metricbase import MetricName
@@ -76,8 +77,8 @@ _PROCESS_MSECS = ("interleaf_dask_runner", "process_msecs")  # a bundle's wall t
 class _ParDoSpec:
     """What a partition task needs to run one ParDo: travels in the dask graph."""
 
-    run: str  # this run: DoFns that other runs set up on a worker are torn down
-    token: str  # this step: with the run, the key of the set-up DoFn a worker thread reuses
+    run: str  # this run: DoFns that another run set up on a worker are torn down
+    token: str  # this step: the key of the set-up DoFn a worker thread reuses
     label: str
     fn: bytes  # the DoFn, pickled: every thread sets up its own copy, and the graph's copy stays as built
     args: tuple
@@ -143,23 +144,28 @@ class _SetUpDoFn:
 
 
 _lock = threading.Lock()
-_dofns: dict = {}  # (run, step, thread id) -> _SetUpDoFn of this worker process
+_dofns: dict = {}  # (step, thread id) -> _SetUpDoFn of this worker process, all of run _dofns_run
+_dofns_run: str | None = None
 
 
 def _set_up(spec: _ParDoSpec, side_values: tuple) -> _SetUpDoFn:
     """The DoFn of this step for this thread, set up on first use; a worker that starts on another run's
-    bundles tears down what the runs before it set up (a worker may outlive many runs)."""
-    key = (spec.run, spec.token, threading.get_ident())
+    bundles tears down what the run before it set up (a worker may outlive many runs)."""
+    global _dofns_run
+    key = (spec.token, threading.get_ident())
+    old = []
     with _lock:
+        if spec.run != _dofns_run:
+            old, _dofns_run = list(_dofns.values()), spec.run
+            _dofns.clear()
         dofn = _dofns.get(key)
-        stale = [k for k in _dofns if k[0] != spec.run]
-        old = [_dofns.pop(k) for k in stale]
     for done in old:
         done.teardown()
     if dofn is None:
         dofn = _SetUpDoFn(spec, side_values)
         with _lock:
-            _dofns[key] = dofn
+            if spec.run == _dofns_run:
+                _dofns[key] = dofn
     return dofn
 
 
@@ -176,7 +182,7 @@ def _run_bundle(items, *side_values, spec: _ParDoSpec) -> list:
             out = dofn.bundle(items)
     except BaseException:
         with _lock:  # a DoFn that failed mid-bundle is not reused
-            _dofns.pop((spec.run, spec.token, threading.get_ident()), None)
+            _dofns.pop((spec.token, threading.get_ident()), None)
         raise
     finally:
         statesampler.set_current_tracker(None)
@@ -220,9 +226,8 @@ class _Translator(PipelineVisitor):
         elif isinstance(t, _Reshuffle):
             bag = inputs[0]
         elif isinstance(t, _GroupByKeyOnly):
-            # a fixed number of partitions out: Flatten adds its inputs' partitions together, and a shuffle
-            # that kept them would let the graph grow with every join of the pipeline
-            # (dask's task shuffle keeps its input's partitions: fewer in, fewer out)
+            # dask's task shuffle keeps its input's partition count, and Flatten adds its inputs' counts: a
+            # fixed number in keeps the graph from growing with every join of the pipeline
             bag = inputs[0]
             if bag.npartitions > self.shuffle_partitions:
                 bag = bag.repartition(self.shuffle_partitions)
@@ -282,28 +287,26 @@ class _DaskMetrics(MetricResults):
 
 
 class DaskRunnerResult(PipelineResult):
-    def __init__(self, client, futures: list, steps: list[str]):
+    def __init__(self, client, steps: dict):
         super().__init__(PipelineState.RUNNING)
-        self.client, self.futures, self.steps = client, futures, steps
+        self.client, self.steps = client, steps  # {future of a step's counters: step label}
         self._metrics: _DaskMetrics | None = None
 
     def wait_until_finish(self, duration=None):
-        if self._metrics is not None or self._state != PipelineState.RUNNING:
+        if self._state != PipelineState.RUNNING:
             return self._state
         counted: dict = collections.defaultdict(int)
         try:
             timeout = duration / 1000 if duration is not None else None
-            by_future = dict(zip(self.futures, self.steps))
-            for future, parts in ddist.as_completed(self.futures, timeout=timeout, with_results=True):
-                step = by_future[future]
+            for future, parts in ddist.as_completed(list(self.steps), timeout=timeout, with_results=True):
                 for part in parts:
                     for (namespace, name), n in part.items():
-                        counted[(step, namespace, name)] += n
+                        counted[(self.steps[future], namespace, name)] += n
             self._metrics = _DaskMetrics(dict(counted))
             self._state = PipelineState.DONE
         except BaseException:
             self._state = PipelineState.FAILED
-            self.client.cancel(self.futures)
+            self.client.cancel(list(self.steps))
             raise
         finally:
             if self._state != PipelineState.RUNNING:
@@ -311,16 +314,17 @@ class DaskRunnerResult(PipelineResult):
         return self._state
 
     def cancel(self):
-        self.client.cancel(self.futures)
+        self.client.cancel(list(self.steps))
         self.client.close()
         self._state = PipelineState.CANCELLED
         return self._state
 
-    def step_seconds(self) -> dict[str, float]:
-        """Wall seconds each step spent in its bundles (summed over partitions and workers)."""
-        counted = self.metrics().counted
-        return {step: n / 1000.0 for (step, namespace, name), n in counted.items()
-                if (namespace, name) == _PROCESS_MSECS}
+    def monitoring_infos(self) -> list:
+        """Each step's wall time in its bundles (summed over partitions and workers), as the execution-time
+        infos Beam's own runners report (pipelines/run.py reads them for the manifest)."""
+        return [monitoring_infos.int64_counter(monitoring_infos.TOTAL_MSECS_URN, n, ptransform=step)
+                for (step, namespace, name), n in self.metrics().counted.items()
+                if (namespace, name) == _PROCESS_MSECS]
 
     def metrics(self):
         if self._metrics is None:
@@ -346,6 +350,5 @@ class DaskRunner(PipelineRunner):
         pipeline.visit(translator)
         log.info("running %d steps on the dask scheduler %s", len(translator.metrics),
                  client.scheduler.address)
-        steps = [step for step, _ in translator.metrics]
         futures = client.compute([bag for _, bag in translator.metrics])
-        return DaskRunnerResult(client, futures, steps)
+        return DaskRunnerResult(client, {f: step for f, (step, _) in zip(futures, translator.metrics)})

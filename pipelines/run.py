@@ -239,34 +239,26 @@ def build(p: beam.Pipeline, inputs: dict[str, list[str]], output: str, config: R
 
 
 def _stage_timings(result, stages: list[str]) -> dict[str, float]:
-    """Seconds of processing per stage, from the runner's per-step execution times where it reports them
-    (FnApiRunner and Dataflow as monitoring infos, interleaf's Dask runner as step_seconds()); steps are
-    attributed by the label they carry."""
+    """Seconds of processing per stage, from the runner's per-step execution-time metrics where it reports
+    them (FnApiRunner and Dataflow do); steps are attributed by the label they carry."""
     labels: dict[str, tuple[str, ...]] = {"write": ("WriteDocuments", "WriteRejected", "WriteFailed", "WriteImages")}
     for cls in stage_classes(stages):
         labels[cls.name] = (*labels.get(cls.name, ()), cls.label)
-    steps = _step_seconds(result)
-    if not steps:  # a runner that reports no execution times
-        return {}
     totals = {s: 0.0 for s in labels}
-    for step, seconds in steps:
-        first = step.split("/", 1)[0]
-        for stage, prefixes in labels.items():
-            if first.startswith(prefixes):
-                totals[stage] += seconds
-    return {k: round(v, 3) for k, v in totals.items()}
-
-
-def _step_seconds(result) -> list[tuple[str, float]]:
-    if hasattr(result, "step_seconds"):
-        return list(result.step_seconds().items())
     try:
         infos = result.monitoring_infos()
     except (AttributeError, NotImplementedError):
-        return []
+        return {}
     from apache_beam.metrics import monitoring_infos as mi
-    return [(info.labels.get(mi.PTRANSFORM_LABEL, ""), mi.extract_counter_value(info) / 1000.0)
-            for info in infos if info.urn.endswith("_msecs:v1") and "execution_time" in info.urn]
+    for info in infos:
+        if not info.urn.endswith("_msecs:v1") or "execution_time" not in info.urn:
+            continue
+        step = info.labels.get(mi.PTRANSFORM_LABEL, "")
+        first = step.split("/", 1)[0]
+        for stage, prefixes in labels.items():
+            if stage in totals and first.startswith(prefixes):
+                totals[stage] += mi.extract_counter_value(info) / 1000.0
+    return {k: round(v, 3) for k, v in totals.items()}
 
 
 def preflight(config: RunConfig, options) -> None:
